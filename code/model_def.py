@@ -1,0 +1,188 @@
+"""Model registry and factory.
+
+Every architecture registers itself with ``@register``; ``train.py`` and ``inference.py`` build models
+only through ``create_model``, which rejects unknown names with the list of valid ones (the timm pattern).
+
+* ``smallcnn`` (default): a fast residual CNN for 28-64 px images, any input size.
+* ``resnet18_small``: torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small inputs.
+* ``resnet18``, ``resnet50``, ``densenet121``, ``efficientnet_b0``: torchvision models for 224 px, with
+  ImageNet weights when ``pretrained`` is on (downloaded then, and only then). 1-channel inputs are adapted
+  by summing the pretrained first-layer filters over RGB, which keeps the response to a grey image.
+"""
+import torch
+from torch import nn
+
+MODELS = {}
+
+
+def register(fn):
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def create_model(name, num_classes, in_channels=1, pretrained=False):
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels, pretrained=pretrained)
+
+
+# --------------------------------------------------------------------------------------------------
+# Small-image CNN
+# --------------------------------------------------------------------------------------------------
+def conv_bn_act(cin, cout, stride=1):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = conv_bn_act(cin, cout, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.act = nn.ReLU(inplace=True)
+        nn.init.zeros_(self.conv2[1].weight)  # start each block as identity: stable early training
+
+    def forward(self, x):
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class SmallCNN(nn.Module):
+    """Stem, three residual stages (each halves the resolution after the first), global pool, linear.
+
+    At 28 px: 28 -> 28 -> 14 -> 7. Works at any input size thanks to the adaptive pool.
+    """
+
+    def __init__(self, num_classes, in_channels=1, widths=(32, 64, 128), dropout=0.1):
+        super().__init__()
+        self.stem = conv_bn_act(in_channels, widths[0])
+        stages, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            stages.append(ResidualBlock(cin, w, stride=1 if i == 0 else 2))
+            cin = w
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.pool(self.stages(self.stem(x))).flatten(1)
+        return self.fc(self.dropout(x))
+
+
+@register
+def smallcnn(num_classes, in_channels=1, pretrained=False):
+    if pretrained:
+        raise ValueError("smallcnn has no pretrained weights; set pretrained to false or pick a torchvision model")
+    return SmallCNN(num_classes, in_channels)
+
+
+# --------------------------------------------------------------------------------------------------
+# torchvision models
+# --------------------------------------------------------------------------------------------------
+def _torchvision(builder, weights_enum, pretrained):
+    weights = weights_enum.DEFAULT if pretrained else None
+    try:
+        return builder(weights=weights)
+    except Exception as exc:  # network isolation, no internet, proxy
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"could not download the ImageNet weights {weights} ({type(exc).__name__}: {exc}); "
+            "set pretrained to false, allow internet access, or pre-seed TORCH_HOME with the weights"
+        ) from exc
+
+
+def _adapt_conv(conv, in_channels, **overrides):
+    """Return a copy of ``conv`` taking ``in_channels`` inputs (and any overridden geometry)."""
+    kwargs = dict(
+        in_channels=in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
+        stride=conv.stride, padding=conv.padding, bias=conv.bias is not None,
+    )
+    kwargs.update(overrides)
+    new = nn.Conv2d(**kwargs)
+    same_geometry = new.weight.shape[2:] == conv.weight.shape[2:]
+    if same_geometry:
+        with torch.no_grad():
+            w = conv.weight
+            new.weight.copy_(w.sum(dim=1, keepdim=True) if in_channels == 1 else w)
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+    return new
+
+
+def _replace_head(linear, num_classes):
+    return nn.Linear(linear.in_features, num_classes)
+
+
+@register
+def resnet18_small(num_classes, in_channels=1, pretrained=False):
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    m = _torchvision(resnet18, ResNet18_Weights, pretrained)
+    m.conv1 = _adapt_conv(m.conv1, in_channels, kernel_size=3, stride=1, padding=1)
+    m.maxpool = nn.Identity()
+    m.fc = _replace_head(m.fc, num_classes)
+    return m
+
+
+@register
+def resnet18(num_classes, in_channels=3, pretrained=False):
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models import resnet18 as build
+
+    m = _torchvision(build, ResNet18_Weights, pretrained)
+    if in_channels != 3:
+        m.conv1 = _adapt_conv(m.conv1, in_channels)
+    m.fc = _replace_head(m.fc, num_classes)
+    return m
+
+
+@register
+def resnet50(num_classes, in_channels=3, pretrained=False):
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models import resnet50 as build
+
+    m = _torchvision(build, ResNet50_Weights, pretrained)
+    if in_channels != 3:
+        m.conv1 = _adapt_conv(m.conv1, in_channels)
+    m.fc = _replace_head(m.fc, num_classes)
+    return m
+
+
+@register
+def densenet121(num_classes, in_channels=3, pretrained=False):
+    from torchvision.models import DenseNet121_Weights
+    from torchvision.models import densenet121 as build
+
+    m = _torchvision(build, DenseNet121_Weights, pretrained)
+    if in_channels != 3:
+        m.features.conv0 = _adapt_conv(m.features.conv0, in_channels)
+    m.classifier = _replace_head(m.classifier, num_classes)
+    return m
+
+
+@register
+def efficientnet_b0(num_classes, in_channels=3, pretrained=False):
+    from torchvision.models import EfficientNet_B0_Weights
+    from torchvision.models import efficientnet_b0 as build
+
+    m = _torchvision(build, EfficientNet_B0_Weights, pretrained)
+    if in_channels != 3:
+        m.features[0][0] = _adapt_conv(m.features[0][0], in_channels)
+    m.classifier[-1] = _replace_head(m.classifier[-1], num_classes)
+    return m

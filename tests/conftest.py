@@ -1,0 +1,90 @@
+"""Shared fixtures: synthetic class-folder data sets, a runner for scripts/local_train.py, fake AWS settings.
+
+AWS is never reached: fake credentials and AWS_EC2_METADATA_DISABLED are set here, before any test module
+can import boto3 or sagemaker; tests that need an AWS API start moto's server on 127.0.0.1.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+for _key, _value in {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+    "AWS_SECURITY_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true", "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+}.items():
+    os.environ[_key] = _value
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CODE = os.path.join(ROOT, "code")
+SCRIPTS = os.path.join(ROOT, "scripts")
+for _p in (CODE, SCRIPTS):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+CLASSES = ["normal", "pneumonia"]
+
+
+def make_image(label, rng, size=16, mode="L"):
+    """A grey image with noise; class 1 ('pneumonia') has a bright square, so a tiny model learns it fast."""
+    arr = rng.normal(80, 20, (size, size)).clip(0, 255)
+    if label == 1:
+        r, c = rng.integers(2, size // 2, 2)
+        arr[r:r + size // 3, c:c + size // 3] += 120
+    arr = arr.clip(0, 255).astype(np.uint8)
+    if mode == "L":
+        return Image.fromarray(arr, "L")
+    if mode == "I;16":
+        return Image.fromarray(arr.astype(np.uint16) * 257)  # 16-bit grayscale PNG
+    if mode == "RGB":
+        return Image.fromarray(np.stack([arr] * 3, -1), "RGB")
+    if mode == "RGBA":
+        return Image.fromarray(np.stack([arr] * 3 + [np.full_like(arr, 255)], -1), "RGBA")
+    raise ValueError(mode)
+
+
+def make_dataset(root, counts=None, size=16, seed=0, mixed=False):
+    """Write root/<split>/<class>/<i>.png. ``counts``: {split: per-class count}. ``mixed``: vary formats."""
+    counts = counts or {"train": 40, "val": 12, "test": 12}
+    rng = np.random.default_rng(seed)
+    modes = ["L", "I;16", "RGB", "RGBA"] if mixed else ["L"]
+    for split, n in counts.items():
+        for label, name in enumerate(CLASSES):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                mode = modes[i % len(modes)]
+                ext = ".jpg" if mixed and mode == "RGB" and i % 3 == 0 else ".png"
+                make_image(label, rng, size, mode).save(os.path.join(folder, f"{i}{ext}"))
+    with open(os.path.join(root, "label_dict.json"), "w") as fh:
+        json.dump({"0": "normal", "1": "pneumonia"}, fh)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small two-class data set with train/val/test, shared read-only by the tests."""
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+# Fast, deterministic settings for runs on the tiny data set.
+FAST_HPS = ["epochs=2", "batch-size=16", "ema=0", "patience=0"]
+
+
+def run_local_train(data, work, hps=(), extra=(), timeout=300, **popen):
+    """Run scripts/local_train.py (the real toolkit) and return the CompletedProcess."""
+    cmd = [sys.executable, os.path.join(SCRIPTS, "local_train.py"), "--data", str(data), "--out", str(work)]
+    cmd += list(extra)
+    if hps:
+        cmd += ["--hp", *hps]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def read_failure(work):
+    path = os.path.join(work, "output", "failure")
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
