@@ -45,6 +45,10 @@ class BadImageError(DataError):
     """One image that cannot be used (corrupt, truncated, too large)."""
 
 
+class ImageTooLargeError(BadImageError):
+    """An image with more pixels than allowed (a decompression bomb, or simply too large)."""
+
+
 def one_line(message, limit=1000):
     """Collapse a message to a single line of at most ``limit`` characters."""
     text = " ".join(str(message).split())
@@ -270,13 +274,13 @@ def open_image(fp, max_pixels):
             im = Image.open(fp)
             width, height = im.size
             if width * height > max_pixels:
-                raise BadImageError(f"{width}x{height} pixels is above the limit of {max_pixels}")
+                raise ImageTooLargeError(f"{width}x{height} pixels is above the limit of {max_pixels}")
             im.load()
             return im
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(f"too many pixels ({exc})") from exc
+        raise ImageTooLargeError(f"too many pixels ({exc})") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # PIL's ways of saying corrupt/truncated
         raise BadImageError(f"cannot decode ({type(exc).__name__}: {exc})") from exc
 

@@ -1,0 +1,380 @@
+"""SageMaker PyTorch inference handlers (model_fn, input_fn, predict_fn, output_fn) for models from train.py.
+
+model.tar.gz holds model.pth (state_dict), model_config.json, label_dict.json and code/ (this file,
+model_def.py, utils.py). Images are decoded and normalised exactly as train.py evaluates them.
+
+Requests (Content-Type; parameters such as ``; charset=utf-8`` are ignored):
+  image/png, image/jpeg  one PNG or JPEG file (either is accepted under either type).
+  application/x-npy      numpy.save output, never unpickled: one image (H,W), (H,W,C), (C,H,W) or a batch
+                         (N,H,W), (N,H,W,C), (N,C,H,W), where C is 1, 3 or 4. A 3-D array is (H,W,C) when its
+                         last axis is 1, 3 or 4; else one (C,H,W) image when its first axis equals the model's
+                         in_channels; else a batch (N,H,W). Send 4-D arrays to leave no doubt.
+  application/json       {"instances": [image, ...]}, each instance one image as a nested list ((H,W), (H,W,C)
+                         or (C,H,W)) or {"b64": "<base64 PNG/JPEG>"}; {"image": "<base64 PNG/JPEG>"}; or a bare
+                         nested list, read like an npy array.
+Pixel values: integers must be 0..255 and are used as decoded 8-bit pixels; floats must be finite and in
+[0, 1] and become round(255 * x). Then, as in training: converted to the model's channels (grey or RGB),
+resized to image_size x image_size (bilinear), scaled to [0, 1] and normalised with the saved mean/std.
+
+Response (Accept: application/json, */* or none), one entry per image in request order:
+  {"predictions": [{"label": "pneumonia", "index": 1, "probabilities": {"normal": 0.1, "pneumonia": 0.9}}]}
+
+Errors are InferenceError (a sagemaker_inference BaseInferenceToolkitError in the container, so the toolkit
+answers with its status_code; anything else becomes a 500) with a one-line message: 400 malformed body, 406
+unsupported Accept, 413 body or image too large, 415 unsupported Content-Type.
+
+Environment, read at every request: INFERENCE_MAX_REQUEST_BYTES (default 10 MiB),
+INFERENCE_MAX_IMAGE_PIXELS (default 64,000,000, as train.py's max-image-pixels).
+"""
+import base64
+import binascii
+import io
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+import model_def
+import utils
+
+try:  # shipped by the SageMaker inference containers: its status_code becomes the HTTP status
+    from sagemaker_inference.errors import BaseInferenceToolkitError as _ErrorBase
+except ImportError:  # tests and local use
+    _ErrorBase = Exception
+
+logger = logging.getLogger("inference")
+
+PNG, JPEG, NPY, JSON = "image/png", "image/jpeg", "application/x-npy", "application/json"
+IMAGE_TYPES = (PNG, JPEG, "image/jpg")
+SUPPORTED = f"{PNG}, {JPEG}, {NPY} or {JSON}"
+MAX_REQUEST_BYTES_ENV, DEFAULT_MAX_REQUEST_BYTES = "INFERENCE_MAX_REQUEST_BYTES", 10 * 1024 * 1024
+MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS = "INFERENCE_MAX_IMAGE_PIXELS", 64_000_000
+BATCH_SIZE = 64  # images per forward pass
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+CHANNEL_SIZES = (1, 3, 4)
+JSON_SHAPES = ('{"instances": [<nested list of pixels> or {"b64": "<base64 PNG/JPEG>"}, ...]}, '
+               '{"image": "<base64 PNG/JPEG>"} or a nested list of pixels')
+
+
+# ==================================================================================================
+# Errors
+# ==================================================================================================
+class InferenceError(_ErrorBase):
+    """A request the endpoint refuses: ``status_code`` is the HTTP status, ``message`` one clear line."""
+
+    def __init__(self, status_code, message):
+        message = utils.one_line(message)
+        Exception.__init__(self, message)
+        self.status_code, self.message, self.phrase = status_code, message, message
+
+    def __str__(self):
+        return self.message
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory does not hold what train.py writes."""
+
+
+def _env_int(name, default):
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise InferenceError(500, f"{name}={value!r} is not a positive whole number; fix the endpoint's environment")
+    return number
+
+
+# ==================================================================================================
+# model_fn
+# ==================================================================================================
+class LoadedModel:
+    """What model_fn returns: the model in eval mode, its config, class names and device."""
+
+    def __init__(self, model, config, device):
+        self.model, self.config, self.device = model, config, device
+        self.classes = list(config["classes"])
+        self.channels, self.size = int(config["in_channels"]), int(config["image_size"])
+        self.mean, self.std = list(config["mean"]), list(config["std"])
+        self.tta = bool(config.get("tta", False))
+
+
+def read_config(model_dir):
+    path = os.path.join(model_dir, "model_config.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path} ({exc}); deploy the model.tar.gz that train.py wrote") from exc
+    missing = [k for k in ("architecture", "num_classes", "in_channels", "image_size", "mean", "std", "classes")
+               if k not in config]
+    if missing:
+        raise ModelLoadError(f"{path} lacks {missing}; deploy the model.tar.gz that train.py wrote")
+    if len(config["classes"]) != config["num_classes"]:
+        raise ModelLoadError(f"{path} lists {len(config['classes'])} classes for num_classes={config['num_classes']}")
+    return config
+
+
+def load_weights(model_dir, config):
+    """The state_dict, loaded with weights_only=True: a file that needs arbitrary unpickling is refused."""
+    path = os.path.join(model_dir, os.path.basename(config.get("weights") or "model.pth"))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - missing, corrupt, or not plain weights
+        raise ModelLoadError(f"cannot load {path} as plain weights with torch.load(weights_only=True) "
+                             f"({type(exc).__name__}: {utils.one_line(exc, 300)}); it must be the state_dict "
+                             "train.py saves") from exc
+
+
+def model_fn(model_dir):
+    """Rebuild the architecture from model_config.json and load model.pth; GPU when there is one."""
+    config = read_config(model_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"],
+                                   pretrained=False)
+    model.load_state_dict(load_weights(model_dir, config))
+    model.to(device).eval()
+    logger.info("loaded %s (%d classes, %d channel(s), %d px, tta=%s) on %s", config["architecture"],
+                config["num_classes"], config["in_channels"], config["image_size"], config.get("tta"), device)
+    return LoadedModel(model, config, device)
+
+
+# ==================================================================================================
+# input_fn
+# ==================================================================================================
+class ArrayInput:
+    """uint8 pixels from npy or JSON; ``batch``: may hold several images (split by predict_fn)."""
+
+    def __init__(self, pixels, batch):
+        self.pixels, self.batch = pixels, batch
+
+
+def input_fn(request_body, content_type):
+    """Request body -> list of PIL images and ArrayInputs (the model's size and channels are applied later)."""
+    media = str(content_type or "").split(";")[0].strip().lower()
+    if media not in IMAGE_TYPES + (NPY, JSON):
+        raise InferenceError(415, f"Content-Type {content_type!r} is not supported; send {SUPPORTED}")
+    body = _body_bytes(request_body)
+    if media in IMAGE_TYPES:
+        return [decode_image(body, "the request body")]
+    if media == NPY:
+        return [ArrayInput(to_pixels(load_npy(body), "the npy array", batch=True), batch=True)]
+    return parse_json(body)
+
+
+def _body_bytes(body):
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    elif isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    elif body is None:
+        body = b""
+    elif not isinstance(body, bytes):
+        raise InferenceError(400, f"the request body is a {type(body).__name__}, not bytes")
+    if not body:
+        raise InferenceError(400, f"the request body is empty; send one image or an array as {SUPPORTED}")
+    limit = _env_int(MAX_REQUEST_BYTES_ENV, DEFAULT_MAX_REQUEST_BYTES)
+    if len(body) > limit:
+        raise InferenceError(413, f"the request body is {len(body)} bytes, above the limit of {limit}; send fewer "
+                                  f"or smaller images per request, or raise {MAX_REQUEST_BYTES_ENV}")
+    return body
+
+
+def decode_image(data, what):
+    """PNG or JPEG bytes -> loaded PIL image, through utils.open_image (the training decoder and its pixel guard)."""
+    if not data.startswith(IMAGE_MAGIC):
+        raise InferenceError(400, f"{what} is not a PNG or JPEG file; send PNG/JPEG bytes, or pixels as {NPY} "
+                                  f"or {JSON}")
+    limit = _env_int(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
+    try:
+        return utils.open_image(io.BytesIO(data), limit)
+    except utils.ImageTooLargeError as exc:
+        raise InferenceError(413, f"{what} is too large to decode: {exc}; downscale it or raise "
+                                  f"{MAX_IMAGE_PIXELS_ENV}") from exc
+    except utils.BadImageError as exc:
+        raise InferenceError(400, f"{what} is not a readable image: {exc}; send a complete PNG or JPEG file") from exc
+
+
+def load_npy(data):
+    """numpy.save bytes -> array, refusing pickled objects and checking the header against the body first."""
+    fp = io.BytesIO(data)
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"npy format version {version} is not supported")
+        shape, _, dtype = readers[version](fp)
+    except (ValueError, TypeError, EOFError, SyntaxError) as exc:
+        raise InferenceError(400, f"the request body is not a .npy array ({exc}); send numpy.save output "
+                                  f"as {NPY}") from exc
+    if dtype.hasobject:
+        raise InferenceError(400, "the npy array holds Python objects, which would need pickle (refused); send "
+                                  "a numeric uint8 or float array")
+    needed = math.prod(shape) * dtype.itemsize
+    if len(data) - fp.tell() < needed:
+        raise InferenceError(400, f"the npy array is truncated: shape {tuple(shape)} of {dtype} needs {needed} "
+                                  f"bytes, the body has {len(data) - fp.tell()}; send the whole numpy.save output")
+    fp.seek(0)
+    try:
+        return fmt.read_array(fp, allow_pickle=False)
+    except (ValueError, TypeError, EOFError) as exc:
+        raise InferenceError(400, f"cannot read the npy array ({exc}); send numpy.save output") from exc
+
+
+def parse_json(data):
+    try:
+        payload = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InferenceError(400, f"the request body is not valid JSON ({exc}); send {JSON_SHAPES}") from exc
+    if isinstance(payload, list):
+        return [ArrayInput(json_pixels(payload, "the JSON array", batch=True), batch=True)]
+    if isinstance(payload, dict) and isinstance(payload.get("image"), str):
+        return [decode_image(b64decode(payload["image"], '"image"'), '"image"')]
+    if isinstance(payload, dict) and isinstance(payload.get("instances"), list) and payload["instances"]:
+        return [json_instance(item, f"instance {i}") for i, item in enumerate(payload["instances"])]
+    raise InferenceError(400, f"unexpected JSON {_shape_of(payload)}; send {JSON_SHAPES}")
+
+
+def _shape_of(payload):
+    if isinstance(payload, dict):
+        return f"object with keys {sorted(payload)[:5]}"
+    return f"{type(payload).__name__}"
+
+
+def json_instance(item, what):
+    if isinstance(item, dict) and isinstance(item.get("b64"), str):
+        return decode_image(b64decode(item["b64"], what), what)
+    if isinstance(item, list):
+        return ArrayInput(json_pixels(item, what, batch=False), batch=False)
+    raise InferenceError(400, f"{what} is a {_shape_of(item)}, not an image; each instance is a nested list of "
+                              'pixels or {"b64": "<base64 PNG/JPEG>"}')
+
+
+def b64decode(value, what):
+    if value.startswith("data:") and "," in value:  # a data URL
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InferenceError(400, f"{what} is not valid base64 ({exc}); base64-encode the PNG/JPEG file") from exc
+
+
+def json_pixels(value, what, batch):
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise InferenceError(400, f"{what} is not a rectangular array of numbers ({exc}); give every image "
+                                  "the same height, width and channels, or send them as separate instances") from exc
+    return to_pixels(array, what, batch)
+
+
+def to_pixels(array, what, batch):
+    """Validate an array's rank and values and return it as uint8 (see the module docstring for the rules)."""
+    ranks = (2, 3, 4) if batch else (2, 3)
+    if array.ndim not in ranks or array.size == 0:
+        raise InferenceError(400, f"{what} has shape {array.shape}; expected {_expected_shapes(batch)}")
+    if array.dtype.kind in "ui":
+        lo, hi = int(array.min()), int(array.max())
+        if lo < 0 or hi > 255:
+            raise InferenceError(400, f"{what} has integer values {lo}..{hi}; integer pixels must be 0..255 "
+                                      "(send 16-bit images as PNG, or floats in [0, 1])")
+        return array.astype(np.uint8)
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise InferenceError(400, f"{what} holds NaN or infinity; send finite values")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0 or hi > 1:
+            raise InferenceError(400, f"{what} has float values {lo:g}..{hi:g}; float pixels must be in [0, 1] "
+                                      "(divide 0-255 pixels by 255, or send them as integers)")
+        return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
+    raise InferenceError(400, f"{what} has dtype {array.dtype}; send uint8 (0..255) or float (0..1) pixels")
+
+
+def _expected_shapes(batch):
+    one = "(H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4"
+    return f"{one}, or a batch (N, H, W), (N, H, W, C), (N, C, H, W)" if batch else f"one image {one}"
+
+
+# ==================================================================================================
+# predict_fn
+# ==================================================================================================
+def predict_fn(data, model):
+    """Decoded inputs -> {"predictions": [...]}, one entry per image in order (the output_fn shape)."""
+    images = to_batch(data, model.channels, model.size)
+    probs = probabilities(model, images)
+    return {"predictions": [prediction(p, model.classes) for p in probs]}
+
+
+def to_batch(items, channels, size):
+    """PIL images and ArrayInputs -> uint8 NCHW tensor at the model's channels and size, as training decodes."""
+    arrays = []
+    for item in items:
+        images = [item] if isinstance(item, Image.Image) else split_images(item, channels)
+        arrays += [utils.image_to_array(im, channels, size) for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def split_images(item, channels):
+    """An ArrayInput -> PIL images, by the layout rules in the module docstring."""
+    a = item.pixels
+    if a.ndim == 2:
+        hwc = [a[:, :, None]]
+    elif a.ndim == 3 and a.shape[-1] in CHANNEL_SIZES:
+        hwc = [a]
+    elif a.ndim == 3 and (a.shape[0] == channels or (not item.batch and a.shape[0] in CHANNEL_SIZES)):
+        hwc = [a.transpose(1, 2, 0)]
+    elif a.ndim == 3 and item.batch:
+        hwc = [img[:, :, None] for img in a]
+    elif a.ndim == 4 and a.shape[-1] in CHANNEL_SIZES:
+        hwc = list(a)
+    elif a.ndim == 4 and a.shape[1] in CHANNEL_SIZES:
+        hwc = list(a.transpose(0, 2, 3, 1))
+    else:
+        raise InferenceError(400, f"the array of shape {a.shape} has no channel axis of size 1, 3 or 4; "
+                                  f"send {_expected_shapes(item.batch)}")
+    return [Image.fromarray(np.ascontiguousarray(x[:, :, 0] if x.shape[-1] == 1 else x)) for x in hwc]
+
+
+@torch.no_grad()
+def probabilities(model, images):
+    """Softmax probabilities (N, K) in float32, as train.py's predict (with its hflip TTA when saved so)."""
+    out = []
+    for start in range(0, len(images), BATCH_SIZE):
+        x = images[start:start + BATCH_SIZE].to(model.device)
+        x = utils.normalize(x.float().div_(255), model.mean, model.std)
+        prob = torch.softmax(model.model(x).float(), dim=1)
+        if model.tta:
+            prob = (prob + torch.softmax(model.model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
+        out.append(prob.cpu())
+    return torch.cat(out).numpy()
+
+
+def prediction(prob, classes):
+    index = int(np.argmax(prob))
+    return {"label": classes[index], "index": index,
+            "probabilities": {name: float(p) for name, p in zip(classes, prob)}}
+
+
+# ==================================================================================================
+# output_fn
+# ==================================================================================================
+def output_fn(prediction, accept):
+    """JSON text and its content type (the toolkit sets the response's Content-Type from the tuple)."""
+    if not accepts_json(accept):
+        raise InferenceError(406, f"Accept {accept!r} is not supported; ask for {JSON} (or */*)")
+    return json.dumps(utils.json_safe(prediction)), JSON
+
+
+def accepts_json(accept):
+    if not accept or not str(accept).strip():
+        return True
+    ranges = {part.split(";")[0].strip().lower() for part in str(accept).split(",")}
+    return bool(ranges & {JSON, "application/*", "*/*"})
