@@ -1,0 +1,184 @@
+"""A training job's artefacts on the client: download, extract safely, read, and predict with the model.
+
+    model.tar.gz   model.pth, model_config.json, label_dict.json, code/ (inference.py and what it imports)
+    output.tar.gz  metrics.json (val/test metrics, per-epoch history, confusion matrices)
+
+``safe_extract`` refuses, rather than skips, anything that is not a plain file or folder inside the target:
+absolute names, ``..`` that climbs out, symbolic and hard links, devices. A tarball from S3 is input like any
+other.
+"""
+import base64
+import importlib
+import json
+import os
+import stat
+import sys
+import tarfile
+
+import numpy as np
+
+MODEL_TAR, OUTPUT_TAR = "model.tar.gz", "output.tar.gz"
+
+
+class UnsafeArchive(Exception):
+    pass
+
+
+# ==================================================================================================
+# Safe extraction
+# ==================================================================================================
+def check_member(member, root):
+    """Raise UnsafeArchive unless ``member`` is a plain file or folder that lands inside ``root``."""
+    name = member.name
+    if not name or name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive(f"refusing {name!r}: absolute path")
+    target = os.path.realpath(os.path.join(root, name))
+    if target != root and not target.startswith(root + os.sep):
+        raise UnsafeArchive(f"refusing {name!r}: it would be written outside {root}")
+    if member.issym() or member.islnk():
+        raise UnsafeArchive(f"refusing {name!r}: {'symbolic' if member.issym() else 'hard'} link to "
+                            f"{member.linkname!r}")
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeArchive(f"refusing {name!r}: not a regular file or folder (device, fifo or other)")
+
+
+def safe_extract(tar_path, dest):
+    """Extract ``tar_path`` into ``dest`` after checking every member; nothing is written if any is unsafe."""
+    os.makedirs(dest, exist_ok=True)
+    root = os.path.realpath(dest)
+    with tarfile.open(tar_path, "r:*") as tar:
+        members = tar.getmembers()
+        for member in members:
+            check_member(member, root)
+        for member in members:
+            member.mode = (member.mode | stat.S_IRUSR | stat.S_IWUSR) & 0o777  # no setuid, always readable
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the standard library checks once more
+                tar.extract(member, root, filter="data")
+            else:
+                tar.extract(member, root)
+    return dest
+
+
+# ==================================================================================================
+# Download
+# ==================================================================================================
+def download_job_artifacts(s3, model_data_uri, dest):
+    """Download a job's model.tar.gz and the output.tar.gz beside it, extract them into ``dest/model`` and
+    ``dest/output``. Returns ``{"model": dir, "output": dir or None}`` (output is None when the job wrote none)."""
+    if not model_data_uri.startswith("s3://") or not model_data_uri.endswith("/" + MODEL_TAR):
+        raise ValueError(f"expected s3://.../{MODEL_TAR}, got {model_data_uri!r}")
+    bucket, key = model_data_uri[5:].split("/", 1)
+    os.makedirs(dest, exist_ok=True)
+    out = {}
+    for name, tar_name in (("model", MODEL_TAR), ("output", OUTPUT_TAR)):
+        tar_key = key[: -len(MODEL_TAR)] + tar_name
+        local = os.path.join(dest, tar_name)
+        try:
+            s3.download_file(bucket, tar_key, local)
+        except Exception as exc:  # noqa: BLE001
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if name == "output" and code in ("404", "NoSuchKey"):
+                out[name] = None
+                continue
+            raise
+        out[name] = safe_extract(local, os.path.join(dest, name))
+    return out
+
+
+# ==================================================================================================
+# Metrics
+# ==================================================================================================
+METRIC_COLUMNS = ("n", "accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy", "loss")
+
+
+def load_metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def metrics_rows(metrics):
+    """``[{"split": "val", "n": ..., "accuracy": ..., ...}, ...]`` for the splits metrics.json has."""
+    rows = []
+    for split in ("val", "test"):
+        if split in metrics:
+            rows.append({"split": split, **{c: metrics[split].get(c) for c in METRIC_COLUMNS}})
+    return rows
+
+
+def metrics_table(metrics):
+    """The val/test metrics as a pandas DataFrame (one row per split)."""
+    import pandas as pd
+
+    return pd.DataFrame(metrics_rows(metrics)).set_index("split")
+
+
+# ==================================================================================================
+# Predictions with the trained model (what the endpoint will answer)
+# ==================================================================================================
+class LocalModel:
+    """The model of an extracted model.tar.gz, served by its own ``code/inference.py`` in this process:
+    model_fn once, then input_fn -> predict_fn -> output_fn per request, as the PyTorch inference container
+    does. Its modules are imported from ``model_dir/code`` and removed from ``sys.modules`` afterwards."""
+
+    MODULES = ("inference", "model_def", "utils")
+
+    def __init__(self, model_dir):
+        self.model_dir = model_dir
+        code = os.path.join(model_dir, "code")
+        if not os.path.isfile(os.path.join(code, "inference.py")):
+            raise FileNotFoundError(f"{code}/inference.py is missing: this model.tar.gz cannot be served")
+        saved = {name: sys.modules.pop(name) for name in self.MODULES if name in sys.modules}
+        sys.path.insert(0, code)
+        try:
+            self.inference = importlib.import_module("inference")
+            self.model = self.inference.model_fn(model_dir)
+        finally:
+            sys.path.remove(code)
+            for name in self.MODULES:
+                sys.modules.pop(name, None)
+            sys.modules.update(saved)
+
+    def invoke(self, body, content_type, accept="application/json"):
+        """One request, as the endpoint gets it: returns the parsed JSON response."""
+        data = self.inference.input_fn(body, content_type)
+        text, _ = self.inference.output_fn(self.inference.predict_fn(data, self.model), accept)
+        return json.loads(text)
+
+    def predict_files(self, paths, batch_size=32):
+        """Probabilities (N, K) for image files, sent in batches as {"instances": [{"b64": ...}, ...]}."""
+        classes = self.model.classes
+        probs = []
+        for start in range(0, len(paths), batch_size):
+            instances = []
+            for path in paths[start:start + batch_size]:
+                with open(path, "rb") as fh:
+                    instances.append({"b64": base64.b64encode(fh.read()).decode("ascii")})
+            out = self.invoke(json.dumps({"instances": instances}).encode(), "application/json")
+            probs += [[p["probabilities"][c] for c in classes] for p in out["predictions"]]
+        return np.asarray(probs, dtype=np.float64).reshape(len(paths), len(classes))
+
+
+def test_predictions(metrics, model_dir=None, test_dir=None):
+    """``(labels, probabilities, classes)`` for the test split, for ROC curves.
+
+    From metrics.json's ``test_predictions`` (``{"labels": [...], "probabilities": [[...], ...]}``) when
+    train.py wrote them; else by running the trained model over the local test channel ``test_dir``.
+    Returns None when neither is available.
+    """
+    classes = list(metrics.get("classes") or [])
+    saved = metrics.get("test_predictions")
+    if saved:
+        return np.asarray(saved["labels"], dtype=int), np.asarray(saved["probabilities"], dtype=np.float64), classes
+    if not (model_dir and test_dir and os.path.isdir(test_dir)):
+        return None
+    from channels import list_images
+
+    items = list_images(test_dir)
+    if not items:
+        return None
+    model = LocalModel(model_dir)
+    classes = list(model.model.classes)
+    known = [(p, c) for p, c in items if c in classes]
+    probs = model.predict_files([p for p, _ in known])
+    labels = np.asarray([classes.index(c) for _, c in known], dtype=int)
+    return labels, probs, classes

@@ -1,0 +1,488 @@
+"""SageMaker on 127.0.0.1 for the tests: moto's server, plus real training jobs and real endpoints.
+
+moto answers the SageMaker, S3, CloudWatch and Logs APIs but runs nothing: it marks a training job
+Completed at once with no artefacts, replaces its MetricDefinitions, and its InvokeEndpoint returns canned
+text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this process and wraps moto so that
+
+* CreateTrainingJob is recorded as the client sent it (``training_requests``, the raw JSON body), and then,
+  when ``run_jobs``, the job really runs in a background thread: the uploaded sourcedir.tar.gz and the
+  channels are fetched from moto's S3, the real sagemaker-training toolkit runs the entry point on a fake
+  /opt/ml (scripts/local_train.py's ``stage_base_dir`` and ``toolkit_env``), checkpoints are restored from
+  and synced to the job's CheckpointConfig S3 URI, and ``model.tar.gz`` (the model dir) and
+  ``output.tar.gz`` (output/data) are put at ``<S3OutputPath>/<job>/output/``. Meanwhile the job is
+  InProgress; then Completed, or Failed with the failure file as FailureReason, as SageMaker reports it.
+  The job's log goes to CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<time>``)
+  and every MetricDefinitions regex is applied to it, line by line, into CloudWatch metrics
+  (``/aws/sagemaker/TrainingJobs``, dimension TrainingJobName) and FinalMetricDataList.
+* CreateHyperParameterTuningJob is recorded (``tuning_requests``); moto's canned tuning result stands.
+* InvokeEndpoint runs the endpoint's model for real: the model's ModelDataUrl (the SDK's repacked
+  model.tar.gz) is extracted like /opt/ml/model and served by a subprocess that imports
+  ``SAGEMAKER_PROGRAM`` from ``code/`` and calls model_fn once, then input_fn -> predict_fn -> output_fn per
+  request, as the PyTorch inference toolkit does; an error with a ``BaseInferenceToolkitError`` status
+  becomes SageMaker's ModelError (HTTP 424) carrying that status, anything else a 500 from the model.
+
+Only one emulator runs at a time (moto's classes are patched for its lifetime). Child processes reach it
+through ``emulator.env()`` (AWS_ENDPOINT_URL and fake credentials).
+
+    python tests/sagemaker_emulator.py serve MODEL_DIR PROGRAM   # the endpoint's model server (internal)
+"""
+import base64
+import copy
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCRIPTS = os.path.join(ROOT, "scripts")
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDEMULATORFAKE0000", "AWS_SECRET_ACCESS_KEY": "emulator-fake-secret-Zq9x",
+                    "AWS_SESSION_TOKEN": "emulator-fake-token-Wp4v"}
+INFERENCE_ERRORS_STUB = (
+    "class BaseInferenceToolkitError(Exception):\n"
+    "    def __init__(self, status_code, message, phrase):\n"
+    "        self.status_code, self.message, self.phrase = status_code, message, phrase\n"
+    "        super().__init__(status_code, message, phrase)\n")
+
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+_active = None  # the running emulator (moto's classes call back into it)
+
+
+def _s3_parts(uri):
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def _tar_dir(folder):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            tar.add(os.path.join(folder, name), arcname=name)
+    return buf.getvalue()
+
+
+def _extract(data, dest):
+    """Extract a tarball's regular files and folders (the emulator's own input: refuse anything else)."""
+    os.makedirs(dest, exist_ok=True)
+    root = os.path.realpath(dest)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        for member in tar.getmembers():
+            target = os.path.realpath(os.path.join(root, member.name))
+            if not (member.isfile() or member.isdir()) or not (target == root or target.startswith(root + os.sep)):
+                raise ValueError(f"unsafe tar member {member.name!r}")
+        tar.extractall(root, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(root)
+
+
+class JobRun:
+    def __init__(self, name, work):
+        self.name, self.work = name, work
+        self.returncode = None
+        self.log = ""
+        self.error = None
+        self.done = threading.Event()
+
+
+class SageMakerEmulator:
+    def __init__(self, workdir, *, run_jobs=True, job_timeout=600, python=sys.executable):
+        self.workdir = os.path.abspath(workdir)
+        self.run_jobs, self.job_timeout, self.python = run_jobs, job_timeout, python
+        self.training_requests, self.tuning_requests, self.invocations = [], [], []
+        self.jobs = {}
+        self._raw_by_name = {}
+        self._servers = {}  # model data URL -> (Popen, lock)
+        self._patches = []
+        self.server = None
+        self.url = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        global _active
+        if _active is not None:
+            raise RuntimeError("a SageMakerEmulator is already running")
+        from moto.server import ThreadedMotoServer
+
+        os.makedirs(self.workdir, exist_ok=True)
+        self._patch()
+        _active = self
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def stop(self):
+        global _active
+        self.wait_for_jobs(timeout=self.job_timeout)
+        for proc, _ in self._servers.values():
+            proc.kill()
+            proc.wait()
+        self._servers.clear()
+        if self.server is not None:
+            self.server.stop()
+        for owner, name, original in reversed(self._patches):
+            setattr(owner, name, original)
+        self._patches.clear()
+        _active = None
+
+    def env(self, base=None):
+        """Environment for a child process (papermill kernel, scripts) that talks to this emulator."""
+        env = dict(os.environ if base is None else base)
+        env.update(FAKE_CREDENTIALS)
+        env.update({"AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                    "AWS_ENDPOINT_URL": self.url, "SAGEMAKER_SUPPRESS_V2_WARNING": "1"})
+        env.pop("AWS_SECURITY_TOKEN", None)
+        env.pop("AWS_PROFILE", None)
+        return env
+
+    def client(self, service):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                            aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"])
+
+    def wait_for_jobs(self, timeout=600):
+        end = time.time() + timeout
+        for run in list(self.jobs.values()):
+            run.done.wait(max(0.0, end - time.time()))
+
+    # ------------------------------------------------------------------ moto patches
+    def _patch_attr(self, owner, name, new):
+        self._patches.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, new)
+
+    def _patch(self):
+        from moto.sagemaker import models as sm_models
+        from moto.sagemaker import responses as sm_responses
+        from moto.sagemakerruntime import responses as rt_responses
+
+        response_cls = sm_responses.SageMakerResponse
+        backend_cls = sm_models.SageMakerModelBackend
+        original_response = response_cls.create_training_job
+        original_backend = backend_cls.create_training_job
+        original_tuning = response_cls.create_hyper_parameter_tuning_job
+
+        def create_training_job_response(handler):
+            raw = json.loads(handler.body)
+            _active.training_requests.append(raw)
+            _active._raw_by_name[raw["TrainingJobName"]] = raw
+            return original_response(handler)
+
+        def create_training_job_backend(backend, **kwargs):
+            sent_metrics = copy.deepcopy((kwargs.get("algorithm_specification") or {}).get("MetricDefinitions"))
+            job = original_backend(backend, **kwargs)
+            if sent_metrics is not None:  # moto replaces them with its own
+                job.algorithm_specification["MetricDefinitions"] = sent_metrics
+            _active._job_created(job, backend)
+            return job
+
+        def create_tuning_job_response(handler):
+            _active.tuning_requests.append(json.loads(handler.body))
+            return original_tuning(handler)
+
+        def invoke_endpoint(handler):
+            return _active._invoke(handler)
+
+        self._patch_attr(response_cls, "create_training_job", create_training_job_response)
+        self._patch_attr(backend_cls, "create_training_job", create_training_job_backend)
+        self._patch_attr(response_cls, "create_hyper_parameter_tuning_job", create_tuning_job_response)
+        self._patch_attr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+        # image bodies are bytes: keep moto from decoding them as UTF-8
+        self._patch_attr(rt_responses.SageMakerRuntimeResponse, "use_raw_body", True)
+
+    # ------------------------------------------------------------------ training jobs
+    def _job_created(self, job, backend):
+        name = job.training_job_name
+        run = JobRun(name, os.path.join(self.workdir, "jobs", name))
+        self.jobs[name] = run
+        job.output_data_config.setdefault("KmsKeyId", "")  # SageMaker always describes it; the SDK's attach needs it
+        if not self.run_jobs:
+            run.done.set()
+            return
+        job.training_job_status = "InProgress"
+        job.secondary_status = "Starting"
+        run.artifacts = job.model_artifacts
+        job.model_artifacts = None
+        job.training_end_time = None
+        threading.Thread(target=self._run_job, args=(job, run), name=f"job-{name}", daemon=True).start()
+
+    def _run_job(self, job, run):
+        started = time.time()
+        try:
+            self._execute(job, run)
+        except Exception as exc:  # noqa: BLE001 - the emulator's own failure becomes the job's
+            run.error = f"emulator error: {type(exc).__name__}: {exc}"
+            run.returncode = -1
+        finally:
+            self._finish(job, run, started)
+            run.done.set()
+
+    def _transition(self, job, status, message):
+        now = time.time()
+        from datetime import datetime, timezone
+
+        stamp = datetime.fromtimestamp(now, timezone.utc)
+        transitions = job.secondary_status_transitions
+        if transitions and "EndTime" not in transitions[-1]:
+            transitions[-1]["EndTime"] = stamp
+        transitions.append({"Status": status, "StartTime": stamp, "StatusMessage": message})
+        job.secondary_status = status
+
+    def _execute(self, job, run):
+        import local_train
+
+        s3 = self.client("s3")
+        name = job.training_job_name
+        hps = {k: json.loads(v) for k, v in (job.hyper_parameters or {}).items()}
+        if job.resource_config.get("InstanceCount", 1) != 1 or hps.get("sagemaker_torch_distributed_enabled"):
+            raise RuntimeError("the emulator runs single-instance jobs without distribution only")
+        shutil.rmtree(run.work, ignore_errors=True)
+        base, channels_root = os.path.join(run.work, "opt_ml"), os.path.join(run.work, "channels")
+        self._transition(job, "Downloading", "Downloading input data")
+        channels = []
+        for channel in job.input_data_config or []:
+            uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+            bucket, prefix = _s3_parts(uri)
+            dest = os.path.join(channels_root, channel["ChannelName"])
+            os.makedirs(dest, exist_ok=True)
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(prefix):].lstrip("/")
+                    if rel and not rel.endswith("/"):
+                        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+                        s3.download_file(bucket, obj["Key"], os.path.join(dest, rel))
+            channels.append(channel["ChannelName"])
+        code = local_train.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1", None)
+        shutil.rmtree(code)  # the job runs the uploaded sourcedir, not this checkout's code/
+        bucket, key = _s3_parts(hps["sagemaker_submit_directory"])
+        _extract(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), code)
+        local_train.write_json(os.path.join(base, "input", "config", "hyperparameters.json"),
+                               local_train.encode_hyperparameters(dict(hps, sagemaker_submit_directory=code)))
+        env = local_train.toolkit_env(base, run.work, 1)
+        env.update(self._raw_by_name.get(name, {}).get("Environment") or {})
+        env["TRAINING_JOB_NAME"] = name
+        checkpoints = os.path.join(run.work, "checkpoints")
+        ckpt_uri = (job.checkpoint_config or {}).get("S3Uri")
+        if ckpt_uri:  # SageMaker restores the checkpoint prefix into the local path before the script starts
+            os.makedirs(checkpoints, exist_ok=True)
+            self._download_prefix(s3, ckpt_uri, checkpoints)
+        else:
+            env.pop("SM_CHECKPOINT_DIR", None)
+        self._transition(job, "Training", "Training image download completed. Training in progress.")
+        timeout = min(self.job_timeout, (job.stopping_condition or {}).get("MaxRuntimeInSeconds") or self.job_timeout)
+        with open(os.path.join(run.work, "train.log"), "w+", encoding="utf-8") as log:
+            proc = subprocess.Popen([self.python, "-c", "from sagemaker_training.cli.train import main; main()"],
+                                    env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                run.returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                run.returncode = proc.wait()
+                run.error = f"MaxRuntimeExceeded: the job ran past {timeout} s"
+            log.seek(0)
+            run.log = log.read()
+        self._transition(job, "Uploading", "Uploading generated training model")
+        if ckpt_uri:
+            self._upload_dir(s3, checkpoints, ckpt_uri)
+        out_bucket, out_key = _s3_parts(job.output_data_config["S3OutputPath"].rstrip("/") + f"/{name}/output/")
+        s3.put_object(Bucket=out_bucket, Key=out_key + "model.tar.gz", Body=_tar_dir(os.path.join(base, "model")))
+        s3.put_object(Bucket=out_bucket, Key=out_key + "output.tar.gz",
+                      Body=_tar_dir(os.path.join(base, "output", "data")))
+        failure = os.path.join(base, "output", "failure")
+        if run.returncode and os.path.exists(failure) and not run.error:
+            with open(failure, encoding="utf-8", errors="replace") as fh:
+                run.error = "AlgorithmError: " + fh.read()[:1024]
+        elif run.returncode and not run.error:
+            run.error = f"AlgorithmError: the training process exited with {run.returncode}"
+
+    def _download_prefix(self, s3, uri, dest):
+        bucket, prefix = _s3_parts(uri.rstrip("/") + "/")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                s3.download_file(bucket, obj["Key"], os.path.join(dest, obj["Key"][len(prefix):]))
+
+    def _upload_dir(self, s3, folder, uri):
+        bucket, prefix = _s3_parts(uri.rstrip("/") + "/")
+        for dirpath, _, filenames in os.walk(folder):
+            for f in filenames:
+                path = os.path.join(dirpath, f)
+                s3.upload_file(path, bucket, prefix + os.path.relpath(path, folder).replace(os.sep, "/"))
+
+    def _finish(self, job, run, started):
+        from datetime import datetime, timezone
+
+        ended = time.time()
+        lines = run.log.splitlines()
+        try:
+            self._publish_log(job, lines, started, ended)
+        except Exception as exc:  # noqa: BLE001
+            run.error = run.error or f"emulator error publishing the log: {exc}"
+        job.training_start_time = datetime.fromtimestamp(started, timezone.utc)
+        job.training_end_time = datetime.fromtimestamp(ended, timezone.utc)
+        job.training_time_in_seconds = max(1, int(round(ended - started)))
+        job.billable_time_in_seconds = job.training_time_in_seconds
+        job.model_artifacts = getattr(run, "artifacts", None)
+        if run.error or run.returncode:
+            job.failure_reason = run.error
+            self._transition(job, "Failed", "Training job failed")
+            job.training_job_status = "Failed"
+        else:
+            self._transition(job, "Completed", "Training job completed")
+            job.training_job_status = "Completed"
+        job.secondary_status_transitions[-1]["EndTime"] = job.training_end_time
+
+    def _publish_log(self, job, lines, started, ended):
+        """The log to CloudWatch Logs; the metric definitions' matches to CloudWatch metrics."""
+        from datetime import datetime, timezone
+
+        name = job.training_job_name
+        logs, cw = self.client("logs"), self.client("cloudwatch")
+        try:
+            logs.create_log_group(logGroupName=LOG_GROUP)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        stream = f"{name}/algo-1-{int(started)}"
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        n = max(1, len(lines))
+        stamps = [int(1000 * (started + (ended - started) * i / n)) for i in range(len(lines))]
+        for start in range(0, len(lines), 5000):
+            events = [{"timestamp": t, "message": m or " "} for t, m in
+                      zip(stamps[start:start + 5000], lines[start:start + 5000])]
+            logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=events)
+        final, data = {}, []
+        definitions = (job.algorithm_specification or {}).get("MetricDefinitions") or []
+        for stamp, line in zip(stamps, lines):
+            for definition in definitions:
+                match = re.search(definition["Regex"], line)
+                if match:
+                    try:
+                        value = float(match.group(1))
+                    except (IndexError, ValueError):
+                        continue
+                    when = datetime.fromtimestamp(stamp / 1000, timezone.utc)
+                    data.append({"MetricName": definition["Name"], "Value": value, "Timestamp": when,
+                                 "Dimensions": [{"Name": "TrainingJobName", "Value": name}]})
+                    final[definition["Name"]] = {"MetricName": definition["Name"], "Value": value, "Timestamp": when}
+        for start in range(0, len(data), 20):
+            cw.put_metric_data(Namespace=METRIC_NAMESPACE, MetricData=data[start:start + 20])
+        job.final_metric_data_list = list(final.values())
+
+    # ------------------------------------------------------------------ endpoints
+    def _invoke(self, handler):
+        name = handler.path.split("/")[2]
+        content_type = handler.headers.get("Content-Type")
+        accept = handler.headers.get("Accept")
+        body = handler.raw_body if isinstance(handler.raw_body, bytes) else (handler.raw_body or "").encode()
+        record = {"endpoint": name, "content_type": content_type, "accept": accept, "body": body}
+        self.invocations.append(record)
+        sm = self.client("sagemaker")
+        try:
+            config = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+            model_name = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]["ModelName"]
+            container = sm.describe_model(ModelName=model_name)["PrimaryContainer"]
+        except sm.exceptions.ClientError as exc:
+            record["status"] = 400
+            return 400, {"x-amzn-ErrorType": "ValidationError"}, json.dumps(
+                {"message": f"Endpoint {name} of account 123456789012 not found. ({exc})"})
+        status, headers, out = self._serve(container, body, content_type, accept)
+        record.update(status=status, response=out, model_data=container["ModelDataUrl"])
+        if status >= 400:  # SageMaker wraps the model's error status in a ModelError (424)
+            message = out.decode("utf-8", "replace")
+            return 424, {"x-amzn-ErrorType": "ModelError"}, json.dumps({
+                "message": f"Received {'client' if status < 500 else 'server'} error ({status}) from primary "
+                           f"with message \"{message}\".", "OriginalStatusCode": status, "OriginalMessage": message})
+        return 200, headers, out
+
+    def _serve(self, container, body, content_type, accept):
+        url = container["ModelDataUrl"]
+        env = container.get("Environment") or {}
+        if url not in self._servers:
+            model_dir = os.path.join(self.workdir, "endpoints", str(len(self._servers)), "model")
+            bucket, key = _s3_parts(url)
+            _extract(self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read(), model_dir)
+            stub = os.path.join(self.workdir, "endpoints", "stub", "sagemaker_inference")
+            os.makedirs(stub, exist_ok=True)
+            for fname, text in (("__init__.py", ""), ("errors.py", INFERENCE_ERRORS_STUB)):
+                with open(os.path.join(stub, fname), "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            child_env = dict(os.environ, **{k: str(v) for k, v in env.items()})
+            path = [os.path.dirname(stub)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+            child_env["PYTHONPATH"] = os.pathsep.join(path)
+            proc = subprocess.Popen([self.python, os.path.abspath(__file__), "serve", model_dir,
+                                     env.get("SAGEMAKER_PROGRAM", "inference.py")],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env, text=True)
+            self._servers[url] = (proc, threading.Lock())
+        proc, lock = self._servers[url]
+        request = {"body": base64.b64encode(body).decode("ascii"), "content_type": content_type, "accept": accept}
+        with lock:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+        if not line:
+            return 500, {}, b"the model server exited (see the test's stderr for its traceback)"
+        reply = json.loads(line)
+        return reply["status"], {"Content-Type": reply["content_type"]}, base64.b64decode(reply["body"])
+
+
+# ==================================================================================================
+# The endpoint's model server (a subprocess): the PyTorch inference toolkit's request cycle
+# ==================================================================================================
+def serve(model_dir, program):
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever the handlers print goes to stderr, not into the protocol
+    sys.stdout = sys.stderr
+    code = os.path.join(model_dir, "code")
+    sys.path.insert(0, code)
+    import importlib
+
+    from sagemaker_inference.errors import BaseInferenceToolkitError
+
+    module = importlib.import_module(os.path.splitext(program)[0])
+    model = module.model_fn(model_dir)
+    default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json")
+    for line in sys.stdin:
+        request = json.loads(line)
+        accept = request["accept"]
+        if not accept or accept == "*/*":
+            accept = default_accept
+        try:
+            data = module.input_fn(bytearray(base64.b64decode(request["body"])), request["content_type"])
+            result = module.output_fn(module.predict_fn(data, model), accept)
+            body, content_type = result if isinstance(result, tuple) else (result, accept)
+            body = body.encode() if isinstance(body, str) else bytes(body)
+            reply = {"status": 200, "content_type": content_type, "body": body}
+        except BaseInferenceToolkitError as exc:
+            reply = {"status": exc.status_code, "content_type": "text/plain", "body": str(exc.message).encode()}
+        except Exception as exc:  # noqa: BLE001 - the toolkit answers 500 for anything else
+            import traceback
+
+            traceback.print_exc()
+            reply = {"status": 500, "content_type": "text/plain", "body": f"{type(exc).__name__}: {exc}".encode()}
+        reply["body"] = base64.b64encode(reply["body"]).decode("ascii")
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "serve":
+        serve(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)
