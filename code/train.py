@@ -176,8 +176,8 @@ def autocast_dtype(args, device):
     """bf16 where the hardware does it well, fp16 on older GPUs, None (fp32) when amp is off."""
     if not args.amp:
         return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":  # native bf16 from Ampere (sm80) on; is_bf16_supported() also says yes to emulation
+        return torch.bfloat16 if torch.cuda.get_device_properties(device).major >= 8 else torch.float16
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
@@ -227,12 +227,14 @@ class CachedSplit:
 
     def batches(self, indices, batch_size, device):
         index = torch.as_tensor(indices, dtype=torch.int64)
+        on_images = index.to(self.images.device)  # one copy per epoch, not one per step
+        pin = device.type == "cuda" and self.images.device.type == "cpu"
         for start in range(0, len(index), batch_size):
-            idx = index[start:start + batch_size]
-            i = idx.to(self.images.device, non_blocking=True)
-            x = self.images.index_select(0, i).to(device, non_blocking=True)
-            y = self.labels.index_select(0, i).to(device, non_blocking=True)
-            yield x, y, idx
+            i = on_images[start:start + batch_size]
+            x, y = self.images.index_select(0, i), self.labels.index_select(0, i)
+            if pin:  # page-locked, so that the copies to the GPU are asynchronous
+                x, y = x.pin_memory(), y.pin_memory()
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), index[start:start + batch_size]
 
 
 class StreamSplit:
@@ -290,6 +292,9 @@ def _channel_path(path, name, required):
 
 def load_data(args, classes, device, dist_info):
     """Read the channels, decode once into memory when they fit (else stream), hold out val if needed."""
+    # utils.open_image checks max-image-pixels from the header before decoding; Pillow's own fixed 89 Mpx check
+    # would otherwise refuse what the user allowed, with another message
+    utils.Image.MAX_IMAGE_PIXELS = None
     train_paths, train_labels = utils.list_channel(_channel_path(args.train, "train", True), classes, "train")
     val_dir = _channel_path(args.val, "val", None) if args.val else None
     test_dir = _channel_path(args.test, "test", None) if args.test else None
@@ -380,9 +385,11 @@ def build_optimizer(args, model):
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on norms and biases
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # on a GPU: one fused kernel per step, and with a GradScaler no host sync to check for inf/nan
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if args.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=args.lr)
+        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True, **fused)
+    return torch.optim.AdamW(groups, lr=args.lr, **fused)
 
 
 def build_scheduler(args, optimizer, steps_per_epoch):
@@ -445,13 +452,14 @@ def train_one_epoch(model, raw, data, optimizer, scheduler, scaler, ema, criteri
         gen.set_state(partial["generator"])
         loss_sum = torch.tensor(partial["loss_sum"], dtype=torch.float64, device=device)
         seen = partial["seen"]
+    mean, std = (torch.tensor(v, device=device) for v in (data.mean, data.std))  # once: on a GPU, a blocking copy
     start_time, step = time.perf_counter(), resume_step
     images_timed = 0
     for x, y, _ in data.train.batches(indices[resume_step * bs:], bs, device):
         x = x.float().div_(255)
         if args.augment:
             x = utils.augment_batch(x, gen, hflip=args.hflip, vflip=args.vflip)
-        x = utils.normalize(x, data.mean, data.std, memory_format)
+        x = utils.normalize(x, mean, std, memory_format)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -499,8 +507,9 @@ def predict(model, split, data, args, device, amp_dtype, dist_info):
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     indices = list(range(dist_info.rank, len(split), dist_info.world_size))
     all_idx, all_prob = [], []
+    mean, std = (torch.tensor(v, device=device) for v in (data.mean, data.std))
     for x, _, idx in split.batches(indices, max(args.batch_size, 256), device):
-        x = utils.normalize(x.float().div_(255), data.mean, data.std, memory_format)
+        x = utils.normalize(x.float().div_(255), mean, std, memory_format)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             prob = torch.softmax(model(x).float(), dim=1)
             if args.tta and args.hflip:
@@ -514,11 +523,14 @@ def predict(model, split, data, args, device, amp_dtype, dist_info):
     return labels, prob
 
 
-def evaluate(model, split, data, args, device, amp_dtype, dist_info, positive_class):
-    labels, prob = predict(model, split, data, args, device, amp_dtype, dist_info)
+def evaluate(model, split, data, args, device, amp_dtype, dist_info, positive_class, keep_predictions=False):
+    # fp32 whatever amp says: the reported metrics are what the fp32 model in model.tar.gz gives when deployed
+    labels, prob = predict(model, split, data, args, device, None, dist_info)
     metrics = utils.compute_metrics(labels, prob, positive_class=positive_class)
     p = np.clip(prob[np.arange(len(labels)), labels], 1e-12, 1.0)
     metrics["loss"] = float(-np.log(p).mean())
+    if keep_predictions:  # per-sample probabilities: ROC curves and error analysis without the model
+        metrics["predictions"] = {"labels": labels.tolist(), "probabilities": np.round(prob, 6).tolist()}
     return metrics
 
 
@@ -574,6 +586,7 @@ def selection_score(val):
 # Main
 # ==================================================================================================
 def run(args):
+    stopper = GracefulStop()  # first: a SIGTERM while the data loads still ends in a clean stop
     dist_info = utils.init_distributed(args.dist_timeout)
     setup_logging(dist_info.rank)
     device = select_device(args, dist_info)
@@ -588,6 +601,7 @@ def run(args):
     logger.info("device=%s amp=%s world_size=%d torch=%s", device, amp_dtype, dist_info.world_size, torch.__version__)
 
     data = load_data(args, classes, device, dist_info)
+    utils.seed_everything(args.seed)  # the initial weights: the same seed gives the same model
     raw, model = build_model(args, data, len(classes), device, dist_info)
     eval_model = copy.deepcopy(raw) if args.ema > 0 else raw
     ema = utils.ModelEma(raw, args.ema) if args.ema > 0 else None
@@ -615,6 +629,11 @@ def run(args):
             raw.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
+            if scheduler.base_lrs[0] != args.lr:  # a lower lr after a non-finite loss must apply to the resumed run
+                logger.warning("lr %g replaces the checkpoint's %g from here on", args.lr, scheduler.base_lrs[0])
+                scheduler.base_lrs = [args.lr] * len(optimizer.param_groups)
+                for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+                    group["initial_lr"], group["lr"] = args.lr, args.lr * factor(scheduler.last_epoch)
             if scaler is not None and ckpt["scaler"]:
                 scaler.load_state_dict(ckpt["scaler"])
             if ema is not None and ckpt["ema"]:
@@ -630,8 +649,6 @@ def run(args):
             logger.info("resumed from %s: %d epoch(s) done%s", path, ckpt["epoch"],
                         f", {resume_step} step(s) into epoch {start_epoch}" if resume_step else "")
 
-    stopper = GracefulStop()
-
     def save_checkpoint(epoch, step, partial_state=None):
         if dist_info.is_main and args.checkpoint_dir:
             ck_state = dict(state, best_model=best_state)
@@ -640,7 +657,11 @@ def run(args):
         return None
 
     def save_artifacts():
-        if dist_info.is_main and best_state is not None:
+        """On a stop or a failure: the best model so far, unless it predates this run and the model dir already
+        holds a model (a stopped or failing run never rewrites what an earlier run saved)."""
+        improved_here = state["best_epoch"] >= start_epoch
+        if dist_info.is_main and best_state is not None and (
+                improved_here or not os.path.exists(os.path.join(args.model_dir, "model.pth"))):
             save_model_artifacts(args.model_dir, best_state, config, classes)
 
     early_stopped = args.patience and state["bad_epochs"] >= args.patience
@@ -651,19 +672,23 @@ def run(args):
         resume_step, partial = 0, None
         if not math.isfinite(stats["train_loss"]):
             save_artifacts()
+            kept = (f"the best model so far (epoch {state['best_epoch']}) is in {args.model_dir}"
+                    if best_state is not None else "no model was saved")
+            if args.checkpoint_dir and epoch > 1:
+                kept += (f"; the checkpoint of epoch {epoch - 1} was kept: run again with the same checkpoint dir "
+                         "and a lower lr to resume from it")
             raise NonFiniteLoss(
                 f"the training loss became {stats['train_loss']} in epoch {epoch}; lower lr (now {args.lr}) or "
-                f"turn amp off{', or use class-weighting=none' if args.class_weighting != 'none' else ''}; "
-                f"the last good checkpoint (epoch {epoch - 1}) and the best model (epoch {state['best_epoch']}) "
-                "were kept")
+                f"turn amp off{', or use class-weighting=none' if args.class_weighting != 'none' else ''}; {kept}")
         if not stats["completed"]:  # SIGTERM: save where we are, exactly, then exit
             path = save_checkpoint(epoch - 1, stats["steps"], {
                 "loss_sum": stats["loss_sum"], "seen": stats["seen"], "generator": stats["generator"]})
             save_artifacts()
+            best = (f"the best model so far (epoch {state['best_epoch']}) is in {args.model_dir}"
+                    if best_state is not None else "no epoch had finished, so no model was saved")
             msg = (f"training stopped by {stopper.signal_name or 'SIGTERM'} during epoch {epoch} after "
                    f"{stats['steps']} of {stats['steps_in_epoch']} steps; checkpoint {path or '(no checkpoint dir)'}"
-                   f"; the best model so far (epoch {state['best_epoch']}) is in {args.model_dir}; run again with "
-                   "the same checkpoint dir to resume")
+                   f"; {best}; run again with the same checkpoint dir to resume")
             logger.warning(msg)
             raise _Stopped(msg)
         for split in (data.train,):
@@ -681,6 +706,9 @@ def run(args):
         if score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0, best_val=val)
             best_state = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
+            # now, not only at the end: the real toolkit does not pass SageMaker's SIGTERM on to train.py, so a
+            # stopped, timed-out or reclaimed job must already hold its best model when it is killed
+            save_artifacts()
         else:
             state["bad_epochs"] += 1
         save_checkpoint(epoch, 0)
@@ -688,10 +716,10 @@ def run(args):
         if early_stopped:
             logger.info("early stopping: no val improvement for %d epochs (patience=%d); best epoch %d",
                         state["bad_epochs"], args.patience, state["best_epoch"])
-        if stopper.requested:
+        if stop_now(stopper, dist_info, 0, device):  # every rank leaves together, even if one got the signal late
             save_artifacts()
-            raise _Stopped(f"training stopped by {stopper.signal_name} after epoch {epoch}; run again with the same "
-                           "checkpoint dir to resume")
+            raise _Stopped(f"training stopped by {stopper.signal_name or 'SIGTERM'} after epoch {epoch}; run again "
+                           "with the same checkpoint dir to resume")
         epoch += 1
 
     finish(args, data, classes, eval_model, best_state, state, config, device, amp_dtype, dist_info, positive_class)
@@ -704,7 +732,9 @@ def finish(args, data, classes, eval_model, best_state, state, config, device, a
     metrics = {"val": val, "history": state["history"], "best_epoch": state["best_epoch"], "classes": classes,
                "config": config}
     if data.test is not None:
-        test = evaluate(eval_model, data.test, data, args, device, amp_dtype, dist_info, positive_class)
+        test = evaluate(eval_model, data.test, data, args, device, amp_dtype, dist_info, positive_class,
+                        keep_predictions=True)
+        metrics["test_predictions"] = test.pop("predictions")
         metrics["test"] = test
         logger.info("test_loss=%.4f test_acc=%.4f test_auc=%.4f test_sensitivity=%.4f test_specificity=%.4f",
                     test["loss"], test["accuracy"], test["auc"], test["sensitivity"], test["specificity"])
@@ -717,6 +747,21 @@ def finish(args, data, classes, eval_model, best_state, state, config, device, a
 
 class _Stopped(Exception):
     """Raised after a SIGTERM once everything is saved."""
+
+
+def collective_failure(exc):
+    """The failure line for a collective that failed because another process died or hung, else None."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    words = ("gloo", "nccl", "connection", "timed out")
+    if not (isinstance(exc, dist.DistError) or any(w in text.lower() for w in words)):
+        return None
+    return (f"a collective failed on rank {dist.get_rank()} of {dist.get_world_size()}: another training process "
+            f"died or stopped answering ({utils.one_line(text, 240)}); the other ranks' or hosts' logs say why "
+            "(often out of memory: lower batch-size); a hung rank fails the job after dist-timeout seconds; run "
+            "again with the same checkpoint dir to resume from the last epoch")
 
 
 def main(argv=None):
@@ -736,8 +781,13 @@ def main(argv=None):
         return 2
     except Exception as exc:  # noqa: BLE001 - anything unexpected still leaves one clear line
         logger.exception("unexpected error")
-        utils.write_failure(output_dir, f"unexpected error {type(exc).__name__}: {exc}; "
-                                        "the training log has the traceback")
+        lost_peer = collective_failure(exc)
+        if lost_peer:  # the rank that died first may have written the real cause: keep it
+            if not os.path.exists(os.path.join(output_dir, "failure")):
+                utils.write_failure(output_dir, lost_peer)
+        else:
+            utils.write_failure(output_dir, f"unexpected error {type(exc).__name__}: {exc}; "
+                                            "the training log has the traceback")
         return 1
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

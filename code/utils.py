@@ -422,7 +422,11 @@ def augment_batch(x, generator, *, hflip=True, vflip=False, degrees=10.0, scale=
     theta = torch.stack([torch.stack([cos * sx, -sin * sy, tx], 1), torch.stack([sin * sx, cos * sy, ty], 1)], 1)
     b = uniform(-brightness, brightness).view(n, 1, 1, 1)
     c = uniform(1 - contrast, 1 + contrast).view(n, 1, 1, 1)
-    theta, b, c = (t.to(x.device, non_blocking=True) for t in (theta, b, c))
+    params = torch.cat([theta.reshape(n, 6), b.reshape(n, 1), c.reshape(n, 1)], 1)
+    if x.is_cuda:  # one page-locked copy: asynchronous, no host sync per step
+        params = params.pin_memory()
+    params = params.to(x.device, non_blocking=True)
+    theta, b, c = params[:, :6].reshape(n, 2, 3), params[:, 6].reshape(n, 1, 1, 1), params[:, 7].reshape(n, 1, 1, 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -535,6 +539,11 @@ def save_checkpoint(state, folder, epoch, step=0, keep=2):
     atomic_torch_save(state, path)
     for old in list_checkpoints(folder)[keep:]:
         os.unlink(old)
+    for stale in glob.glob(os.path.join(folder, ".tmp-*checkpoint-*.pt")):  # a process killed while writing
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
     return path
 
 

@@ -10,7 +10,10 @@ them (every hyperparameter value JSON-encoded), DATA/train, DATA/val and DATA/te
 channels, code/ is staged into WORK/code, and the real sagemaker-training toolkit runs it through
 ``sagemaker_pytorch_container.training:main``, so train.py sees the container's argv, environment and failure
 handling. The exit code is the job's. WORK/checkpoints survives re-runs, so a second run resumes, as a spot
-job does. SIGTERM/SIGINT to this script reach train.py (which checkpoints and exits), as SageMaker's stop would.
+job does. SIGTERM/SIGINT to this script are passed on to train.py (and torchrun and its workers), which finish the
+step, checkpoint and exit. The real container does not do that: the toolkit does not pass SageMaker's SIGTERM on
+to the script (aws/sagemaker-training-toolkit issues #125, #173), so there the end-of-epoch checkpoints and the
+best model written whenever validation improves are what a stop or a spot reclaim leaves (docs/RELIABILITY.md).
 """
 import argparse
 import json
@@ -98,6 +101,8 @@ def toolkit_env(base, work, nproc_or_nodes):
         "SM_CHECKPOINT_DIR": os.path.join(work, "checkpoints"),  # stands in for /opt/ml/checkpoints
         "TRAINING_JOB_NAME": "local-train",
         "PYTHONUNBUFFERED": "1",
+        # the toolkit runs a bare `torchrun`: find the one of this interpreter (a venv is rarely activated)
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]),
     })
     if nproc_or_nodes > 1:
         env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo on loopback, like the hosts

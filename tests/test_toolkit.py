@@ -63,6 +63,10 @@ def test_metrics_json_content(trained):
             assert key in m[split], (split, key)
     assert m["test"]["n"] == 24 and sum(map(sum, m["test"]["confusion_matrix"])) == 24
     assert m["val"]["auc"] > 0.8  # the synthetic classes are easy: it must have learnt something
+    preds = m["test_predictions"]  # per-sample probabilities, for ROC curves
+    assert len(preds["labels"]) == 24 and len(preds["probabilities"]) == 24
+    assert all(abs(sum(p) - 1) < 1e-4 for p in preds["probabilities"])
+    assert sorted(set(preds["labels"])) == [0, 1]
 
 
 def test_epoch_lines_match_the_notebook_metric_definitions(trained):
