@@ -1,8 +1,7 @@
 """Helpers for train.py and inference.py: errors, labels, images and datasets, batch augmentation,
 metrics, checkpoints, distributed training.
 
-Only packages that the SageMaker PyTorch containers ship are used (torch, torchvision, numpy, pillow;
-scikit-learn only inside ``compute_metrics``, which the inference container never calls).
+Only packages that the SageMaker PyTorch containers ship are used: torch, torchvision, numpy, pillow.
 Nothing here reads the environment at import time.
 """
 import glob
@@ -73,6 +72,7 @@ def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; artefacts are read by other users and services
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -96,6 +96,7 @@ def atomic_write_json(path, obj):
 def atomic_torch_save(obj, path):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.fchmod(fd, 0o644)
     os.close(fd)
     try:
         torch.save(obj, tmp)
@@ -438,23 +439,35 @@ def augment_batch(x, generator, *, hflip=True, vflip=False, degrees=10.0, scale=
 # ==================================================================================================
 
 
+def roc_auc(is_positive, score):
+    """Area under the ROC curve by the rank (Mann-Whitney) formula, ties counted half, as scikit-learn's."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    n_pos = int(is_positive.sum())
+    n_neg = len(is_positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each distinct score
+    rank_sum = average_rank[inverse][is_positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def compute_metrics(y_true, y_prob, positive_class=1):
     """Accuracy at argmax and AUC on softmax probabilities (binary: the positive column; more classes:
-    macro one-vs-rest), sensitivity, specificity and the confusion matrix (rows true, columns predicted)."""
-    from sklearn.metrics import confusion_matrix, roc_auc_score
-
+    macro one-vs-rest), sensitivity, specificity and the confusion matrix (rows true, columns predicted).
+    NumPy only (checked against scikit-learn in the tests), so no process pays for importing sklearn."""
     y_true = np.asarray(y_true).astype(int)
     y_prob = np.asarray(y_prob, dtype=np.float64)
     k = y_prob.shape[1]
     y_pred = y_prob.argmax(axis=1)
-    cm = confusion_matrix(y_true, y_pred, labels=list(range(k)))
+    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
     present = np.unique(y_true)
     if len(present) < 2:
         auc = float("nan")
     elif k == 2:
-        auc = float(roc_auc_score(y_true == positive_class, y_prob[:, positive_class]))
+        auc = roc_auc(y_true == positive_class, y_prob[:, positive_class])
     else:  # mean of per-class one-vs-rest AUCs over the classes present, as MedMNIST's getAUC
-        auc = float(np.mean([roc_auc_score(y_true == c, y_prob[:, c]) for c in present]))
+        auc = float(np.mean([roc_auc(y_true == c, y_prob[:, c]) for c in present]))
     tp = np.diag(cm).astype(float)
     support = cm.sum(axis=1).astype(float)
     negatives = cm.sum() - support

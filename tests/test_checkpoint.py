@@ -54,3 +54,10 @@ def test_rng_state_round_trips_through_weights_only(tmp_path):
 def test_no_temp_files_left_behind(tmp_path):
     utils.save_checkpoint(state(1), str(tmp_path), 1)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
+
+
+def test_atomic_files_are_readable_by_others(tmp_path):
+    utils.atomic_write_json(str(tmp_path / "a.json"), {"x": 1})
+    path = utils.save_checkpoint(state(1), str(tmp_path), 1)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o644
+    assert os.stat(path).st_mode & 0o777 == 0o644

@@ -42,3 +42,10 @@ def test_single_class_gives_nan_auc_not_a_crash():
 
 def test_json_safe_turns_nan_into_null():
     assert utils.json_safe({"a": float("nan"), "b": [np.float32(1.5), np.int64(2)]}) == {"a": None, "b": [1.5, 2]}
+
+
+def test_auc_with_ties_matches_sklearn():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 500)
+    score = np.round(rng.random(500) + 0.3 * y, 1)  # heavily tied scores
+    assert utils.roc_auc(y == 1, score) == pytest.approx(roc_auc_score(y, score))
