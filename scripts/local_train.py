@@ -106,6 +106,9 @@ def toolkit_env(base, work, nproc_or_nodes):
     })
     if nproc_or_nodes > 1:
         env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo on loopback, like the hosts
+        # every process of every emulated host shares this machine: split its cores between them (torchrun does
+        # this only for several processes per node), so 1 host x 2 processes and 2 hosts x 1 compute alike
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_or_nodes)))
     return env
 
 
