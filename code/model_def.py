@@ -140,49 +140,36 @@ def resnet18_small(num_classes, in_channels=1, pretrained=False):
     return m
 
 
-@register
-def resnet18(num_classes, in_channels=3, pretrained=False):
-    from torchvision.models import ResNet18_Weights
-    from torchvision.models import resnet18 as build
-
-    m = _torchvision(build, ResNet18_Weights, pretrained)
-    if in_channels != 3:
-        m.conv1 = _adapt_conv(m.conv1, in_channels)
-    m.fc = _replace_head(m.fc, num_classes)
-    return m
+def _get(module, path):
+    for name in path.split("."):
+        module = getattr(module, name)  # nn.Sequential children answer to "0", "1", ...
+    return module
 
 
-@register
-def resnet50(num_classes, in_channels=3, pretrained=False):
-    from torchvision.models import ResNet50_Weights
-    from torchvision.models import resnet50 as build
-
-    m = _torchvision(build, ResNet50_Weights, pretrained)
-    if in_channels != 3:
-        m.conv1 = _adapt_conv(m.conv1, in_channels)
-    m.fc = _replace_head(m.fc, num_classes)
-    return m
+def _set(module, path, value):
+    parent, _, name = path.rpartition(".")
+    setattr(_get(module, parent) if parent else module, name, value)
 
 
-@register
-def densenet121(num_classes, in_channels=3, pretrained=False):
-    from torchvision.models import DenseNet121_Weights
-    from torchvision.models import densenet121 as build
+def _register_torchvision(name, weights, stem, head):
+    """Register torchvision's ``name``: ImageNet ``weights`` when pretrained, the ``stem`` conv adapted to
+    1-channel inputs, the ``head`` linear layer replaced for ``num_classes``."""
 
-    m = _torchvision(build, DenseNet121_Weights, pretrained)
-    if in_channels != 3:
-        m.features.conv0 = _adapt_conv(m.features.conv0, in_channels)
-    m.classifier = _replace_head(m.classifier, num_classes)
-    return m
+    def build(num_classes, in_channels=3, pretrained=False):
+        import torchvision.models as tvm
+
+        m = _torchvision(getattr(tvm, name), getattr(tvm, weights), pretrained)
+        if in_channels != 3:
+            _set(m, stem, _adapt_conv(_get(m, stem), in_channels))
+        _set(m, head, _replace_head(_get(m, head), num_classes))
+        return m
+
+    build.__name__ = name
+    return register(build)
 
 
-@register
-def efficientnet_b0(num_classes, in_channels=3, pretrained=False):
-    from torchvision.models import EfficientNet_B0_Weights
-    from torchvision.models import efficientnet_b0 as build
-
-    m = _torchvision(build, EfficientNet_B0_Weights, pretrained)
-    if in_channels != 3:
-        m.features[0][0] = _adapt_conv(m.features[0][0], in_channels)
-    m.classifier[-1] = _replace_head(m.classifier[-1], num_classes)
-    return m
+for _args in (("resnet18", "ResNet18_Weights", "conv1", "fc"),
+              ("resnet50", "ResNet50_Weights", "conv1", "fc"),
+              ("densenet121", "DenseNet121_Weights", "features.conv0", "classifier"),
+              ("efficientnet_b0", "EfficientNet_B0_Weights", "features.0.0", "classifier.1")):
+    _register_torchvision(*_args)

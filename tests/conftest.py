@@ -71,6 +71,19 @@ def tiny_data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
 
 
+@pytest.fixture
+def s3():
+    """An in-process moto S3 with an empty bucket "bkt"."""
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bkt")
+        yield client
+
+
 # Fast, deterministic settings for runs on the tiny data set.
 FAST_HPS = ["epochs=2", "batch-size=16", "ema=0", "patience=0"]
 

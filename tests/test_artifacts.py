@@ -91,18 +91,6 @@ def test_refuses_a_path_through_an_existing_symlink(tmp_path):
 
 
 # ---------------------------------------------------------------- download
-@pytest.fixture
-def s3():
-    from moto import mock_aws
-
-    with mock_aws():
-        import boto3
-
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="bkt")
-        yield client
-
-
 def tar_bytes(files):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:

@@ -14,18 +14,6 @@ def data(tmp_path):
     return make_dataset(tmp_path / "tiny", counts={"train": 5, "val": 2, "test": 3})
 
 
-@pytest.fixture
-def s3():
-    from moto import mock_aws
-
-    with mock_aws():
-        import boto3
-
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="bkt")
-        yield client
-
-
 def keys(s3, prefix=""):
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="bkt", Prefix=prefix).get("Contents", []))
 
