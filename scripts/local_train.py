@@ -13,7 +13,7 @@ handling. The exit code is the job's. WORK/checkpoints survives re-runs, so a se
 job does. SIGTERM/SIGINT to this script are passed on to train.py (and torchrun and its workers), which finish the
 step, checkpoint and exit. The real container does not do that: the toolkit does not pass SageMaker's SIGTERM on
 to the script (aws/sagemaker-training-toolkit issues #125, #173), so there the end-of-epoch checkpoints and the
-best model written whenever validation improves are what a stop or a spot reclaim leaves (docs/RELIABILITY.md).
+best model written whenever validation improves are what a stop or a spot reclaim leaves (README, "Reliability").
 """
 import argparse
 import json
