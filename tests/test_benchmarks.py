@@ -1,6 +1,6 @@
 """benchmarks/ (make bench, gpu_check.sh): the machinery runs on tiny settings and reports what it should.
 
-Speed targets are never asserted here: they live in the benchmark's own report (docs/PERFORMANCE.md).
+Speed targets are never asserted here: they live in the benchmark's own report (README, "Performance").
 """
 import json
 import re
@@ -105,7 +105,8 @@ def test_matmul_ceiling_and_training_flops():
 def test_synthetic_scaling_data_is_class_folders(tmp_path):
     npz = os.path.join(ROOT, "data", "pneumoniamnist_trainval.npz")
     folder = bench.synthetic(str(tmp_path), npz, 40, (20, 10))
-    counts = {split: sum(len(files) for _, _, files in os.walk(os.path.join(folder, split))) for split in ("train", "val")}
+    counts = {split: sum(len(files) for _, _, files in os.walk(os.path.join(folder, split)))
+              for split in ("train", "val")}
     assert counts == {"train": 40, "val": 10}
     assert sorted(os.listdir(os.path.join(folder, "train"))) == ["normal", "pneumonia"]
 

@@ -1,0 +1,642 @@
+#!/usr/bin/env python
+"""``make bench``: training speed, hardware ceiling, scaling and time to quality of code/train.py.
+
+    python benchmarks/run.py                      # everything (about 15 minutes on 2 idle cores)
+    python benchmarks/run.py --quick              # fewer steps and sizes, stops the quality run at its target
+    python benchmarks/run.py --only throughput,ceiling
+    python benchmarks/run.py --out build/bench/results.json
+
+Sections (``--only``):
+
+* ``throughput``: images/s in steady state of train.py's own data path and step (train.py's ``main()`` run by
+  benchmarks/probe.py; epoch 1 is the warm-up, later epochs are timed) versus the plain loop of typical
+  script-mode examples (benchmarks/plain_loop.py: ImageFolder, PIL + ToTensor/Normalize per sample, fp32,
+  NCHW), same model, image size, batch size and PNG class folders. Cases: smallcnn at 28 px on
+  PneumoniaMNIST, torchvision's ResNet-18 at 64 px on PneumoniaMNIST upsampled to 64 px.
+* ``ceiling``: measured matmul FLOP/s (fp32, bf16 where supported), training FLOPs per image, and the fraction
+  of the ceiling (of the step's dtype) that train.py's step reaches.
+* ``scaling``: load time, images/s and peak memory at 5k, 20k and 100k synthetic images; and a data set over
+  the in-memory budget (``--cache-max-gb`` tiny), which train.py streams from disk with workers.
+* ``quality``: wall time of train.py's default configuration (no hyperparameters) to reach val AUC 0.97 on the
+  PneumoniaMNIST train/val split, and its final val AUC and accuracy.
+
+Each measurement runs in its own process; the load average before each one and at the start and end is
+recorded, so a reader can judge a busy machine. Results: a table on stdout and a JSON file (``--out``).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+SECTIONS = ("ceiling", "throughput", "scaling", "quality")
+TARGET_RATIO = 3.0            # train.py vs the plain loop, default model at 28 px
+TARGET_CEILING_FRACTION = 0.30  # of the measured matmul ceiling of the step's dtype, default model
+TARGET_AUC = 0.97
+EPOCH_LINE = re.compile(r"\bepoch=(\d+) train_loss=\S+ val_loss=\S+ val_auc=(\S+) val_acc=(\S+) .*"
+                        r"images_per_sec=(\S+)")
+
+# Settings per mode: steps are per timed epoch (train.py) or timed steps (plain loop).
+MODES = {
+    "full": dict(repeats=2, train_epochs=3, steps={"smallcnn": 30, "resnet18": 12, "*": 5}, plain_warmup=5,
+                 plain_workers=(0, 2), scaling_sizes=(5_000, 20_000, 100_000), stream_size=20_000, scaling_steps=20,
+                 matmul_sizes=(2048, 4096), matmul_repeats=5, ttq_stop_at_target=False, ttq_extra=(),
+                 batch_size=128, subsample=None, fp32_variant=True),
+    "quick": dict(repeats=1, train_epochs=2, steps={"smallcnn": 15, "resnet18": 5, "*": 3}, plain_warmup=3,
+                  plain_workers=(0,), scaling_sizes=(5_000, 20_000), stream_size=5_000, scaling_steps=10,
+                  matmul_sizes=(2048,), matmul_repeats=3, ttq_stop_at_target=True, ttq_extra=(),
+                  batch_size=128, subsample=None, fp32_variant=False),
+    # the test suite's: tiny everything, only checks that the machinery runs and reports
+    "smoke": dict(repeats=1, train_epochs=2, steps={"*": 1}, plain_warmup=1,
+                  plain_workers=(0,), scaling_sizes=(64, 128), stream_size=64, scaling_steps=1,
+                  matmul_sizes=(128,), matmul_repeats=1, ttq_stop_at_target=False, ttq_extra=("--epochs", "1"),
+                  batch_size=16, subsample=(96, 32), fp32_variant=False),
+}
+THREAD_ENV = {}  # set from --threads
+CASES = ("smallcnn@28", "resnet18@64")  # model@image size; ResNet-18 is torchvision's (stride-2 stem, max-pool)
+
+
+# ==================================================================================================
+# Machine, processes
+# ==================================================================================================
+def loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def torch_version():
+    """The installed torch's version, without importing it here (measurements run in child processes)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info():
+    info = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+        model = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
+        family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.MULTILINE)
+        cpu_model = re.search(r"^model\s*:\s*(\d+)$", text, re.MULTILINE)
+        flags = set((re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE) or [None, ""])[1].split())
+        info["cpu"] = model.group(1).strip() if model else platform.processor()
+        if family and cpu_model:
+            info["cpu"] += f" (family {family.group(1)} model {cpu_model.group(1)})"
+        info["isa"] = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                                                       "amx_tile", "fma"))
+    except OSError:
+        info["cpu"] = platform.processor()
+    try:
+        with open("/proc/meminfo") as fh:
+            info["mem_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return info
+
+
+class Child:
+    """A measurement process: stdout streamed to a log file with arrival times, result line parsed."""
+
+    def __init__(self, cmd, log_path, env=None, cwd=ROOT):
+        self.cmd, self.log_path = [str(c) for c in cmd], log_path
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **THREAD_ENV, **(env or {}))
+        self.cwd = cwd
+        self.lines = []  # (seconds since launch, text)
+
+    def run(self, prefix, timeout=3600, on_line=None):
+        """Run to the end (or until ``on_line`` returns True, then SIGTERM). Returns the dict on the line that
+        starts with ``prefix`` (None when ``prefix`` is None)."""
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        self.load_before = loadavg()
+        t0 = time.perf_counter()
+        with open(self.log_path, "w") as log:
+            log.write("$ " + " ".join(self.cmd) + "\n")
+            proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    cwd=self.cwd, env=self.env, bufsize=1)
+            stopped = False
+            try:
+                for line in proc.stdout:
+                    t = time.perf_counter() - t0
+                    self.lines.append((t, line.rstrip("\n")))
+                    log.write(line)
+                    log.flush()  # follow a long run with tail -f
+                    if on_line is not None and not stopped and on_line(t, line):
+                        proc.terminate()
+                        stopped = True
+                    if t > timeout and not stopped:
+                        proc.kill()
+                        stopped = True
+            except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
+                proc.kill()
+                proc.wait()
+                raise
+            proc.wait()
+        self.wall_s = time.perf_counter() - t0
+        self.returncode, self.stopped = proc.returncode, stopped
+        if prefix is None:
+            return None
+        for _, line in reversed(self.lines):
+            if line.startswith(prefix):
+                result = json.loads(line[len(prefix):])
+                result["load_before"] = self.load_before
+                return result
+        tail = "\n".join(text for _, text in self.lines[-30:])
+        raise RuntimeError(f"{' '.join(self.cmd[:3])}... exited {proc.returncode} without a result line; "
+                           f"log {self.log_path}:\n{tail}")
+
+
+# ==================================================================================================
+# Data sets (PNG class folders, written once and reused)
+# ==================================================================================================
+def _done(folder):
+    return os.path.isfile(os.path.join(folder, ".complete"))
+
+
+def _mark(folder):
+    with open(os.path.join(folder, ".complete"), "w") as fh:
+        fh.write(datetime.datetime.now().isoformat() + "\n")
+
+
+def _write(folder, splits):
+    """splits: {name: (uint8 images N,H,W, labels N)} -> folder/<split>/<class>/<i>.png via prepare_data."""
+    import prepare_data
+
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    label_dict = prepare_data.read_label_dict(prepare_data.DEFAULT_LABEL_DICT)
+    prepare_data.write_splits(splits, label_dict, folder)
+    _mark(folder)
+    return folder
+
+
+def _npz_splits(npz, subsample):
+    import numpy as np
+
+    data = np.load(npz)
+    splits = {s: (data[f"{s}_images"], data[f"{s}_labels"].reshape(-1)) for s in ("train", "val")}
+    if subsample:
+        rng = np.random.default_rng(0)
+        for s, n in zip(("train", "val"), subsample):
+            idx = np.sort(rng.choice(len(splits[s][1]), size=min(n, len(splits[s][1])), replace=False))
+            splits[s] = (splits[s][0][idx], splits[s][1][idx])
+    return splits
+
+
+def _resize(images, size):
+    import numpy as np
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
+def pneumonia(build, npz, size, subsample):
+    """PneumoniaMNIST train/val as class folders, at 28 px or upsampled (bilinear) to ``size``."""
+    folder = os.path.join(build, f"pneumonia{size if size != 28 else ''}")
+    if not _done(folder):
+        splits = _npz_splits(npz, subsample)
+        if size != 28:
+            splits = {s: (_resize(im, size), lab) for s, (im, lab) in splits.items()}
+        _write(folder, splits)
+    return folder
+
+
+def synthetic(build, npz, n, subsample):
+    """``n`` training images made from PneumoniaMNIST's (random flips, shifts and noise), 28 px, plus its val."""
+    import numpy as np
+
+    folder = os.path.join(build, f"synthetic-{n}")
+    if not _done(folder):
+        splits = _npz_splits(npz, subsample)
+        images, labels = splits["train"]
+        rng = np.random.default_rng(n)
+        pick = rng.integers(0, len(labels), n)
+        out = images[pick].astype(np.int16)
+        flip = rng.random(n) < 0.5
+        out[flip] = out[flip, :, ::-1]
+        shifts = rng.integers(-2, 3, (n, 2))
+        for i in range(n):  # small shifts: every image is a different file, as a real set
+            out[i] = np.roll(out[i], tuple(shifts[i]), axis=(0, 1))
+        out = np.clip(out + rng.normal(0, 3, out.shape), 0, 255).astype(np.uint8)
+        _write(folder, {"train": (out, labels[pick]), "val": splits["val"]})
+    return folder
+
+
+# ==================================================================================================
+# Sections
+# ==================================================================================================
+def probe_cmd(args, data, out, extra=(), profile_epoch=0):
+    work = os.path.join(out, "work")
+    cmd = [sys.executable, os.path.join(HERE, "probe.py")]
+    if profile_epoch:
+        cmd += ["--profile-epoch", str(profile_epoch)]
+    return cmd + ["--", "--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"),
+                  "--model-dir", os.path.join(work, "model"), "--output-data-dir", os.path.join(work, "data"),
+                  "--output-dir", os.path.join(work, "output"), "--checkpoint-dir", "", *extra]
+
+
+def steady(result):
+    """Images/s over the epochs after the first (warm-up): total images / total time, from train.py's own figure."""
+    rows = [r for r in result["epochs"] if r["epoch"] > 1] or result["epochs"]
+    images = sum(r["images"] for r in rows)
+    seconds = sum(r["images"] / r["images_per_sec"] for r in rows)
+    cpu = sum(r["cpu_s"] for r in rows)
+    wall = sum(r["wall_s"] for r in rows)
+    return {"images_per_sec": images / seconds, "epoch_ips": [round(r["images_per_sec"], 1) for r in rows],
+            "cpu_util": cpu / wall if wall else None, "images_per_cpu_s": images / cpu if cpu else None}
+
+
+def section_throughput(args, mode, datasets, logs):
+    rows = []
+    for model, size in args.cases:
+        data = datasets[size]
+        steps = mode["steps"].get(model, mode["steps"]["*"])
+        bs = mode["batch_size"]
+        train_runs, plain_runs = [], {w: [] for w in mode["plain_workers"]}
+        for rep in range(mode["repeats"]):
+            extra = ["--model", model, "--batch-size", bs, "--epochs", mode["train_epochs"],
+                     "--max-steps-per-epoch", steps, "--patience", 0]
+            child = Child(probe_cmd(args, data, os.path.join(args.build, "runs", f"{model}{size}"), extra),
+                          os.path.join(logs, f"throughput-{model}{size}-train-{rep}.log"))
+            result = child.run("PROBE_RESULT ")
+            if result.get("rc"):
+                raise RuntimeError(f"train.py failed (rc {result['rc']}); see {child.log_path}")
+            result["steady"] = steady(result)
+            train_runs.append(result)
+            log(f"  {model}@{size} train.py run {rep + 1}: {result['steady']['images_per_sec']:.1f} img/s "
+                f"(epochs {result['steady']['epoch_ips']}, load {child.load_before})")
+            for workers in mode["plain_workers"]:
+                cmd = [sys.executable, os.path.join(HERE, "plain_loop.py"), "--data", os.path.join(data, "train"),
+                       "--model", model, "--batch-size", bs, "--workers", workers,
+                       "--warmup-steps", mode["plain_warmup"], "--steps", steps * (mode["train_epochs"] - 1)]
+                child = Child(cmd, os.path.join(logs, f"throughput-{model}{size}-plain-w{workers}-{rep}.log"))
+                result = child.run("PLAIN_RESULT ")
+                plain_runs[workers].append(result)
+                log(f"  {model}@{size} plain loop (workers={workers}) run {rep + 1}: "
+                    f"{result['images_per_sec']:.1f} img/s (load {child.load_before})")
+        fp32 = None
+        if mode["fp32_variant"]:  # does bf16 pay on this machine? the same step with amp off
+            child = Child(probe_cmd(args, data, os.path.join(args.build, "runs", f"{model}{size}"),
+                                    extra + ["--amp", "false"]),
+                          os.path.join(logs, f"throughput-{model}{size}-train-fp32.log"))
+            result = child.run("PROBE_RESULT ")
+            fp32 = {"images_per_sec": steady(result)["images_per_sec"], "load_before": result["load_before"]}
+            log(f"  {model}@{size} train.py with amp=false: {fp32['images_per_sec']:.1f} img/s "
+                f"(load {child.load_before})")
+        best_train = max(train_runs, key=lambda r: r["steady"]["images_per_sec"])
+        plain_best = {w: max(runs, key=lambda r: r["images_per_sec"]) for w, runs in plain_runs.items()}
+        base_workers = max(plain_best, key=lambda w: plain_best[w]["images_per_sec"])
+        train_ips = best_train["steady"]["images_per_sec"]
+        base_ips = plain_best[base_workers]["images_per_sec"]
+        rows.append({
+            "case": f"{model}@{size}", "model": model, "image_size": size, "batch_size": bs,
+            "n_train": best_train["n_train"], "steps_timed": steps * (mode["train_epochs"] - 1),
+            "amp_dtype": best_train["amp_dtype"], "threads": best_train["threads"],
+            "train_py": {"images_per_sec": train_ips, "cpu_util": best_train["steady"]["cpu_util"],
+                         "images_per_cpu_s": max(r["steady"]["images_per_cpu_s"] or 0 for r in train_runs),
+                         "runs": [r["steady"]["images_per_sec"] for r in train_runs],
+                         "epoch_ips": best_train["steady"]["epoch_ips"],
+                         "load_before": [r["load_before"] for r in train_runs]},
+            "plain": {str(w): {"images_per_sec": plain_best[w]["images_per_sec"],
+                               # CPU time of the main process: the whole work only without worker processes
+                               "images_per_cpu_s": max(r["images"] / r["cpu_s"] for r in plain_runs[w]) if w == 0
+                               else None,
+                               "runs": [r["images_per_sec"] for r in plain_runs[w]],
+                               "load_before": [r["load_before"] for r in plain_runs[w]]} for w in plain_best},
+            "train_py_amp_off": fp32,
+            "baseline_workers": base_workers,
+            "ratio": train_ips / base_ips,
+            "ratio_per_workers": {str(w): train_ips / plain_best[w]["images_per_sec"] for w in plain_best},
+        })
+        row = rows[-1]
+        if 0 in plain_best and row["train_py"]["images_per_cpu_s"]:
+            row["ratio_cpu_time"] = row["train_py"]["images_per_cpu_s"] / row["plain"]["0"]["images_per_cpu_s"]
+    return rows
+
+
+def best_ceiling(first, second):
+    out = dict(first, measurements=[first, second])
+    for key in ("matmul", "matmul_1thread"):
+        if first.get(key) and second.get(key):
+            out[key] = {dt: max(first[key][dt], second[key][dt], key=lambda v: v["flops"]) for dt in first[key]}
+    return out
+
+
+def section_ceiling(args, mode, logs, name="ceiling"):
+    cases = ",".join(f"{m}@{s}:1" for m, s in args.cases)
+    cmd = [sys.executable, os.path.join(HERE, "ceiling.py"), "--cases", cases,
+           "--sizes", ",".join(str(s) for s in mode["matmul_sizes"]), "--repeats", mode["matmul_repeats"]]
+    child = Child(cmd, os.path.join(logs, name + ".log"))
+    return child.run("CEILING_RESULT ")
+
+
+def attach_ceiling(throughput, ceiling):
+    """Achieved FLOP/s of each train.py step and its fraction of the ceiling of the dtype the step uses."""
+    for row in throughput or []:
+        flops = ceiling["flops_per_image"].get(f"{row['case']}:1")
+        dtype = row["amp_dtype"] if row["amp_dtype"] in ceiling["matmul"] else "float32"
+        achieved = flops * row["train_py"]["images_per_sec"]
+        row["flops_per_image"] = flops
+        row["achieved_flops"] = achieved
+        row["ceiling_dtype"] = dtype
+        row["ceiling_fraction"] = achieved / ceiling["matmul"][dtype]["flops"]
+        row["ceiling_fraction_fp32"] = achieved / ceiling["matmul"]["float32"]["flops"]
+        per_core = ceiling.get("matmul_1thread")
+        if per_core and row["train_py"].get("images_per_cpu_s"):  # per CPU-second vs one core's ceiling
+            row["ceiling_fraction_cpu_time"] = flops * row["train_py"]["images_per_cpu_s"] / per_core[dtype]["flops"]
+        best_plain = row["plain"][str(row["baseline_workers"])]["images_per_sec"]
+        row["plain_ceiling_fraction_fp32"] = flops * best_plain / ceiling["matmul"]["float32"]["flops"]
+
+
+def section_scaling(args, mode, npz, logs):
+    rows = []
+    runs = [(n, False) for n in mode["scaling_sizes"]] + [(mode["stream_size"], True)]
+    for n, stream in runs:
+        data = synthetic(args.build, npz, n, mode["subsample"])
+        extra = ["--batch-size", mode["batch_size"], "--epochs", 2, "--max-steps-per-epoch", mode["scaling_steps"],
+                 "--patience", 0]
+        if stream:
+            extra += ["--cache-max-gb", "0.00001"]  # 10 kB: far below any data set, so train.py must stream
+        name = f"scaling-{n}{'-streamed' if stream else ''}"
+        child = Child(probe_cmd(args, data, os.path.join(args.build, "runs", name), extra),
+                      os.path.join(logs, name + ".log"))
+        result = child.run("PROBE_RESULT ")
+        if result.get("rc"):
+            raise RuntimeError(f"train.py failed (rc {result['rc']}) on {n} images; see {child.log_path}")
+        sd = steady(result)
+        rows.append({"n_images": n, "n_train": result["n_train"], "streamed": result["streamed"],
+                     "forced_stream": stream, "load_s": result["load_s"],
+                     "load_us_per_image": 1e6 * result["load_s"] / max(1, n),
+                     "images_per_sec": sd["images_per_sec"], "cpu_util": sd["cpu_util"],
+                     "peak_rss_mb": result["peak_rss_mb"],
+                     "total_s": result["total_s"], "load_before": result["load_before"]})
+        log(f"  {n} images{' (streamed)' if result['streamed'] else ''}: load {result['load_s']:.1f} s, "
+            f"{sd['images_per_sec']:.1f} img/s, peak RSS {result['peak_rss_mb']:.0f} MB")
+    cached = [r for r in rows if not r["forced_stream"]]
+    summary = {}
+    if len(cached) >= 2:
+        lo, hi = cached[0], cached[-1]
+        summary = {"throughput_ratio_largest_vs_smallest": hi["images_per_sec"] / lo["images_per_sec"],
+                   "load_per_image_ratio_largest_vs_smallest": hi["load_us_per_image"] / lo["load_us_per_image"],
+                   "rss_bytes_per_extra_image": (hi["peak_rss_mb"] - lo["peak_rss_mb"]) * 2**20
+                   / max(1, hi["n_images"] - lo["n_images"])}
+    return {"runs": rows, "summary": summary}
+
+
+def section_quality(args, mode, data, logs):
+    work = os.path.join(args.build, "runs", "quality")
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    cmd = [sys.executable, os.path.join(ROOT, "code", "train.py"), "--train", os.path.join(data, "train"),
+           "--val", os.path.join(data, "val"), "--model-dir", os.path.join(work, "model"),
+           "--output-data-dir", os.path.join(work, "data"), "--output-dir", os.path.join(work, "output"),
+           "--checkpoint-dir", "", *mode["ttq_extra"]]
+    epochs = []
+
+    def on_line(t, line):
+        m = EPOCH_LINE.search(line)
+        if m:
+            epochs.append({"epoch": int(m.group(1)), "wall_s": round(t, 2), "val_auc": float(m.group(2)),
+                           "val_acc": float(m.group(3)), "images_per_sec": float(m.group(4))})
+            log(f"  epoch {epochs[-1]['epoch']} at {t:.0f} s: val_auc={m.group(2)} val_acc={m.group(3)}")
+            return mode["ttq_stop_at_target"] and epochs[-1]["val_auc"] >= TARGET_AUC
+        return False
+
+    child = Child(cmd, os.path.join(logs, "quality.log"))
+    child.run(None, on_line=on_line)  # train.py prints no result line: the epoch lines and metrics.json are read
+    reached = next((e for e in epochs if e["val_auc"] >= TARGET_AUC), None)
+    out = {"target_auc": TARGET_AUC, "hyperparameters": list(mode["ttq_extra"]) or "defaults",
+           "reached": reached is not None, "epoch": reached["epoch"] if reached else None,
+           "wall_s": reached["wall_s"] if reached else None, "total_wall_s": child.wall_s,
+           "stopped_at_target": child.stopped, "epochs": epochs, "load_before": child.load_before,
+           "returncode": child.returncode}
+    metrics_path = os.path.join(work, "data", "metrics.json")
+    if os.path.isfile(metrics_path) and not child.stopped:
+        with open(metrics_path) as fh:
+            metrics = json.load(fh)
+        out.update(final_val_auc=metrics["val"]["auc"], final_val_acc=metrics["val"]["accuracy"],
+                   best_epoch=metrics["best_epoch"], epochs_run=len(metrics["history"]))
+    elif not child.stopped:
+        raise RuntimeError(f"the quality run wrote no metrics.json (rc {child.returncode}); see {child.log_path}")
+    return out
+
+
+# ==================================================================================================
+# Report
+# ==================================================================================================
+def log(message):
+    print(message, flush=True)
+
+
+def fmt(value, spec=".1f", none="-"):
+    return none if value is None else format(value, spec)
+
+
+def table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+              for r in rows]
+    return "\n".join(lines)
+
+
+def targets(results):
+    out = []
+    for row in results.get("throughput") or []:
+        if row["model"] == "smallcnn":
+            out.append({"name": f"train.py vs plain loop, {row['case']}", "target": f">= {TARGET_RATIO}x",
+                        "measured": f"{row['ratio']:.2f}x", "met": row["ratio"] >= TARGET_RATIO})
+            if row.get("ratio_cpu_time"):
+                out.append({"name": f"train.py vs plain loop, CPU time per image, {row['case']}",
+                            "target": f">= {TARGET_RATIO}x", "measured": f"{row['ratio_cpu_time']:.2f}x",
+                            "met": row["ratio_cpu_time"] >= TARGET_RATIO})
+            if "ceiling_fraction" in row:
+                out.append({"name": f"step FLOP/s vs {row['ceiling_dtype']} matmul ceiling, {row['case']}",
+                            "target": f">= {TARGET_CEILING_FRACTION:.0%}", "measured": f"{row['ceiling_fraction']:.0%}",
+                            "met": row["ceiling_fraction"] >= TARGET_CEILING_FRACTION})
+    q = results.get("quality")
+    if q:
+        out.append({"name": f"default configuration reaches val AUC {TARGET_AUC}",
+                    "target": "reached", "measured": f"epoch {q['epoch']}, {q['wall_s']:.0f} s" if q["reached"]
+                    else "not reached", "met": q["reached"]})
+    return out
+
+
+def render(results):
+    parts = []
+    m = results["machine"]
+    parts.append(f"machine: {m.get('cpu')}, {m['cpus']} CPUs, {m.get('mem_gb', '?')} GB, ISA {m.get('isa')}; "
+                 f"torch {results['torch']}; threads {results.get('threads', 'default')}; "
+                 f"load average at start {results['load_start']}, "
+                 f"at end {results['load_end']}; mode {results['mode']}")
+    c = results.get("ceiling")
+    if c:
+        one = c.get("matmul_1thread") or {}
+        parts.append("\nHardware ceiling (best large square matmul; best of the measurements before and after the "
+                     f"throughput runs; default threads = {c['threads']}):\n" + table(
+                         ["dtype", "GFLOP/s", "GFLOP/s on 1 thread"],
+                         [[k, f"{v['flops'] / 1e9:.1f}", fmt(one.get(k) and one[k]["flops"] / 1e9)]
+                          for k, v in c["matmul"].items()]))
+    t = results.get("throughput")
+    if t:
+        rows, work, ceil = [], [], []
+        for r in t:
+            plain = r["plain"][str(r["baseline_workers"])]["images_per_sec"]
+            rows.append([r["case"], r["batch_size"], f"{r['train_py']['images_per_sec']:.1f}", r["amp_dtype"],
+                         fmt(r.get("train_py_amp_off") and r["train_py_amp_off"]["images_per_sec"]),
+                         f"{plain:.1f}", r["baseline_workers"], f"{r['ratio']:.2f}x",
+                         fmt(r["train_py"]["cpu_util"], ".2f")])
+            if r.get("ratio_cpu_time"):
+                work.append([r["case"], f"{r['train_py']['images_per_cpu_s']:.1f}",
+                             f"{r['plain']['0']['images_per_cpu_s']:.1f}", f"{r['ratio_cpu_time']:.2f}x"])
+            if r.get("flops_per_image"):
+                ceil.append([r["case"], f"{r['flops_per_image'] / 1e6:.0f}", f"{r['achieved_flops'] / 1e9:.1f}",
+                             r["ceiling_dtype"], f"{100 * r['ceiling_fraction']:.0f}%",
+                             fmt(r.get("ceiling_fraction_cpu_time") and 100 * r["ceiling_fraction_cpu_time"], ".0f"),
+                             f"{100 * r['plain_ceiling_fraction_fp32']:.0f}%"])
+        parts.append("\nTraining throughput, steady state, wall clock (images/s; train.py = its own data path and "
+                     "step; plain = ImageFolder + PIL/ToTensor per sample, fp32 NCHW; cpu util = CPU s / wall s of "
+                     "train.py):\n" + table(["case", "batch", "train.py", "step dtype", "train.py amp off", "plain",
+                                            "plain workers", "ratio", "cpu util"], rows))
+        if work:
+            parts.append("\nWork per image, CPU time of the process (images per CPU-second; less sensitive to a busy "
+                         "machine; the plain loop without workers):\n" + table(
+                             ["case", "train.py", "plain", "ratio"], work))
+        if ceil:
+            parts.append("\nFraction of the matmul ceiling (training FLOPs per image x images/s, against the ceiling "
+                         "of the step's dtype; the plain loop against fp32):\n" + table(
+                             ["case", "MFLOP/img", "GFLOP/s", "dtype", "train.py of ceiling",
+                              "train.py per CPU-s of 1-core ceiling, %", "plain of fp32 ceiling"],
+                             ceil))
+    s = results.get("scaling")
+    if s:
+        rows = [[r["n_images"], "streamed (workers)" if r["streamed"] else "cached in memory",
+                 f"{r['load_s']:.1f}", f"{r['load_us_per_image']:.0f}", f"{r['images_per_sec']:.1f}",
+                 f"{r['peak_rss_mb']:.0f}"] for r in s["runs"]]
+        parts.append("\nScaling (smallcnn @ 28 px, synthetic PNGs):\n" + table(
+            ["images", "data path", "load s", "load us/img", "img/s", "peak RSS MB"], rows))
+        if s["summary"]:
+            sm = s["summary"]
+            parts.append(f"largest vs smallest: throughput x{sm['throughput_ratio_largest_vs_smallest']:.2f}, "
+                         f"load time per image x{sm['load_per_image_ratio_largest_vs_smallest']:.2f}, "
+                         f"memory {sm['rss_bytes_per_extra_image']:.0f} bytes per extra image")
+    q = results.get("quality")
+    if q:
+        reached = (f"val AUC >= {q['target_auc']} at epoch {q['epoch']}, {q['wall_s']:.0f} s after launch"
+                   if q["reached"] else f"val AUC {q['target_auc']} not reached")
+        final = (f"; final (best epoch {q['best_epoch']} of {q['epochs_run']}): val AUC {q['final_val_auc']:.4f}, "
+                 f"val accuracy {q['final_val_acc']:.4f}, total {q['total_wall_s']:.0f} s"
+                 if "final_val_auc" in q else " (stopped at the target)" if q["stopped_at_target"] else "")
+        parts.append(f"\nTime to quality (train.py, hyperparameters: {q['hyperparameters']}): {reached}{final}")
+        ips = sorted(e["images_per_sec"] for e in q["epochs"])
+        if ips:  # how much of the machine the run had: a busy machine stretches the wall time
+            parts.append(f"train.py's images/s over the epochs: median {ips[len(ips) // 2]:.0f}, "
+                         f"min {ips[0]:.0f}, max {ips[-1]:.0f}; load average before the run {q['load_before']}")
+    tg = results.get("targets")
+    if tg:
+        parts.append("\nTargets:\n" + table(["target", "wanted", "measured", "met"],
+                                            [[x["name"], x["target"], x["measured"], "yes" if x["met"] else "NO"]
+                                             for x in tg]))
+    return "\n".join(parts)
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--quick", action="store_true", help="fewer steps and sizes; the quality run stops at its target")
+    p.add_argument("--smoke", action="store_true", help="tiny everything (the test suite's check of the machinery)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="OMP/MKL threads of every measurement process (0: torch's default, one per core)")
+    p.add_argument("--cases", default=",".join(CASES), help="throughput cases, model@size (size 28 or 64)")
+    p.add_argument("--out", default=None, help="JSON results (default: BUILD/results.json)")
+    p.add_argument("--build", default=os.path.join(ROOT, "build", "bench"), help="data, runs and logs")
+    p.add_argument("--npz", default=os.path.join(ROOT, "data", "pneumoniamnist_trainval.npz"))
+    args = p.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    args.cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.cases.split(",") if c.strip()]
+    bad = [f"{m}@{s}" for m, s in args.cases if s not in (28, 64)]
+    if bad:
+        p.error(f"case {bad[0]}: the image size must be 28 (PneumoniaMNIST) or 64 (upsampled)")
+    args.build = os.path.abspath(args.build)
+    args.out = args.out or os.path.join(args.build, "results.json")
+    return args
+
+
+def _terminated(signum, frame):
+    raise SystemExit(f"benchmarks: stopped by signal {signum}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)  # so that the running measurement is ended too
+    if args.threads:
+        THREAD_ENV.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    mode = MODES[mode_name]
+    os.makedirs(args.build, exist_ok=True)
+    logs = os.path.join(args.build, "logs")
+    results = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "mode": mode_name,
+               "machine": machine_info(), "torch": torch_version(), "load_start": loadavg(),
+               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()},
+               "sections": args.sections, "threads": args.threads or "default"}
+    log(f"benchmarks ({mode_name}): {', '.join(args.sections)}; load average {results['load_start']}; "
+        f"logs in {logs}")
+    t0 = time.perf_counter()
+    sub = mode["subsample"]
+    datasets = {}
+    if {"throughput", "quality"} & set(args.sections):
+        datasets[28] = pneumonia(args.build, args.npz, 28, sub)
+    if "throughput" in args.sections and any(size == 64 for _, size in args.cases):
+        datasets[64] = pneumonia(args.build, args.npz, 64, sub)
+    if "ceiling" in args.sections:
+        log("ceiling: matmul FLOP/s and FLOPs per image")
+        results["ceiling"] = section_ceiling(args, mode, logs)
+    if "throughput" in args.sections:
+        log("throughput: train.py vs the plain loop")
+        results["throughput"] = section_throughput(args, mode, datasets, logs)
+        if results.get("ceiling"):
+            log("ceiling again (a busy machine can spoil one measurement; the best of the two counts)")
+            results["ceiling"] = best_ceiling(results["ceiling"], section_ceiling(args, mode, logs, "ceiling-2"))
+            attach_ceiling(results["throughput"], results["ceiling"])
+    if "scaling" in args.sections:
+        log("scaling: 5k / 20k / 100k images, and a data set over the memory budget")
+        results["scaling"] = section_scaling(args, mode, args.npz, logs)
+    if "quality" in args.sections:
+        log("quality: default configuration to val AUC 0.97")
+        results["quality"] = section_quality(args, mode, datasets[28], logs)
+    results["load_end"] = loadavg()
+    results["elapsed_s"] = time.perf_counter() - t0
+    results["targets"] = targets(results)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(results, fh, indent=2)
+        fh.write("\n")
+    log("\n" + render(results))
+    log(f"\nresults: {args.out} ({results['elapsed_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
