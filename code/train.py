@@ -691,9 +691,8 @@ def run(args):
                    f"; {best}; run again with the same checkpoint dir to resume")
             logger.warning(msg)
             raise _Stopped(msg)
-        for split in (data.train,):
-            if isinstance(split, StreamSplit):
-                utils.check_bad_fraction(split.bad, len(split) * epoch, args.max_bad_fraction, "train")
+        if isinstance(data.train, StreamSplit):  # streamed: unreadable images are only found while training
+            utils.check_bad_fraction(data.train.bad, len(data.train) * epoch, args.max_bad_fraction, "train")
         if ema is not None:
             eval_model.load_state_dict(ema.state)
         val = evaluate(eval_model, data.val, data, args, device, amp_dtype, dist_info, positive_class)
