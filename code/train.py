@@ -225,7 +225,7 @@ class CachedSplit:
         self.images, self.labels = self.images.to(device), self.labels.to(device)
         return self
 
-    def batches(self, indices, batch_size, device):
+    def batches(self, indices, batch_size, device, fill=False):
         index = torch.as_tensor(indices, dtype=torch.int64)
         on_images = index.to(self.images.device)  # one copy per epoch, not one per step
         pin = device.type == "cuda" and self.images.device.type == "cpu"
@@ -238,25 +238,46 @@ class CachedSplit:
 
 
 class StreamSplit:
-    """A split too large for memory: decoded from disk every epoch by DataLoader workers."""
+    """A split too large for memory: decoded from disk every epoch by DataLoader workers.
+
+    Unreadable images are only found here, while reading: ``read`` and ``bad`` count them in this process.
+    Evaluation drops them. Training (``fill=True``) keeps every batch full instead, so that each rank takes the
+    same number of steps (DDP and the stop check are collectives): a bad image is replaced by a readable one of
+    the same batch, and a batch with none readable by the previous batch.
+    """
 
     def __init__(self, dataset, workers, pin_memory):
         self.dataset, self.workers, self.pin_memory = dataset, workers, pin_memory
         self.labels = torch.as_tensor(dataset.labels)
-        self.bad = 0
+        self.read = self.bad = 0
+        self._last = None
 
     def __len__(self):
         return len(self.dataset)
 
-    def batches(self, indices, batch_size, device):
+    def batches(self, indices, batch_size, device, fill=False):
         loader = torch.utils.data.DataLoader(
             _Indexed(self.dataset), batch_size=batch_size, sampler=list(indices), num_workers=self.workers,
             pin_memory=self.pin_memory, persistent_workers=False, prefetch_factor=4 if self.workers else None)
         for x, y, idx in loader:
             ok = y >= 0
-            if not bool(ok.all()):
-                self.bad += int((~ok).sum())
-                x, y, idx = x[ok], y[ok], idx[ok]
+            self.read += len(y)
+            n_bad = len(y) - int(ok.sum())
+            if n_bad:
+                self.bad += n_bad
+                if not fill:
+                    x, y, idx = x[ok], y[ok], idx[ok]
+                elif n_bad < len(y):
+                    good = torch.nonzero(ok).flatten()
+                    take = torch.where(ok, torch.arange(len(y)), good[torch.arange(len(y)) % len(good)])
+                    x, y, idx = x[take], y[take], idx[take]
+                elif self._last is not None:
+                    x, y, idx = self._last
+                else:
+                    raise DataError(f"none of the {len(y)} images of the first training batch could be read; "
+                                    "check the files of the train channel")
+            if fill:
+                self._last = (x, y, idx)
             if len(y):
                 yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx
 
@@ -455,7 +476,8 @@ def train_one_epoch(model, raw, data, optimizer, scheduler, scaler, ema, criteri
     mean, std = (torch.tensor(v, device=device) for v in (data.mean, data.std))  # once: on a GPU, a blocking copy
     start_time, step = time.perf_counter(), resume_step
     images_timed = 0
-    for x, y, _ in data.train.batches(indices[resume_step * bs:], bs, device):
+    read_before, bad_before = getattr(data.train, "read", 0), data.train.bad
+    for x, y, _ in data.train.batches(indices[resume_step * bs:], bs, device, fill=True):
         x = x.float().div_(255)
         if args.augment:
             x = utils.augment_batch(x, gen, hflip=args.hflip, vflip=args.vflip)
@@ -480,8 +502,11 @@ def train_one_epoch(model, raw, data, optimizer, scheduler, scaler, ema, criteri
         if stop_now(stopper, dist_info, step, device):
             break
     elapsed = time.perf_counter() - start_time
-    total_loss, total_seen, total_timed = utils.all_reduce_sum([loss_sum.item(), seen, images_timed], dist_info, device)
+    read, bad = getattr(data.train, "read", 0) - read_before, data.train.bad - bad_before  # streamed only
+    total_loss, total_seen, total_timed, total_read, total_bad = utils.all_reduce_sum(
+        [loss_sum.item(), seen, images_timed, read, bad], dist_info, device)
     return {"train_loss": total_loss / max(total_seen, 1), "images_per_sec": total_timed / max(elapsed, 1e-9),
+            "images_read": int(total_read), "bad_images": int(total_bad),
             "steps": step, "steps_in_epoch": steps, "completed": step >= steps,
             "loss_sum": loss_sum.item(), "seen": seen, "generator": gen.get_state()}
 
@@ -526,6 +551,11 @@ def predict(model, split, data, args, device, amp_dtype, dist_info):
 def evaluate(model, split, data, args, device, amp_dtype, dist_info, positive_class, keep_predictions=False):
     # fp32 whatever amp says: the reported metrics are what the fp32 model in model.tar.gz gives when deployed
     labels, prob = predict(model, split, data, args, device, None, dist_info)
+    if len(labels) < len(split):  # streamed: the unreadable images were found and dropped while reading
+        name = "val" if split is data.val else "test"
+        utils.check_bad_fraction(len(split) - len(labels), len(split), args.max_bad_fraction, name)
+        if not len(labels):
+            raise DataError(f"none of the {len(split)} images in {name} could be read; check the files")
     metrics = utils.compute_metrics(labels, prob, positive_class=positive_class)
     p = np.clip(prob[np.arange(len(labels)), labels], 1e-12, 1.0)
     metrics["loss"] = float(-np.log(p).mean())
@@ -691,8 +721,8 @@ def run(args):
                    f"; {best}; run again with the same checkpoint dir to resume")
             logger.warning(msg)
             raise _Stopped(msg)
-        if isinstance(data.train, StreamSplit):  # streamed: unreadable images are only found while training
-            utils.check_bad_fraction(data.train.bad, len(data.train) * epoch, args.max_bad_fraction, "train")
+        if stats["bad_images"]:  # streamed: unreadable images are only found while reading, every epoch
+            utils.check_bad_fraction(stats["bad_images"], stats["images_read"], args.max_bad_fraction, "train")
         if ema is not None:
             eval_model.load_state_dict(ema.state)
         val = evaluate(eval_model, data.val, data, args, device, amp_dtype, dist_info, positive_class)

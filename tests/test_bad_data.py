@@ -131,6 +131,46 @@ def test_streamed_data_counts_bad_files_too(tmp_path, capsys):
     assert code == 2 and failure.startswith("3 of 80 images in train could not be read"), failure
 
 
+def test_streamed_val_bad_files_are_held_to_the_same_rule(tmp_path, capsys):
+    """Streamed val images are only read at evaluation: too many unreadable ones fail the job, by name."""
+    data = fresh_data(tmp_path / "data")
+    val_normal = os.path.join(data, "val", "normal")
+    for name in sorted(os.listdir(val_normal))[:2]:
+        open(os.path.join(val_normal, name), "wb").close()
+    code, failure = run_main(tmp_path, data, "--cache-max-gb", "0")
+    assert code == 2 and failure == ("2 of 24 images in val could not be read (corrupt, truncated, empty or too "
+                                     "large), above max-bad-fraction=0.01; fix or remove them, or raise "
+                                     "max-bad-fraction"), failure
+    code, failure = run_main(tmp_path / "again", data, "--cache-max-gb", "0", "--max-bad-fraction", "0.1")
+    out = capsys.readouterr().out
+    assert code == 0 and failure is None, out[-3000:]
+    assert "2 of 24 images in val could not be read and were skipped" in out
+    metrics = json.load(open(tmp_path / "again" / "job" / "output" / "data" / "metrics.json"))
+    assert sum(metrics["val"]["confusion_matrix"][0]) + sum(metrics["val"]["confusion_matrix"][1]) == 22
+
+
+def test_streamed_training_batches_stay_full_when_images_are_unreadable(tmp_path):
+    """Every rank must take the same number of steps: a bad image is replaced by a readable one of its batch,
+    an all-bad batch by the previous batch; a first batch with nothing readable is a clear DataError."""
+    data = fresh_data(tmp_path / "data", counts={"train": 4, "val": 1})
+    paths, labels = utils.list_channel(os.path.join(data, "train"), CLASSES, "train")
+    for i in (1, 4, 5, 6, 7):  # batch 0 (0-3) has one bad image, batch 1 (4-7) only bad ones
+        open(paths[i], "wb").close()
+    split = train.StreamSplit(utils.ImageFileDataset(paths, labels, 1, 16, 10 ** 7), workers=0, pin_memory=False)
+    batches = list(split.batches(range(8), 4, torch.device("cpu"), fill=True))
+    assert [len(y) for _, y, _ in batches] == [4, 4]
+    (x0, y0, i0), (x1, y1, i1) = batches
+    assert 1 not in i0.tolist() and set(i0.tolist()) <= {0, 2, 3}
+    assert torch.equal(x1, x0) and torch.equal(y1, y0)  # the all-bad batch: the previous one again
+    assert (split.read, split.bad) == (8, 5)
+    # evaluation drops the unreadable ones instead
+    kept = [i for _, _, idx in split.batches(range(8), 4, torch.device("cpu")) for i in idx.tolist()]
+    assert kept == [0, 2, 3]
+    fresh = train.StreamSplit(utils.ImageFileDataset(paths, labels, 1, 16, 10 ** 7), workers=0, pin_memory=False)
+    with pytest.raises(utils.DataError, match="none of the 4 images of the first training batch could be read"):
+        list(fresh.batches(range(4, 8), 4, torch.device("cpu"), fill=True))
+
+
 # ---------------------------------------------------------------- formats and sizes
 def write_any_mode(label, rng, mode, path):
     im = make_image(label, rng, size=16)
