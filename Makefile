@@ -36,8 +36,9 @@ demo: $(STAMP) $(DEMO_DATA)/train
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# make bench BENCH_ARGS="--quick" (or --only throughput,ceiling ...): see benchmarks/run.py --help
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

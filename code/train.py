@@ -656,7 +656,12 @@ def run(args):
                 raise ConfigError(f"the checkpoint dir {args.checkpoint_dir} holds checkpoints of another model "
                                   f"({ckpt['fingerprint']}, this run is {fp}); use an empty checkpoint dir or "
                                   "the same model, image size and classes")
-            raw.load_state_dict(ckpt["model"])
+            try:
+                raw.load_state_dict(ckpt["model"])
+            except RuntimeError as exc:  # same name, other shapes: a checkpoint from another version of the code
+                raise ConfigError(f"the checkpoint {path} does not fit this {args.model} model (its weights have "
+                                  "other shapes: saved by another version of model_def.py?); use an empty "
+                                  "checkpoint dir, or the code that wrote it") from exc
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             if scheduler.base_lrs[0] != args.lr:  # a lower lr after a non-finite loss must apply to the resumed run

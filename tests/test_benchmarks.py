@@ -19,6 +19,7 @@ if BENCH not in sys.path:
     sys.path.insert(0, BENCH)
 
 import ceiling  # noqa: E402
+import model_def  # noqa: E402
 import gpu_report  # noqa: E402
 import probe  # noqa: E402
 import run as bench  # noqa: E402
@@ -98,8 +99,27 @@ def test_matmul_ceiling_and_training_flops():
     result = ceiling.ceiling([64], 1, torch.device("cpu"))
     assert result["float32"]["flops"] > 0
     flops = ceiling.train_flops_per_image("smallcnn", 28, 1)
-    # forward ~74 MFLOP; backward about twice that (no input gradient for the first convolution)
-    assert 2.2e8 < flops < 2.25e8
+    # by hand: 2 x MACs of every convolution and the linear layer at their output sizes; backward is twice the
+    # forward (input and weight gradients), less the input gradient of the first convolution (the image's)
+    model = model_def.create_model("smallcnn", 2, 1)
+    forward, first = 0, None
+
+    def count(module, inputs, output):
+        nonlocal forward, first
+        if isinstance(module, torch.nn.Conv2d):
+            f = 2 * output[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            f = 2 * module.in_features * module.out_features
+        first = f if first is None else first
+        forward += f
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in layers]
+    model(torch.zeros(1, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    assert flops == pytest.approx(3 * forward - first, rel=1e-6)
+    assert 1.2e8 < flops < 1.3e8  # about 42 MFLOP forward at 28 px
 
 
 def test_synthetic_scaling_data_is_class_folders(tmp_path):

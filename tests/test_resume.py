@@ -18,6 +18,7 @@ import time
 import pytest
 import torch
 
+import model_def
 import train
 import utils
 from conftest import SCRIPTS, make_dataset, read_failure, run_local_train
@@ -239,3 +240,20 @@ def test_checkpoints_of_another_model_are_refused(data, tmp_path, restore_sigter
     assert line.startswith(f"the checkpoint dir {tmp_path / 'ck'} holds checkpoints of another model")
     assert "use an empty checkpoint dir" in line
     assert utils.load_latest_checkpoint(str(tmp_path / "ck"))[0]["fingerprint"]["image_size"] == 32  # untouched
+
+
+def test_a_checkpoint_whose_weights_no_longer_fit_is_refused_clearly(data, tmp_path, restore_sigterm, monkeypatch):
+    """Same model name, other shapes (a checkpoint written by another version of model_def.py): a clear line."""
+    common = ["--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"),
+              "--model-dir", str(tmp_path / "model"), "--output-data-dir", str(tmp_path / "out" / "data"),
+              "--output-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck"),
+              "--batch-size", "8", "--max-steps-per-epoch", "2"]
+    assert train.main(common + ["--epochs", "1"]) == 0
+    before = sorted(os.listdir(tmp_path / "ck"))
+    monkeypatch.setitem(model_def.MODELS, "smallcnn",
+                        lambda num_classes, in_channels=1, pretrained=False: model_def.SmallCNN(
+                            num_classes, in_channels, widths=(8, 16, 32)))
+    assert train.main(common + ["--epochs", "2"]) == 2
+    line = (tmp_path / "out" / "failure").read_text().splitlines()[0]
+    assert line.startswith(f"the checkpoint {tmp_path / 'ck'}") and "does not fit this smallcnn model" in line, line
+    assert sorted(os.listdir(tmp_path / "ck")) == before  # untouched
