@@ -805,6 +805,10 @@ def main(argv=None):
         args = parse_args(argv)
         output_dir = args.output_dir
         run(args)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank done before any tears its connections down: a rank that destroyed its gloo group while
+            # rank 0 was still saving was seen to abort at exit ("terminate called without an active exception")
+            torch.distributed.barrier()
         return 0
     except _Stopped as exc:
         utils.write_failure(output_dir, str(exc))
