@@ -9,10 +9,13 @@
   CPU-second). The best over sizes is the ceiling.
 * Cost: ``torch.utils.flop_counter.FlopCounterMode`` over forward + backward of the model in train mode
   (convolutions and matmuls; norms and activations are not counted, as usual), per image.
+* With ``--conv-batch B``: each case's own convolutions timed forward + backward at batch B in fp32 NCHW (the
+  plain loop's step) and in train.py's dtype with channels_last: the speed-up precision and layout alone give.
 
 Prints one line ``CEILING_RESULT {json}``.
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -84,12 +87,69 @@ def train_flops_per_image(model_name, size, channels, batch=2):
     return counter.get_total_flops() / batch
 
 
+def conv_speedup(model_name, size, channels, batch, device, repeats=3):
+    """How much precision and memory layout alone can speed up this model's convolutions.
+
+    Each convolution of the model, at its own input shape (batch ``batch``), timed forward + backward (best of
+    ``repeats``) as the plain loop runs it (fp32, NCHW) and as train.py does (channels_last, in bf16 where
+    supported); convolutions are most of either step, so their speed-up bounds train.py's over the plain loop
+    apart from what decoding once saves. Returns seconds per batch and FLOP/s of each, and the speed-up."""
+    import torch
+
+    import model_def
+
+    model = model_def.create_model(model_name, 2, channels).train()
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, tuple(i[0].shape), o.numel())))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, channels, size, size))
+    for h in hooks:
+        h.remove()
+    fast = torch.bfloat16 if bf16_supported(device) else torch.float32
+    out = {}
+    for name, dtype, layout in (("plain", torch.float32, torch.contiguous_format),
+                                ("train_py", fast, torch.channels_last)):
+        seconds = flops = 0.0
+        for first, (conv, shape, out_numel) in enumerate(shapes):
+            conv_c = copy.deepcopy(conv).to(device, dtype=dtype, memory_format=layout)
+            x = torch.randn(batch, *shape[1:], device=device, dtype=dtype).contiguous(memory_format=layout)
+            x.requires_grad_(first > 0)  # the image needs no gradient
+            y = conv_c(x)
+            grad = torch.randn_like(y)
+
+            def step():
+                conv_c(x).backward(grad)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+
+            step()
+            best = min(_timed(step) for _ in range(repeats))
+            seconds += best
+            flops += 2 * batch * out_numel * conv.in_channels // conv.groups * conv.kernel_size[0] \
+                * conv.kernel_size[1] * (3 if first > 0 else 2)
+        out[name] = {"dtype": str(dtype).replace("torch.", ""), "seconds_per_batch": seconds,
+                     "flops": flops / seconds}
+    out["speedup"] = out["plain"]["seconds_per_batch"] / out["train_py"]["seconds_per_batch"]
+    out["batch"] = batch
+    return out
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", default="smallcnn@28:1", help="model@size[:channels], comma separated")
     p.add_argument("--sizes", default="2048,4096", help="matmul sizes")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--conv-batch", type=int, default=0,
+                   help="also time each case's convolutions at this batch size, fp32 NCHW vs train.py's dtype "
+                        "and channels_last (0: no)")
     args = p.parse_args(argv)
     import torch
 
@@ -109,6 +169,9 @@ def main(argv=None):
     for case in filter(None, args.cases.split(",")):
         name, size, channels = parse_case(case)
         result["flops_per_image"][case] = train_flops_per_image(name, size, channels)
+        if args.conv_batch:
+            result.setdefault("conv_speedup", {})[case] = conv_speedup(name, size, channels, args.conv_batch,
+                                                                      device)
     print(PREFIX + json.dumps(result), flush=True)
     return 0
 

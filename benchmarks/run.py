@@ -340,7 +340,8 @@ def best_ceiling(first, second):
 def section_ceiling(args, mode, logs, name="ceiling"):
     cases = ",".join(f"{m}@{s}:1" for m, s in args.cases)
     cmd = [sys.executable, os.path.join(HERE, "ceiling.py"), "--cases", cases,
-           "--sizes", ",".join(str(s) for s in mode["matmul_sizes"]), "--repeats", mode["matmul_repeats"]]
+           "--sizes", ",".join(str(s) for s in mode["matmul_sizes"]), "--repeats", mode["matmul_repeats"],
+           "--conv-batch", mode["batch_size"]]
     child = Child(cmd, os.path.join(logs, name + ".log"))
     return child.run("CEILING_RESULT ")
 
@@ -493,6 +494,16 @@ def render(results):
                          ["dtype", "GFLOP/s", "GFLOP/s on 1 thread"],
                          [[k, f"{v['flops'] / 1e9:.1f}", fmt(one.get(k) and one[k]["flops"] / 1e9)]
                           for k, v in c["matmul"].items()]))
+        conv = c.get("conv_speedup") or {}
+        if conv:
+            parts.append("\nConvolutions alone (each conv layer of the model at its own shape, batch "
+                         f"{next(iter(conv.values()))['batch']}, forward + backward): what precision and layout "
+                         "can give, whatever the data path:\n" + table(
+                             ["case", "plain: fp32 NCHW GFLOP/s", "train.py: dtype", "channels_last GFLOP/s",
+                              "speed-up"],
+                             [[k.rsplit(":", 1)[0], f"{v['plain']['flops'] / 1e9:.1f}", v["train_py"]["dtype"],
+                               f"{v['train_py']['flops'] / 1e9:.1f}", f"{v['speedup']:.2f}x"]
+                              for k, v in conv.items()]))
     t = results.get("throughput")
     if t:
         rows, work, ceil = [], [], []
