@@ -126,9 +126,9 @@ def test_conv_speedup_times_the_models_own_convolutions():
     out = ceiling.conv_speedup("smallcnn", 28, 1, 4, torch.device("cpu"), repeats=1)
     assert out["plain"]["dtype"] == "float32" and out["batch"] == 4
     assert out["train_py"]["dtype"] == ("bfloat16" if ceiling.bf16_supported(torch.device("cpu")) else "float32")
+    fc = 3 * 2 * model_def.create_model("smallcnn", 2, 1).fc.weight.numel()
     for side in ("plain", "train_py"):  # FLOPs counted = the training FLOPs of the convolutions (all but the fc)
         conv_flops = out[side]["flops"] * out[side]["seconds_per_batch"] / 4
-        fc = 3 * 2 * model_def.create_model("smallcnn", 2, 1).fc.weight.numel()
         assert conv_flops == pytest.approx(ceiling.train_flops_per_image("smallcnn", 28, 1) - fc, rel=1e-6)
     assert out["speedup"] == pytest.approx(out["plain"]["seconds_per_batch"] / out["train_py"]["seconds_per_batch"])
     text = bench.render({"machine": {"cpu": "x", "cpus": 2}, "torch": "t", "load_start": [0, 0, 0],

@@ -228,12 +228,17 @@ def test_stop_inside_an_epoch_resumes_from_that_exact_step(data, tmp_path, monke
         want["train_state"]["history"][1]["train_loss"], rel=1e-6)
 
 
+def small_job(data, tmp_path):
+    """train.main's arguments for a 2-step-per-epoch job under tmp_path, checkpointing to tmp_path/ck."""
+    return ["--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"),
+            "--model-dir", str(tmp_path / "model"), "--output-data-dir", str(tmp_path / "out" / "data"),
+            "--output-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck"),
+            "--batch-size", "8", "--max-steps-per-epoch", "2"]
+
+
 def test_checkpoints_of_another_model_are_refused(data, tmp_path, restore_sigterm):
     """A checkpoint dir reused for a different model or image size: a clear line, not a shape error."""
-    common = ["--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"),
-              "--model-dir", str(tmp_path / "model"), "--output-data-dir", str(tmp_path / "out" / "data"),
-              "--output-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck"),
-              "--epochs", "1", "--batch-size", "8", "--max-steps-per-epoch", "2"]
+    common = small_job(data, tmp_path) + ["--epochs", "1"]
     assert train.main(common) == 0
     assert train.main(common + ["--image-size", "24"]) == 2
     line = (tmp_path / "out" / "failure").read_text()
@@ -244,10 +249,7 @@ def test_checkpoints_of_another_model_are_refused(data, tmp_path, restore_sigter
 
 def test_a_checkpoint_whose_weights_no_longer_fit_is_refused_clearly(data, tmp_path, restore_sigterm, monkeypatch):
     """Same model name, other shapes (a checkpoint written by another version of model_def.py): a clear line."""
-    common = ["--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"),
-              "--model-dir", str(tmp_path / "model"), "--output-data-dir", str(tmp_path / "out" / "data"),
-              "--output-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck"),
-              "--batch-size", "8", "--max-steps-per-epoch", "2"]
+    common = small_job(data, tmp_path)
     assert train.main(common + ["--epochs", "1"]) == 0
     before = sorted(os.listdir(tmp_path / "ck"))
     monkeypatch.setitem(model_def.MODELS, "smallcnn",
