@@ -16,6 +16,7 @@
 # (default 330) are skipped and listed, so the whole check stays within about 6 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/code${PYTHONPATH:+:$PYTHONPATH}"  # probe.py imports train.py's modules, as the container does
 
 MODE=gpu
 case "${1:-}" in

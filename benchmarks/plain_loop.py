@@ -19,8 +19,6 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "code"))
 
 PREFIX = "PLAIN_RESULT "
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env python
 """Run code/train.py's own ``main()`` with timing hooks around it, and print one JSON result line.
 
-    python benchmarks/probe.py [--profile-epoch N] -- --train DIR --val DIR --epochs 3 --max-steps-per-epoch 30 ...
+    PYTHONPATH=code python benchmarks/probe.py [--profile-epoch N] -- --train DIR --val DIR --epochs 3 --max-steps-per-epoch 30 ...
 
 Everything after ``--`` goes to train.py unchanged, so what is measured is train.py's data path and step,
-not a re-implementation. The hooks only wrap functions (nothing inside the step changes):
+not a re-implementation. It observes through the training loop's callbacks (engine.Callback; nothing inside the
+step changes), with code/ on PYTHONPATH as in the container (benchmarks/run.py sets it):
 
-* ``train.load_data``: wall time of reading and decoding the channels (and whether the data was cached or
+* ``on_data_loaded``: wall time of reading and decoding the channels (and whether the data was cached or
   streamed);
-* ``train.train_one_epoch``: per epoch, the images and images/s train.py itself reports, plus the wall and CPU
-  seconds of the call (CPU seconds / wall seconds shows how much of the machine the process really had);
-* ``train.autocast_dtype``: the dtype of the step (bf16, fp16 or None = fp32);
+* ``on_train_epoch_start/end``: per epoch, the images and images/s train.py itself reports, plus the wall and CPU
+  seconds of the epoch (CPU seconds / wall seconds shows how much of the machine the process really had);
+* ``on_fit_start``: the dtype of the step (bf16, fp16 or None = fp32);
 * with ``--profile-epoch N`` on a GPU, epoch N runs under ``torch.profiler`` and the result gets
   ``gpu_busy``: the union of the CUDA kernels' time intervals divided by the epoch's wall time.
 
@@ -19,15 +20,12 @@ processes and not included), ``torch.cuda.max_memory_allocated`` / ``max_memory_
 result is the last stdout line, prefixed with ``PROBE_RESULT``.
 """
 import argparse
-import inspect
 import json
 import os
 import resource
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CODE = os.path.join(os.path.dirname(HERE), "code")
 PREFIX = "PROBE_RESULT "
 
 
@@ -78,56 +76,49 @@ def main(argv=None):
     opts = p.parse_args(own)
 
     t_start = time.perf_counter()
-    sys.path.insert(0, CODE)
     import torch
 
+    import engine
     import train
 
     result = {"argv": train_argv, "epochs": [], "amp_dtype": None, "load_s": None, "streamed": None,
               "n_train": None, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    original_load, original_epoch, original_amp = train.load_data, train.train_one_epoch, train.autocast_dtype
-    epoch_signature = inspect.signature(original_epoch)
 
-    def load_data(*args, **kwargs):
-        t0 = time.perf_counter()
-        data = original_load(*args, **kwargs)
-        result.update(load_s=time.perf_counter() - t0, streamed=bool(data.streamed), n_train=len(data.train),
-                      image_size=data.size, channels=data.channels)
-        return data
+    class Probe(engine.Callback):
+        """Times what train.py reports, through the training loop's own hooks."""
 
-    def autocast_dtype(*args, **kwargs):
-        dtype = original_amp(*args, **kwargs)
-        result["amp_dtype"] = str(dtype).replace("torch.", "") if dtype is not None else "float32"
-        return dtype
+        def on_data_loaded(self, data, seconds):
+            result.update(load_s=seconds, streamed=bool(data.streamed), n_train=len(data.train),
+                          image_size=data.size, channels=data.channels)
 
-    def train_one_epoch(*args, **kwargs):
-        bound = epoch_signature.bind(*args, **kwargs).arguments
-        epoch, device = bound["epoch"], bound["device"]
-        profiling = opts.profile_epoch == epoch and device.type == "cuda"
-        prof = None
-        if profiling:
-            from torch.profiler import ProfilerActivity, profile
+        def on_fit_start(self, trainer):
+            dtype = trainer.amp_dtype
+            result["amp_dtype"] = str(dtype).replace("torch.", "") if dtype is not None else "float32"
 
-            prof = profile(activities=[ProfilerActivity.CUDA])  # kernels only: little overhead on the CPU side
-            prof.__enter__()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        stats = original_epoch(*args, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        row = {"epoch": epoch, "images": stats["seen"], "steps": stats["steps"],
-               "images_per_sec": stats["images_per_sec"], "wall_s": wall, "cpu_s": cpu, "profiled": profiling,
-               "start_unix": time.time() - wall, "end_unix": time.time()}
-        if prof is not None:
-            prof.__exit__(None, None, None)
-            row["gpu_busy"], row["kernels"] = kernel_busy_fraction(prof, wall)
-        result["epochs"].append(row)
-        return stats
+        def on_train_epoch_start(self, trainer, epoch):
+            self.prof = None
+            if opts.profile_epoch == epoch and trainer.device.type == "cuda":
+                from torch.profiler import ProfilerActivity, profile
 
-    train.load_data, train.train_one_epoch, train.autocast_dtype = load_data, train_one_epoch, autocast_dtype
-    rc = train.main(train_argv)
+                self.prof = profile(activities=[ProfilerActivity.CUDA])  # kernels only: little CPU-side overhead
+                self.prof.__enter__()
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize(trainer.device)
+            self.w0, self.c0 = time.perf_counter(), time.process_time()
+
+        def on_train_epoch_end(self, trainer, epoch, stats):
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize(trainer.device)
+            wall, cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
+            row = {"epoch": epoch, "images": stats.partial["seen"], "steps": stats.steps,
+                   "images_per_sec": stats.images_per_sec, "wall_s": wall, "cpu_s": cpu,
+                   "profiled": self.prof is not None, "start_unix": time.time() - wall, "end_unix": time.time()}
+            if self.prof is not None:
+                self.prof.__exit__(None, None, None)
+                row["gpu_busy"], row["kernels"] = kernel_busy_fraction(self.prof, wall)
+            result["epochs"].append(row)
+
+    rc = train.main(train_argv, callbacks=[Probe()])
     result["rc"] = rc
     result["total_s"] = time.perf_counter() - t_start
     result["peak_rss_mb"] = vm_hwm_mb()

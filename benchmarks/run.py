@@ -35,16 +35,16 @@ import subprocess
 import sys
 import time
 
+from medimg.container import epoch_log
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+CODE = os.path.join(ROOT, "code")
 
 SECTIONS = ("ceiling", "throughput", "scaling", "quality")
 TARGET_RATIO = 3.0            # train.py vs the plain loop, default model at 28 px
 TARGET_CEILING_FRACTION = 0.30  # of the measured matmul ceiling of the step's dtype, default model
 TARGET_AUC = 0.97
-EPOCH_LINE = re.compile(r"\bepoch=(\d+) train_loss=\S+ val_loss=\S+ val_auc=(\S+) val_acc=(\S+) .*"
-                        r"images_per_sec=(\S+)")
 
 # Settings per mode: steps are per timed epoch (train.py) or timed steps (plain loop).
 MODES = {
@@ -115,7 +115,8 @@ class Child:
 
     def __init__(self, cmd, log_path, env=None, cwd=ROOT):
         self.cmd, self.log_path = [str(c) for c in cmd], log_path
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **THREAD_ENV, **(env or {}))
+        # code/ on the path, as in the container: probe.py, ceiling.py and plain_loop.py import its modules
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=CODE, **THREAD_ENV, **(env or {}))
         self.cwd = cwd
         self.lines = []  # (seconds since launch, text)
 
@@ -175,7 +176,7 @@ def _mark(folder):
 
 def _write(folder, splits):
     """splits: {name: (uint8 images N,H,W, labels N)} -> folder/<split>/<class>/<i>.png via prepare_data."""
-    import prepare_data
+    from medimg import prepare_data
 
     if os.path.isdir(folder):
         shutil.rmtree(folder)
@@ -410,11 +411,12 @@ def section_quality(args, mode, data, logs):
     epochs = []
 
     def on_line(t, line):
-        m = EPOCH_LINE.search(line)
-        if m:
-            epochs.append({"epoch": int(m.group(1)), "wall_s": round(t, 2), "val_auc": float(m.group(2)),
-                           "val_acc": float(m.group(3)), "images_per_sec": float(m.group(4))})
-            log(f"  epoch {epochs[-1]['epoch']} at {t:.0f} s: val_auc={m.group(2)} val_acc={m.group(3)}")
+        values = epoch_log.parse_epoch(line)
+        if values:
+            epochs.append({"epoch": int(values["epoch"]), "wall_s": round(t, 2), "val_auc": values["val_auc"],
+                           "val_acc": values["val_acc"], "images_per_sec": values["images_per_sec"]})
+            log(f"  epoch {epochs[-1]['epoch']} at {t:.0f} s: val_auc={values['val_auc']:.4f} "
+                f"val_acc={values['val_acc']:.4f}")
             return mode["ttq_stop_at_target"] and epochs[-1]["val_auc"] >= TARGET_AUC
         return False
 

@@ -1,7 +1,8 @@
 """SageMaker PyTorch inference handlers (model_fn, input_fn, predict_fn, output_fn) for models from train.py.
 
-model.tar.gz holds model.pth (state_dict), model_config.json, label_dict.json and code/ (this file,
-model_def.py, utils.py). Images are decoded and normalised exactly as train.py evaluates them.
+model.tar.gz holds model.pth (state_dict), model_config.json, label_dict.json and code/ (this file and the
+modules it imports: model_def, model_config, prediction, images, errors, utils; not the training engine).
+Images are decoded and normalised exactly as train.py evaluates them.
 
 Requests (Content-Type; parameters such as ``; charset=utf-8`` are ignored):
   image/png, image/jpeg  one PNG or JPEG file (either is accepted under either type).
@@ -38,8 +39,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+import images
+import model_config
 import model_def
-import utils
+import prediction
+from errors import BadImageError, ImageTooLargeError
+from model_config import ModelLoadError
+from utils import json_safe, one_line
 
 try:  # shipped by the SageMaker inference containers: its status_code becomes the HTTP status
     from sagemaker_inference.errors import BaseInferenceToolkitError as _ErrorBase
@@ -67,16 +73,12 @@ class InferenceError(_ErrorBase):
     """A request the endpoint refuses: ``status_code`` is the HTTP status, ``message`` one clear line."""
 
     def __init__(self, status_code, message):
-        message = utils.one_line(message)
+        message = one_line(message)
         Exception.__init__(self, message)
         self.status_code, self.message, self.phrase = status_code, message, message
 
     def __str__(self):
         return self.message
-
-
-class ModelLoadError(RuntimeError):
-    """The model directory does not hold what train.py writes."""
 
 
 def _env_int(name, default):
@@ -106,22 +108,6 @@ class LoadedModel:
         self.tta = bool(config.get("tta", False))
 
 
-def read_config(model_dir):
-    path = os.path.join(model_dir, "model_config.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            config = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path} ({exc}); deploy the model.tar.gz that train.py wrote") from exc
-    missing = [k for k in ("architecture", "num_classes", "in_channels", "image_size", "mean", "std", "classes")
-               if k not in config]
-    if missing:
-        raise ModelLoadError(f"{path} lacks {missing}; deploy the model.tar.gz that train.py wrote")
-    if len(config["classes"]) != config["num_classes"]:
-        raise ModelLoadError(f"{path} lists {len(config['classes'])} classes for num_classes={config['num_classes']}")
-    return config
-
-
 def load_weights(model_dir, config):
     """The state_dict, loaded with weights_only=True: a file that needs arbitrary unpickling is refused."""
     path = os.path.join(model_dir, os.path.basename(config.get("weights") or "model.pth"))
@@ -129,13 +115,13 @@ def load_weights(model_dir, config):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - missing, corrupt, or not plain weights
         raise ModelLoadError(f"cannot load {path} as plain weights with torch.load(weights_only=True) "
-                             f"({type(exc).__name__}: {utils.one_line(exc, 300)}); it must be the state_dict "
+                             f"({type(exc).__name__}: {one_line(exc, 300)}); it must be the state_dict "
                              "train.py saves") from exc
 
 
 def model_fn(model_dir):
     """Rebuild the architecture from model_config.json and load model.pth; GPU when there is one."""
-    config = read_config(model_dir)
+    config = model_config.read(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"],
                                    pretrained=False)
@@ -188,17 +174,17 @@ def _body_bytes(body):
 
 
 def decode_image(data, what):
-    """PNG or JPEG bytes -> loaded PIL image, through utils.open_image (the training decoder and its pixel guard)."""
+    """PNG or JPEG bytes -> loaded PIL image, through images.open_image (the training decoder and its pixel guard)."""
     if not data.startswith(IMAGE_MAGIC):
         raise InferenceError(400, f"{what} is not a PNG or JPEG file; send PNG/JPEG bytes, or pixels as {NPY} "
                                   f"or {JSON}")
     limit = _env_int(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
     try:
-        return utils.open_image(io.BytesIO(data), limit)
-    except utils.ImageTooLargeError as exc:
+        return images.open_image(io.BytesIO(data), limit)
+    except ImageTooLargeError as exc:
         raise InferenceError(413, f"{what} is too large to decode: {exc}; downscale it or raise "
                                   f"{MAX_IMAGE_PIXELS_ENV}") from exc
-    except utils.BadImageError as exc:
+    except BadImageError as exc:
         raise InferenceError(400, f"{what} is not a readable image: {exc}; send a complete PNG or JPEG file") from exc
 
 
@@ -310,15 +296,15 @@ def predict_fn(data, model):
     """Decoded inputs -> {"predictions": [...]}, one entry per image in order (the output_fn shape)."""
     images = to_batch(data, model.channels, model.size)
     probs = probabilities(model, images)
-    return {"predictions": [prediction(p, model.classes) for p in probs]}
+    return {"predictions": [answer(p, model.classes) for p in probs]}
 
 
 def to_batch(items, channels, size):
     """PIL images and ArrayInputs -> uint8 NCHW tensor at the model's channels and size, as training decodes."""
     arrays = []
     for item in items:
-        images = [item] if isinstance(item, Image.Image) else split_images(item, channels)
-        arrays += [utils.image_to_array(im, channels, size) for im in images]
+        pil_images = [item] if isinstance(item, Image.Image) else split_images(item, channels)
+        arrays += [images.decode(im, channels, size) for im in pil_images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -343,21 +329,16 @@ def split_images(item, channels):
     return [Image.fromarray(np.ascontiguousarray(x[:, :, 0] if x.shape[-1] == 1 else x)) for x in hwc]
 
 
-@torch.no_grad()
-def probabilities(model, images):
-    """Softmax probabilities (N, K) in float32, as train.py's predict (with its hflip TTA when saved so)."""
+def probabilities(model, batch):
+    """Probabilities (N, K) in float32 from a uint8 NCHW batch, by the forward pass train.py evaluates with."""
     out = []
-    for start in range(0, len(images), BATCH_SIZE):
-        x = images[start:start + BATCH_SIZE].to(model.device)
-        x = utils.normalize(x.float().div_(255), model.mean, model.std)
-        prob = torch.softmax(model.model(x).float(), dim=1)
-        if model.tta:
-            prob = (prob + torch.softmax(model.model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
-        out.append(prob.cpu())
+    for start in range(0, len(batch), BATCH_SIZE):
+        x = batch[start:start + BATCH_SIZE].to(model.device)
+        out.append(prediction.probabilities(model.model, x, mean=model.mean, std=model.std, tta=model.tta).cpu())
     return torch.cat(out).numpy()
 
 
-def prediction(prob, classes):
+def answer(prob, classes):
     index = int(np.argmax(prob))
     return {"label": classes[index], "index": index,
             "probabilities": {name: float(p) for name, p in zip(classes, prob)}}
@@ -370,7 +351,7 @@ def output_fn(prediction, accept):
     """JSON text and its content type (the toolkit sets the response's Content-Type from the tuple)."""
     if not accepts_json(accept):
         raise InferenceError(406, f"Accept {accept!r} is not supported; ask for {JSON} (or */*)")
-    return json.dumps(utils.json_safe(prediction)), JSON
+    return json.dumps(json_safe(prediction)), JSON
 
 
 def accepts_json(accept):

@@ -1,140 +1,14 @@
 #!/usr/bin/env python
-"""Turn a MedMNIST-style .npz into class-folder channels for train.py.
-
-    python scripts/prepare_data.py --npz pneumoniamnist.npz --out data/pneumonia
-    python scripts/prepare_data.py --dataset pneumoniamnist --size 64 --out data/pneumonia64   # needs internet
-
-Writes ``OUT/<split>/<class name>/<n>.png`` for each split in the file (train, val, test) and
-``OUT/label_dict.json`` (index -> class name). Class names come from ``--label-dict`` or, with
-``--dataset``, from MedMNIST's INFO; otherwise from the default ``code/label_dict.json``.
-"""
-import argparse
-import json
-import os
+"""Command-line entry point of medimg.prepare_data (see its docstring, or run with --help)."""
 import sys
 
-import numpy as np
-from PIL import Image
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_LABEL_DICT = os.path.join(HERE, os.pardir, "code", "label_dict.json")
-SPLITS = ("train", "val", "test")
-
-
-class PrepareError(Exception):
-    pass
-
-
-def load_npz(path):
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise PrepareError(f"cannot read {path} as a .npz file ({exc})") from exc
-    splits = {}
-    for split in SPLITS:
-        if f"{split}_images" in data.files:
-            if f"{split}_labels" not in data.files:
-                raise PrepareError(f"{path} has {split}_images but no {split}_labels")
-            splits[split] = (data[f"{split}_images"], data[f"{split}_labels"])
-    if not splits:
-        raise PrepareError(f"{path} has none of the keys train_images/val_images/test_images (found {data.files}); "
-                           "give a MedMNIST-style .npz")
-    return splits
-
-
-def read_label_dict(path):
-    with open(path, encoding="utf-8") as fh:
-        raw = json.load(fh)
-    return {str(int(k)): str(v) for k, v in raw.items()}
-
-
-def folder_name(name):
-    """MedMNIST class names can hold spaces, commas and slashes; keep folder names portable."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip())
-    return safe.strip("._") or "class"
-
-
-def write_splits(splits, label_dict, out):
-    """Write every split's images as PNG under OUT/<split>/<class>/ and OUT/label_dict.json."""
-    names = {int(k): folder_name(v) for k, v in label_dict.items()}
-    if len(set(names.values())) != len(names):
-        raise PrepareError(f"class names {label_dict} collide once made into folder names")
-    counts = {}
-    for split, (images, labels) in splits.items():
-        labels = np.asarray(labels).reshape(len(labels), -1)
-        if labels.shape[1] != 1:
-            raise PrepareError(f"{split}_labels has shape {labels.shape}: multi-label data sets are not supported")
-        labels = labels[:, 0].astype(int)
-        unknown = sorted(set(labels.tolist()) - set(names))
-        if unknown:
-            raise PrepareError(f"{split} has labels {unknown} that the label dict {label_dict} does not name")
-        counts[split] = {}
-        for i, (image, label) in enumerate(zip(images, labels)):
-            folder = os.path.join(out, split, names[label])
-            if names[label] not in counts[split]:
-                os.makedirs(folder, exist_ok=True)
-                counts[split][names[label]] = 0
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(os.path.join(folder, f"{i}.png"))
-            counts[split][names[label]] += 1
-    with open(os.path.join(out, "label_dict.json"), "w", encoding="utf-8") as fh:
-        json.dump({str(k): v for k, v in sorted(names.items())}, fh, indent=2)
-        fh.write("\n")
-    return counts
-
-
-def download_medmnist(flag, size, root):
-    """Fetch a MedMNIST data set through the medmnist package (needs internet). Returns (npz path, label dict)."""
-    try:
-        import medmnist
-        from medmnist import INFO
-    except ImportError as exc:
-        raise PrepareError("--dataset needs the medmnist package: pip install medmnist") from exc
-    if flag not in INFO:
-        raise PrepareError(f"unknown MedMNIST flag {flag!r}; choose one of {sorted(INFO)}")
-    info = INFO[flag]
-    if info["task"] not in ("binary-class", "multi-class", "ordinal-regression"):
-        raise PrepareError(f"{flag} is a {info['task']} task; train.py handles single-label classification only")
-    cls = getattr(medmnist, info["python_class"])
-    os.makedirs(root, exist_ok=True)
-    try:
-        cls(split="train", download=True, root=root, size=size)
-    except Exception as exc:  # noqa: BLE001 - the network is the usual cause
-        raise PrepareError(f"could not download {flag} at {size} px ({type(exc).__name__}: {exc}); "
-                           "check the internet connection, or download the .npz yourself and use --npz") from exc
-    suffix = "" if size == 28 else f"_{size}"
-    return os.path.join(root, f"{flag}{suffix}.npz"), {str(k): v for k, v in info["label"].items()}
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--npz", help="a MedMNIST-style .npz with {train,val,test}_{images,labels}")
-    src.add_argument("--dataset", help="a MedMNIST flag (pneumoniamnist, dermamnist, ...); downloads it")
-    p.add_argument("--size", type=int, choices=(28, 64, 128, 224), default=28, help="with --dataset")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--label-dict", help="JSON index -> class name (default: code/label_dict.json)")
-    p.add_argument("--cache", default=os.path.expanduser("~/.medmnist"), help="download folder for --dataset")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        if args.dataset:
-            npz, label_dict = download_medmnist(args.dataset, args.size, args.cache)
-        else:
-            npz, label_dict = args.npz, None
-        if args.label_dict or label_dict is None:
-            label_dict = read_label_dict(args.label_dict or DEFAULT_LABEL_DICT)
-        counts = write_splits(load_npz(npz), label_dict, args.out)
-    except PrepareError as exc:
-        print(f"prepare_data: error: {exc}", file=sys.stderr)
-        return 2
-    for split, per_class in counts.items():
-        print(f"{split}: {sum(per_class.values())} images {per_class}")
-    print(f"wrote {args.out} (label_dict.json beside the split folders)")
-    return 0
-
+try:
+    from medimg.prepare_data import main
+except ModuleNotFoundError as exc:
+    if exc.name != "medimg":
+        raise
+    sys.exit("the client package medimg is not installed in this environment: run pip install -e . from the "
+             "repository root (make install does it)")
 
 if __name__ == "__main__":
     sys.exit(main())

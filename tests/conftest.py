@@ -20,11 +20,8 @@ for _key, _value in {
     os.environ[_key] = _value
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CODE = os.path.join(ROOT, "code")
+CODE = os.path.join(ROOT, "code")  # on sys.path through pyproject.toml's pytest settings, as in the container
 SCRIPTS = os.path.join(ROOT, "scripts")
-for _p in (CODE, SCRIPTS):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
 CLASSES = ["normal", "pneumonia"]
 

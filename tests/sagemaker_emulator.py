@@ -16,15 +16,13 @@ text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this pr
   (``/aws/sagemaker/TrainingJobs``, dimension TrainingJobName) and FinalMetricDataList.
 * CreateHyperParameterTuningJob is recorded (``tuning_requests``); moto's canned tuning result stands.
 * InvokeEndpoint runs the endpoint's model for real: the model's ModelDataUrl (the SDK's repacked
-  model.tar.gz) is extracted like /opt/ml/model and served by a subprocess that imports
-  ``SAGEMAKER_PROGRAM`` from ``code/`` and calls model_fn once, then input_fn -> predict_fn -> output_fn per
-  request, as the PyTorch inference toolkit does; an error with a ``BaseInferenceToolkitError`` status
+  model.tar.gz) is extracted like /opt/ml/model and served by ``medimg.serving.ModelServer`` (a process that
+  imports ``SAGEMAKER_PROGRAM`` from ``code/`` and calls model_fn once, then input_fn -> predict_fn -> output_fn
+  per request, as the PyTorch inference toolkit does); an error with a ``BaseInferenceToolkitError`` status
   becomes SageMaker's ModelError (HTTP 424) carrying that status, anything else a 500 from the model.
 
 Only one emulator runs at a time (moto's classes are patched for its lifetime). Child processes reach it
 through ``emulator.env()`` (AWS_ENDPOINT_URL and fake credentials).
-
-    python tests/sagemaker_emulator.py serve MODEL_DIR PROGRAM   # the endpoint's model server (internal)
 """
 import base64
 import copy
@@ -40,22 +38,13 @@ import tarfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SCRIPTS = os.path.join(ROOT, "scripts")
+from medimg import local_train
+from medimg.serving import ModelServer
+
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDEMULATORFAKE0000", "AWS_SECRET_ACCESS_KEY": "emulator-fake-secret-Zq9x",
                     "AWS_SESSION_TOKEN": "emulator-fake-token-Wp4v"}
-INFERENCE_ERRORS_STUB = (
-    "class BaseInferenceToolkitError(Exception):\n"
-    "    def __init__(self, status_code, message, phrase):\n"
-    "        self.status_code, self.message, self.phrase = status_code, message, phrase\n"
-    "        super().__init__(status_code, message, phrase)\n")
-
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
-
 _active = None  # the running emulator (moto's classes call back into it)
 
 
@@ -100,7 +89,7 @@ class SageMakerEmulator:
         self.training_requests, self.tuning_requests, self.invocations = [], [], []
         self.jobs = {}
         self._raw_by_name = {}
-        self._servers = {}  # model data URL -> (Popen, lock)
+        self._servers = {}  # model data URL -> ModelServer
         self._patches = []
         self.server = None
         self.url = None
@@ -130,9 +119,8 @@ class SageMakerEmulator:
     def stop(self):
         global _active
         self.wait_for_jobs(timeout=self.job_timeout)
-        for proc, _ in self._servers.values():
-            proc.kill()
-            proc.wait()
+        for server in self._servers.values():
+            server.close()
         self._servers.clear()
         if self.server is not None:
             self.server.stop()
@@ -247,8 +235,6 @@ class SageMakerEmulator:
         job.secondary_status = status
 
     def _execute(self, job, run):
-        import local_train
-
         s3 = self.client("s3")
         name = job.training_job_name
         hps = {k: json.loads(v) for k, v in (job.hyper_parameters or {}).items()}
@@ -418,71 +404,7 @@ class SageMakerEmulator:
             model_dir = os.path.join(self.workdir, "endpoints", str(len(self._servers)), "model")
             bucket, key = _s3_parts(url)
             _extract(self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read(), model_dir)
-            stub = os.path.join(self.workdir, "endpoints", "stub", "sagemaker_inference")
-            os.makedirs(stub, exist_ok=True)
-            for fname, text in (("__init__.py", ""), ("errors.py", INFERENCE_ERRORS_STUB)):
-                with open(os.path.join(stub, fname), "w", encoding="utf-8") as fh:
-                    fh.write(text)
-            child_env = dict(os.environ, **{k: str(v) for k, v in env.items()})
-            path = [os.path.dirname(stub)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-            child_env["PYTHONPATH"] = os.pathsep.join(path)
-            proc = subprocess.Popen([self.python, os.path.abspath(__file__), "serve", model_dir,
-                                     env.get("SAGEMAKER_PROGRAM", "inference.py")],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env, text=True)
-            self._servers[url] = (proc, threading.Lock())
-        proc, lock = self._servers[url]
-        request = {"body": base64.b64encode(body).decode("ascii"), "content_type": content_type, "accept": accept}
-        with lock:
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-        if not line:
-            return 500, {}, b"the model server exited (see the test's stderr for its traceback)"
-        reply = json.loads(line)
-        return reply["status"], {"Content-Type": reply["content_type"]}, base64.b64decode(reply["body"])
-
-
-# ==================================================================================================
-# The endpoint's model server (a subprocess): the PyTorch inference toolkit's request cycle
-# ==================================================================================================
-def serve(model_dir, program):
-    protocol = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # whatever the handlers print goes to stderr, not into the protocol
-    sys.stdout = sys.stderr
-    code = os.path.join(model_dir, "code")
-    sys.path.insert(0, code)
-    import importlib
-
-    from sagemaker_inference.errors import BaseInferenceToolkitError
-
-    module = importlib.import_module(os.path.splitext(program)[0])
-    model = module.model_fn(model_dir)
-    default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json")
-    for line in sys.stdin:
-        request = json.loads(line)
-        accept = request["accept"]
-        if not accept or accept == "*/*":
-            accept = default_accept
-        try:
-            data = module.input_fn(bytearray(base64.b64decode(request["body"])), request["content_type"])
-            result = module.output_fn(module.predict_fn(data, model), accept)
-            body, content_type = result if isinstance(result, tuple) else (result, accept)
-            body = body.encode() if isinstance(body, str) else bytes(body)
-            reply = {"status": 200, "content_type": content_type, "body": body}
-        except BaseInferenceToolkitError as exc:
-            reply = {"status": exc.status_code, "content_type": "text/plain", "body": str(exc.message).encode()}
-        except Exception as exc:  # noqa: BLE001 - the toolkit answers 500 for anything else
-            import traceback
-
-            traceback.print_exc()
-            reply = {"status": 500, "content_type": "text/plain", "body": f"{type(exc).__name__}: {exc}".encode()}
-        reply["body"] = base64.b64encode(reply["body"]).decode("ascii")
-        protocol.write(json.dumps(reply) + "\n")
-        protocol.flush()
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "serve":
-        serve(sys.argv[2], sys.argv[3])
-    else:
-        sys.exit(__doc__)
+            self._servers[url] = ModelServer(model_dir, env.get("SAGEMAKER_PROGRAM", "inference.py"), env=env,
+                                             python=self.python, toolkit_errors=True)
+        status, out_type, out = self._servers[url].invoke(body, content_type, accept)
+        return status, {"Content-Type": out_type}, out

@@ -1,8 +1,8 @@
-"""train.parse_args: the argv the SageMaker toolkit builds, both boolean spellings, clear errors."""
+"""hyperparameters.parse_args: the argv the SageMaker toolkit builds, both boolean spellings, clear errors."""
 import pytest
 
-import train
-from utils import ConfigError
+import hyperparameters
+from errors import ConfigError
 
 ENV = {"SM_MODEL_DIR": "/opt/ml/model", "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
        "SM_CHANNEL_VAL": "/opt/ml/input/data/val", "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
@@ -10,7 +10,7 @@ ENV = {"SM_MODEL_DIR": "/opt/ml/model", "SM_CHANNEL_TRAIN": "/opt/ml/input/data/
 
 
 def parse(*argv, environ=None):
-    return train.parse_args(list(argv), environ=ENV if environ is None else environ)
+    return hyperparameters.parse_args(list(argv), environ=ENV if environ is None else environ)
 
 
 def test_toolkit_style_argv_sorted_keys_and_sdk_values():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import artifacts
+from medimg import artifacts
 import model_def
-import utils
+import train
 from conftest import CLASSES, CODE, make_dataset
 
 
@@ -159,17 +159,16 @@ def model_dir(tmp_path_factory):
     (root / "model_config.json").write_text(json.dumps(config))
     (root / "label_dict.json").write_text(json.dumps({"0": "normal", "1": "pneumonia"}))
     (root / "code").mkdir()
-    for name in ("inference.py", "model_def.py", "utils.py"):
+    for name in train.INFERENCE_FILES:
         shutil.copyfile(os.path.join(CODE, name), root / "code" / name)
     return str(root)
 
 
 def test_local_model_serves_with_its_own_code_and_leaves_imports_alone(model_dir, tmp_path):
-    before, before_inference = sys.modules["utils"], sys.modules.get("inference")
+    before = dict(sys.modules)
     model = artifacts.LocalModel(model_dir)
-    # whatever other tests imported stays as it was: the model's own code is loaded beside it
-    assert sys.modules["utils"] is before is utils and sys.modules.get("inference") is before_inference
-    assert os.path.dirname(model.inference.__file__) == os.path.join(model_dir, "code")
+    # the model's own code runs in its own process, as in the container: nothing is imported or replaced here
+    assert set(sys.modules) == set(before) and all(sys.modules[k] is v for k, v in before.items())
     data = make_dataset(tmp_path / "data", counts={"test": 3})
     paths = sorted(str(p) for p in (tmp_path / "data" / "test").glob("*/*.png"))
     batch = model.predict_files(paths, batch_size=4)
@@ -179,6 +178,7 @@ def test_local_model_serves_with_its_own_code_and_leaves_imports_alone(model_dir
     assert np.allclose(batch.sum(axis=1), 1, atol=1e-5)
     labels, probs, classes = artifacts.test_predictions(METRICS, model_dir, os.path.join(data, "test"))
     assert labels.tolist() == [0, 0, 0, 1, 1, 1] and classes == CLASSES and np.allclose(probs, batch)
+    model.close()
 
 
 def test_local_model_needs_the_inference_code(tmp_path):

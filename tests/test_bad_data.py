@@ -15,9 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
+import data
+import errors
+import hyperparameters
+import loaders
 import train
 import utils
 from conftest import CLASSES, make_dataset, make_image, read_failure, run_local_train
+
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 SAVED_HPS = ["epochs=2", "batch-size=16", "patience=0"]
 
@@ -152,11 +158,11 @@ def test_streamed_val_bad_files_are_held_to_the_same_rule(tmp_path, capsys):
 def test_streamed_training_batches_stay_full_when_images_are_unreadable(tmp_path):
     """Every rank must take the same number of steps: a bad image is replaced by a readable one of its batch,
     an all-bad batch by the previous batch; a first batch with nothing readable is a clear DataError."""
-    data = fresh_data(tmp_path / "data", counts={"train": 4, "val": 1})
-    paths, labels = utils.list_channel(os.path.join(data, "train"), CLASSES, "train")
+    root = fresh_data(tmp_path / "data", counts={"train": 4, "val": 1})
+    paths, labels = data.list_channel(os.path.join(root, "train"), CLASSES, "train")
     for i in (1, 4, 5, 6, 7):  # batch 0 (0-3) has one bad image, batch 1 (4-7) only bad ones
         open(paths[i], "wb").close()
-    split = train.StreamSplit(utils.ImageFileDataset(paths, labels, 1, 16, 10 ** 7), workers=0, pin_memory=False)
+    split = loaders.StreamSplit(loaders.ImageFileDataset(paths, labels, 1, 16, 10 ** 7), workers=0, pin_memory=False)
     batches = list(split.batches(range(8), 4, torch.device("cpu"), fill=True))
     assert [len(y) for _, y, _ in batches] == [4, 4]
     (x0, y0, i0), (x1, y1, i1) = batches
@@ -166,8 +172,8 @@ def test_streamed_training_batches_stay_full_when_images_are_unreadable(tmp_path
     # evaluation drops the unreadable ones instead
     kept = [i for _, _, idx in split.batches(range(8), 4, torch.device("cpu")) for i in idx.tolist()]
     assert kept == [0, 2, 3]
-    fresh = train.StreamSplit(utils.ImageFileDataset(paths, labels, 1, 16, 10 ** 7), workers=0, pin_memory=False)
-    with pytest.raises(utils.DataError, match="none of the 4 images of the first training batch could be read"):
+    fresh = loaders.StreamSplit(loaders.ImageFileDataset(paths, labels, 1, 16, 10 ** 7), workers=0, pin_memory=False)
+    with pytest.raises(errors.DataError, match="none of the 4 images of the first training batch could be read"):
         list(fresh.batches(range(4, 8), 4, torch.device("cpu"), fill=True))
 
 
@@ -337,7 +343,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_and_model_and_a_lower_lr_resu
     work, before, data = reuse(saved, tmp_path)
     result = run_local_train(data, work, ["epochs=3", "batch-size=16", "patience=0", "lr=1e30"])
     assert result.returncode != 0
-    default_lr = train.parse_args([], environ={}).lr
+    default_lr = hyperparameters.parse_args([], environ={}).lr
     assert f"lr 1e+30 replaces the checkpoint's {default_lr:g} from here on" in result.stdout
     line = failure_line(work)
     assert line.startswith("the training loss became nan in epoch 3; lower lr (now 1e+30) or turn amp off; "

@@ -12,18 +12,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import epoch_log
+import model_def
+from benchmarks import ceiling, gpu_report, probe
+from benchmarks import run as bench
 from conftest import ROOT
 
-BENCH = os.path.join(ROOT, "benchmarks")
-if BENCH not in sys.path:
-    sys.path.insert(0, BENCH)
-
-import ceiling  # noqa: E402
-import model_def  # noqa: E402
-import gpu_report  # noqa: E402
-import probe  # noqa: E402
-import run as bench  # noqa: E402
-import train  # noqa: E402
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +26,7 @@ def smoke(tmp_path_factory):
     """One real run of make bench's throughput section on tiny settings: train.py (through the probe) and the
     plain ImageFolder loop, each in its own process."""
     build = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, os.path.join(BENCH, "run.py"), "--smoke", "--only", "throughput", "--cases",
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--smoke", "--only", "throughput", "--cases",
            "smallcnn@28", "--build", str(build)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -62,10 +57,11 @@ def test_smoke_run_prints_the_table(smoke):
 
 
 def test_train_py_epoch_lines_are_parsed():
-    stats = {"train_loss": 0.25, "images_per_sec": 812.4}
-    val = {"loss": 0.2, "auc": 0.9712, "accuracy": 0.94}
-    m = bench.EPOCH_LINE.search("2026-01-01 00:00:00,000 INFO " + train.epoch_line(7, stats, val, 0.001))
-    assert m and m.groups() == ("7", "0.9712", "0.9400", "812.4")
+    line = epoch_log.epoch_line({"epoch": 7, "train_loss": 0.25, "val_loss": 0.2, "val_auc": 0.9712,
+                                 "val_acc": 0.94, "lr": 0.001, "images_per_sec": 812.4})
+    values = bench.epoch_log.parse_epoch("2026-01-01 00:00:00,000 INFO " + line)
+    assert (values["epoch"], values["val_auc"], values["val_acc"], values["images_per_sec"]) == (7, 0.9712, 0.94,
+                                                                                                    812.4)
 
 
 def test_steady_state_leaves_out_the_warm_up_epoch():
@@ -186,7 +182,7 @@ def test_gpu_report_reads_probe_logs_and_nvidia_smi(tmp_path):
 
 
 def test_gpu_check_script_parses_and_plans_every_configuration():
-    script = os.path.join(BENCH, "gpu_check.sh")
+    script = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
     subprocess.run(["bash", "-n", script], check=True)
     out = subprocess.run(["bash", script, "--dry-run"], capture_output=True, text=True, timeout=30, cwd=ROOT,
                          env=dict(os.environ, OUT="build/gpu-check-dry")).stdout

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-import channels
+from medimg import channels
 from conftest import make_dataset
 
 

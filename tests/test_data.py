@@ -8,9 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
+import data
+import images
+import layout
+import loaders
 from conftest import CLASSES, make_image
-from utils import BadImageError, DataError
+from errors import BadImageError, DataError
 
 
 def write_json(path, obj):
@@ -22,7 +25,7 @@ def write_json(path, obj):
 # ---------------------------------------------------------------- label_dict.json
 def test_label_dict_gives_names_in_index_order(tmp_path):
     path = write_json(tmp_path / "l.json", {"1": "pneumonia", "0": "normal"})
-    assert utils.load_label_dict(path) == ["normal", "pneumonia"]
+    assert data.load_label_dict(path) == ["normal", "pneumonia"]
 
 
 def test_shipped_label_dict_is_medmnist_shaped():
@@ -38,16 +41,17 @@ def test_shipped_label_dict_is_medmnist_shaped():
     ('{"0": "a", "2": "b"}', "without gaps"),
     ('{"zero": "a", "1": "b"}', "not an integer index"),
     ('{"0": "a", "1": "a"}', "duplicate class names"),
-    ('{"0": "a", "1": "../b"}', "invalid class name"),
+    ('{"0": "a", "1": "two\\nlines"}', "invalid class name"),
+    ('{"0": "a", "1": "  "}', "invalid class name"),
 ])
 def test_malformed_label_dict_is_a_clear_error(tmp_path, content, fragment):
     with pytest.raises(DataError, match=fragment):
-        utils.load_label_dict(write_json(tmp_path / "l.json", content))
+        data.load_label_dict(write_json(tmp_path / "l.json", content))
 
 
 def test_missing_label_dict_says_where_it_looked(tmp_path):
     with pytest.raises(DataError, match="label_dict.json not found at .*nothere"):
-        utils.load_label_dict(str(tmp_path / "nothere" / "label_dict.json"))
+        data.load_label_dict(str(tmp_path / "nothere" / "label_dict.json"))
 
 
 # ---------------------------------------------------------------- channel layout
@@ -66,7 +70,7 @@ def test_list_channel_ignores_hidden_and_non_images(tmp_path):
     (root / "normal" / "notes.txt").write_text("not an image")
     (root / ".hidden_folder").mkdir()
     (root / "README.md").write_text("a file at the channel root")
-    paths, labels = utils.list_channel(str(root), CLASSES, "train")
+    paths, labels = data.list_channel(str(root), CLASSES, "train")
     assert len(paths) == 6 and labels == [0, 0, 0, 1, 1, 1]
     assert all(p.endswith(".png") for p in paths)
 
@@ -75,32 +79,32 @@ def test_class_folder_not_in_label_dict_is_an_error(tmp_path):
     root = make_channel(tmp_path / "train")
     (root / "covid").mkdir()
     with pytest.raises(DataError, match="class folder 'covid' in train is not in label_dict.json"):
-        utils.list_channel(str(root), CLASSES, "train")
+        data.list_channel(str(root), CLASSES, "train")
 
 
 def test_channel_given_as_a_single_file_is_an_error(tmp_path):
     (tmp_path / "train.zip").write_bytes(b"PK")
     with pytest.raises(DataError, match="is a single file, not a folder"):
-        utils.list_channel(str(tmp_path / "train.zip"), CLASSES, "train")
+        data.list_channel(str(tmp_path / "train.zip"), CLASSES, "train")
 
 
 def test_empty_channel_is_an_error(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(DataError, match="holds no class folders"):
-        utils.list_channel(str(tmp_path / "train"), CLASSES, "train")
+        data.list_channel(str(tmp_path / "train"), CLASSES, "train")
 
 
 def test_class_folders_without_images_are_an_error(tmp_path):
     for name in CLASSES:
         (tmp_path / "train" / name).mkdir(parents=True)
     with pytest.raises(DataError, match="holds no images"):
-        utils.list_channel(str(tmp_path / "train"), CLASSES, "train")
+        data.list_channel(str(tmp_path / "train"), CLASSES, "train")
 
 
 def test_stratified_split_is_seeded_and_keeps_every_class():
     labels = [0] * 30 + [1] * 70
-    tr, va = utils.stratified_split(labels, 0.1, seed=1)
-    assert utils.stratified_split(labels, 0.1, seed=1) == (tr, va)
+    tr, va = data.stratified_split(labels, 0.1, seed=1)
+    assert data.stratified_split(labels, 0.1, seed=1) == (tr, va)
     assert sorted(tr + va) == list(range(100)) and not set(tr) & set(va)
     assert sorted(labels[i] for i in va) == [0] * 3 + [1] * 7
 
@@ -117,23 +121,23 @@ def encode(im, fmt="PNG"):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_mode_decodes_to_uint8_with_the_asked_channels(mode, channels):
     im = make_image(1, np.random.default_rng(0), size=20, mode=mode)
-    with utils.open_image(encode(im), max_pixels=10_000) as opened:
-        arr = utils.image_to_array(opened, channels, 16)
+    with images.open_image(encode(im), max_pixels=10_000) as opened:
+        arr = images.decode(opened, channels, 16)
     assert arr.shape == (16, 16, channels) and arr.dtype == np.uint8
     assert arr.max() > 150  # the bright square survives every conversion
 
 
 def test_16_bit_images_use_their_full_range():
     arr16 = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)  # 12-bit data in a 16-bit PNG
-    with utils.open_image(encode(Image.fromarray(arr16)), 10_000) as im:
-        out = utils.image_to_array(im, 1, 64)
+    with images.open_image(encode(Image.fromarray(arr16)), 10_000) as im:
+        out = images.decode(im, 1, 64)
     assert out.min() == 0 and out.max() == 255
 
 
 def test_jpeg_decodes():
     im = make_image(0, np.random.default_rng(0), 32, "RGB")
-    with utils.open_image(encode(im, "JPEG"), 10_000) as opened:
-        assert utils.image_to_array(opened, 3, 32).shape == (32, 32, 3)
+    with images.open_image(encode(im, "JPEG"), 10_000) as opened:
+        assert images.decode(opened, 3, 32).shape == (32, 32, 3)
 
 
 def test_truncated_and_empty_files_are_bad_images(tmp_path):
@@ -142,26 +146,26 @@ def test_truncated_and_empty_files_are_bad_images(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     for name in ("trunc.png", "empty.png"):
         with pytest.raises(BadImageError, match="cannot decode"):
-            utils.load_image_array(str(tmp_path / name), 1, 16, 10_000)
+            images.load(str(tmp_path / name), 1, 16, 10_000)
 
 
 def test_decompression_bomb_is_refused_before_decoding():
     big = Image.new("L", (3000, 3000))
     with pytest.raises(BadImageError, match="above the limit"):
-        utils.open_image(encode(big), max_pixels=1_000_000)
+        images.open_image(encode(big), max_pixels=1_000_000)
 
 
 def test_decode_all_skips_and_counts_bad_files(tmp_path):
     root = make_channel(tmp_path / "train", per_class=4)
     (root / "normal" / "0.png").write_bytes(b"")
-    paths, labels = utils.list_channel(str(root), CLASSES, "train")
-    images, labs, bad = utils.decode_all(utils.ImageFileDataset(paths, labels, 1, 16, 10_000), workers=2)
+    paths, labels = data.list_channel(str(root), CLASSES, "train")
+    images, labs, bad = loaders.decode_all(loaders.ImageFileDataset(paths, labels, 1, 16, 10_000), workers=2)
     assert images.shape == (7, 1, 16, 16) and images.dtype == torch.uint8
     assert labs.tolist() == [0, 0, 0, 1, 1, 1, 1]
     assert [os.path.basename(b) for b in bad] == ["0.png"]
 
 
 def test_bad_fraction_over_the_limit_fails_with_the_hyperparameter_named():
-    utils.check_bad_fraction(1, 200, 0.01, "train")  # within the limit: a warning only
+    loaders.check_bad_fraction(1, 200, 0.01, "train")  # within the limit: a warning only
     with pytest.raises(DataError, match="raise max-bad-fraction"):
-        utils.check_bad_fraction(3, 200, 0.01, "train")
+        loaders.check_bad_fraction(3, 200, 0.01, "train")

@@ -19,8 +19,10 @@ import time
 
 import pytest
 
-import local_train
+from medimg import local_train
 from conftest import CODE, SCRIPTS, make_dataset, read_failure, run_local_train
+
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 EPOCHS = 3
 SINGLE = [f"epochs={EPOCHS}", "batch-size=16", "patience=0"]
@@ -170,10 +172,9 @@ def test_killing_one_rank_fails_the_whole_job_with_a_clear_line(data, tmp_path):
 # ---------------------------------------------------------------- a rank hangs: dist-timeout bounds the wait
 HANG = textwrap.dedent("""
     import os, sys, time
-    sys.path.insert(0, {code!r})
     import torch, torch.distributed as dist
-    import train, utils
-    info = utils.init_distributed(timeout_s=5)
+    import distributed
+    info = distributed.init_distributed(timeout_s=5)
     if info.rank == 1:
         time.sleep(120)  # alive, connected, never joins the collective: a hung rank
     start = time.monotonic()
@@ -182,7 +183,7 @@ HANG = textwrap.dedent("""
         print("NO TIMEOUT")
     except Exception as exc:
         print("FAILED AFTER %.1f" % (time.monotonic() - start))
-        print("LINE " + (train.collective_failure(exc) or "none"))
+        print("LINE " + (distributed.collective_failure(exc) or "none"))
     os._exit(0)
 """)
 
@@ -195,8 +196,8 @@ def free_port():
 
 def test_a_hung_rank_fails_the_collective_after_the_timeout(tmp_path):
     script = tmp_path / "hang.py"
-    script.write_text(HANG.format(code=CODE))
-    env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+    script.write_text(HANG)
+    env = dict(os.environ, PYTHONPATH=CODE, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                GLOO_SOCKET_IFNAME="lo")
     procs = [subprocess.Popen([sys.executable, str(script)], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

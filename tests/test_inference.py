@@ -1,6 +1,5 @@
 """code/inference.py on a model train.py really trained: round trips against train.py's own evaluation,
 the packaged code in a fresh process, and every refused request with its HTTP status."""
-import argparse
 import base64
 import filecmp
 import glob
@@ -20,13 +19,16 @@ import torch
 from PIL import Image
 
 import inference
+import loaders
 import model_def
+import prediction
 import train
-import utils
 from conftest import CLASSES, CODE, make_dataset
 
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
+
 TOL = 1e-5  # float32 noise between batch compositions and memory formats
-INFERENCE_FILES = ["inference.py", "model_def.py", "utils.py"]
+INFERENCE_FILES = sorted(train.INFERENCE_FILES)
 
 
 # ---------------------------------------------------------------- a model trained once, deployed as SageMaker does
@@ -65,16 +67,16 @@ def training_eval(model_dir, paths, tta=True):
     with open(os.path.join(model_dir, "model_config.json")) as fh:
         config = json.load(fh)
     channels, size = config["in_channels"], config["image_size"]
-    ds = utils.ImageFileDataset(paths, [0] * len(paths), channels, size, 64_000_000)
-    images, labels, bad = utils.decode_all(ds, workers=1)
+    ds = loaders.ImageFileDataset(paths, [0] * len(paths), channels, size, 64_000_000)
+    pixels, _, bad = loaders.decode_all(ds, workers=1)
     assert not bad
-    split = train.CachedSplit(images, labels)
-    data = train.Data(None, split, None, channels, size, config["mean"], config["std"], streamed=False)
     net = model_def.create_model(config["architecture"], config["num_classes"], channels)
     net.load_state_dict(torch.load(os.path.join(model_dir, "model.pth"), weights_only=True))
-    args = argparse.Namespace(channels_last=True, batch_size=16, tta=tta, hflip=True)
-    _, prob = train.predict(net, split, data, args, torch.device("cpu"), None, utils.DistInfo())
-    return images, prob
+    net = net.to(memory_format=torch.channels_last).eval()  # train.py evaluates in channels_last, 16 at a time
+    prob = torch.cat([prediction.probabilities(net, pixels[i:i + 16], mean=config["mean"], std=config["std"],
+                                               tta=tta, memory_format=torch.channels_last)
+                      for i in range(0, len(pixels), 16)]).numpy()
+    return pixels, prob
 
 
 def ask(model, body, content_type, accept="application/json"):
@@ -137,7 +139,7 @@ def test_packaged_code_serves_in_a_fresh_process(trained, reference, tmp_path):
         "        super().__init__(status_code, message, phrase)\n")
     script = (
         "import json, sys\n"
-        "import inference, utils, model_def\n"
+        "import inference, utils, model_def, images, prediction\n"
         "from sagemaker_inference.errors import BaseInferenceToolkitError\n"
         "model = inference.model_fn(sys.argv[1])\n"
         "body = bytearray(open(sys.argv[2], 'rb').read())\n"
@@ -147,7 +149,8 @@ def test_packaged_code_serves_in_a_fresh_process(trained, reference, tmp_path):
         "except BaseInferenceToolkitError as exc:\n"
         "    error = [exc.status_code, exc.phrase]\n"
         "print(json.dumps({'out': json.loads(out), 'media': media, 'error': error, 'files': [\n"
-        "    inference.__file__, utils.__file__, model_def.__file__], 'sklearn': 'sklearn' in sys.modules}))\n")
+        "    inference.__file__, utils.__file__, model_def.__file__, images.__file__, prediction.__file__],\n"
+        "    'sklearn': 'sklearn' in sys.modules, 'engine': 'engine' in sys.modules}))\n")
     code = str(trained.model_dir / "code")
     path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), code, str(tmp_path / "stub")) if p)
     result = subprocess.run([sys.executable, "-c", script, str(trained.model_dir), trained.test_paths[0]],
@@ -156,7 +159,7 @@ def test_packaged_code_serves_in_a_fresh_process(trained, reference, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(os.path.dirname(f) == code for f in got["files"]), got["files"]
-    assert got["sklearn"] is False
+    assert got["sklearn"] is False and got["engine"] is False  # the endpoint gets no training engine
     assert got["media"] == "application/json"
     assert got["error"][0] == 415 and "text/csv" in got["error"][1]
     np.testing.assert_allclose(probs_of(got["out"]["predictions"]), reference[1][:1], atol=TOL)

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-import job_config
-import local_train
+from medimg import job_config
+from medimg import local_train
 from conftest import CODE
 
 BASE = dict(role="arn:aws:iam::123456789012:role/R", hyperparameters={"epochs": 3, "lr": 0.01},

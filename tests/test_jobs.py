@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-import jobs
+from medimg import jobs
 
 
 class FakeLogs:

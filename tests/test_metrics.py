@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
+import metrics
 import utils
 
 
@@ -15,7 +16,7 @@ def test_binary_matches_sklearn_and_hand_counts():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     prob = softmax(rng.normal(size=(200, 2)) + np.eye(2)[y] * 1.5)
-    m = utils.compute_metrics(y, prob)
+    m = metrics.compute_metrics(y, prob)
     assert m["auc"] == pytest.approx(roc_auc_score(y, prob[:, 1]))
     assert m["accuracy"] == pytest.approx(accuracy_score(y, prob.argmax(1)))
     cm = confusion_matrix(y, prob.argmax(1))
@@ -29,14 +30,14 @@ def test_multiclass_auc_is_macro_one_vs_rest():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 4, 300)
     prob = softmax(rng.normal(size=(300, 4)) + np.eye(4)[y])
-    m = utils.compute_metrics(y, prob, positive_class=None)
+    m = metrics.compute_metrics(y, prob, positive_class=None)
     assert m["auc"] == pytest.approx(roc_auc_score(y, prob, multi_class="ovr", average="macro"))
     assert m["accuracy"] == pytest.approx(accuracy_score(y, prob.argmax(1)))
     assert len(m["per_class_recall"]) == 4
 
 
 def test_single_class_gives_nan_auc_not_a_crash():
-    m = utils.compute_metrics(np.zeros(5, int), np.tile([0.7, 0.3], (5, 1)))
+    m = metrics.compute_metrics(np.zeros(5, int), np.tile([0.7, 0.3], (5, 1)))
     assert np.isnan(m["auc"]) and m["accuracy"] == 1.0
 
 
@@ -48,4 +49,4 @@ def test_auc_with_ties_matches_sklearn():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 500)
     score = np.round(rng.random(500) + 0.3 * y, 1)  # heavily tied scores
-    assert utils.roc_auc(y == 1, score) == pytest.approx(roc_auc_score(y, score))
+    assert metrics.roc_auc(y == 1, score) == pytest.approx(roc_auc_score(y, score))

@@ -15,10 +15,12 @@ import types
 import nbformat
 import pytest
 
-import job_config
-import train
+from medimg import job_config
+import hyperparameters
 from conftest import ROOT, make_dataset
 from sagemaker_emulator import FAKE_CREDENTIALS, SageMakerEmulator
+
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 NOTEBOOK = os.path.join(ROOT, "train.ipynb")
 ROLE = "arn:aws:iam::123456789012:role/MedImgSageMakerRole"
@@ -111,7 +113,7 @@ def test_training_request_carries_the_edited_hyperparameters(run):
     assert "sagemaker_torch_distributed_enabled" not in sent  # one GPU, one instance: no torchrun
     # and train.py accepts them as the toolkit passes them (--key value, sorted)
     argv = [a for k in sorted(HYPERPARAMETERS) for a in (f"--{k}", str(HYPERPARAMETERS[k]))]
-    args = train.parse_args(argv, environ={})
+    args = hyperparameters.parse_args(argv, environ={})
     assert (args.lr, args.batch_size, args.label_smoothing, args.tta, args.amp) == (0.003, 16, 0.05, True, False)
 
 
@@ -197,7 +199,7 @@ def test_metric_definitions_capture_the_numbers_train_py_logged(run):
 
 
 def test_endpoint_ran_the_trained_model(run, tmp_path):
-    import artifacts
+    from medimg import artifacts
 
     calls = run.emu.invocations
     assert len(calls) == 6 and all(c["status"] == 200 and c["content_type"] == "image/png" for c in calls)
@@ -231,7 +233,7 @@ def test_cleanup_deleted_what_deploy_created(run):
 def test_outputs_show_data_log_metrics_and_figures(run):
     nb = run.nb
     assert len(images_of(cell_with(nb, "plots.image_grid(channels.sample_images(sample_dir"))) == 1
-    smoke = text_of(cell_with(nb, "scripts/local_train.py"))
+    smoke = text_of(cell_with(nb, "medimg.local_train"))
     assert "epoch=1 train_loss=" in smoke and "local_train: job succeeded" in smoke
     assert "accuracy" in smoke and "auc" in smoke
     log = text_of(cell_with(nb, "estimator.fit(inputs"))
@@ -286,13 +288,13 @@ def test_parameters_cell_defaults(committed):
     assert not params["enable_network_isolation"] and params["subnets"] is None
     # every hyperparameter is a train.py flag, and train.py parses the defaults as the toolkit passes them
     hps = params["hyperparameters"]
-    flags = {o[2:] for a in train.build_parser({})._actions for o in a.option_strings}
+    flags = {o[2:] for a in hyperparameters.build_parser({})._actions for o in a.option_strings}
     assert set(hps) <= flags
     for name in ("model", "epochs", "batch-size", "lr", "weight-decay", "image-size", "pretrained", "patience",
                  "label-smoothing", "class-weighting", "amp", "ema", "augment", "tta", "seed"):
         assert name in hps, name
     argv = [a for k in sorted(hps) for a in (f"--{k}", str(hps[k]))]
-    train.parse_args(argv, environ={})
+    hyperparameters.parse_args(argv, environ={})
     job_config.estimator_kwargs(role="r", hyperparameters=hps, output_path="s3://b/o", code_location="s3://b/c",
                                 base_job_name="b", mode=params["mode"])
 

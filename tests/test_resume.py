@@ -18,10 +18,13 @@ import time
 import pytest
 import torch
 
+import checkpoints
+import engine
 import model_def
 import train
-import utils
 from conftest import SCRIPTS, make_dataset, read_failure, run_local_train
+
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 EPOCHS = 4
 HPS = [f"epochs={EPOCHS}", "batch-size=8", "patience=0"]  # 120 training images: 15 steps an epoch
@@ -53,14 +56,14 @@ def start(data, work):
     return proc
 
 
-def checkpoints(work):
+def checkpoint_files(work):
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(work, "checkpoints", "checkpoint-*.pt")))
 
 
 def wait_for_checkpoint(proc, work, timeout=240):
     """Block until the first end-of-epoch checkpoint exists (not a fixed sleep: the machine may be slow)."""
     deadline = time.monotonic() + timeout
-    while not checkpoints(work):
+    while not checkpoint_files(work):
         assert proc.poll() is None, f"the job ended (exit {proc.returncode}) before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within the timeout"
         time.sleep(0.02)
@@ -109,8 +112,8 @@ def test_sigkill_resumes_at_the_next_epoch_and_matches(data, reference, tmp_path
         wait_for_checkpoint(proc, work)
     finally:
         kill_group(proc)  # the whole job at once, no chance to clean up: a reclaimed spot instance
-    done = max(int(n.split("-")[1]) for n in checkpoints(work))
-    assert done < EPOCHS, f"the job finished before the kill landed ({checkpoints(work)})"
+    done = max(int(n.split("-")[1]) for n in checkpoint_files(work))
+    assert done < EPOCHS, f"the job finished before the kill landed ({checkpoint_files(work)})"
     # killed without warning, the job already holds its best model so far (what SageMaker uploads on a stop)
     assert load(work / "model" / "model.pth") and os.path.exists(work / "model" / "model_config.json")
 
@@ -188,9 +191,9 @@ def restore_sigterm():
     Image.MAX_IMAGE_PIXELS = saved[1]
 
 
-def test_stop_inside_an_epoch_resumes_from_that_exact_step(data, tmp_path, monkeypatch, restore_sigterm):
-    """train.main in-process, with the stop requested at step 6 of epoch 2 (the signal path is tested above,
-    where the signal lands is up to the machine)."""
+def test_stop_inside_an_epoch_resumes_from_that_exact_step(data, tmp_path, restore_sigterm):
+    """train.main in-process, with the stop requested at step 6 of epoch 2 by a callback on the training loop
+    (the signal path is tested above, where the signal lands is up to the machine)."""
     def argv(work):
         return ["--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"),
                 "--model-dir", str(work / "model"), "--output-data-dir", str(work / "out" / "data"),
@@ -200,25 +203,19 @@ def test_stop_inside_an_epoch_resumes_from_that_exact_step(data, tmp_path, monke
     ref = tmp_path / "ref"
     assert train.main(argv(ref)) == 0
 
-    real_stop_now, seen_step_6 = train.stop_now, []
-
-    def stop_at_step_6_of_epoch_2(stopper, dist_info, step, device):
-        if step == 6:
-            seen_step_6.append(True)
-            if len(seen_step_6) == 2:  # as if SIGTERM arrived during the 6th step of epoch 2
-                stopper.requested, stopper.signal_name = True, "SIGTERM"
-        return real_stop_now(stopper, dist_info, step, device)
+    class StopAtStep6OfEpoch2(engine.Callback):
+        def on_step_end(self, trainer, epoch, step):
+            if (epoch, step) == (2, 6):  # as if SIGTERM arrived during the 6th step of epoch 2
+                trainer.stop.request("SIGTERM")
 
     work = tmp_path / "work"
-    monkeypatch.setattr(train, "stop_now", stop_at_step_6_of_epoch_2)
-    assert train.main(argv(work)) == train.SIGTERM_EXIT_CODE
+    assert train.main(argv(work), callbacks=[StopAtStep6OfEpoch2()]) == train.SIGTERM_EXIT_CODE
     assert sorted(os.listdir(work / "ck")) == ["checkpoint-0001-000000.pt", "checkpoint-0001-000006.pt"]
     assert (work / "out" / "failure").read_text().startswith(
         "training stopped by SIGTERM during epoch 2 after 6 of 15 steps")
     ck = load(work / "ck" / "checkpoint-0001-000006.pt")
     assert ck["partial"]["seen"] == 6 * 8 and ck["step"] == 6
 
-    monkeypatch.setattr(train, "stop_now", real_stop_now)
     assert train.main(argv(work)) == 0
     tight = {"rtol": 1e-5, "atol": 1e-6}
     torch.testing.assert_close(load(work / "model" / "model.pth"), load(ref / "model" / "model.pth"), **tight)
@@ -244,7 +241,7 @@ def test_checkpoints_of_another_model_are_refused(data, tmp_path, restore_sigter
     line = (tmp_path / "out" / "failure").read_text()
     assert line.startswith(f"the checkpoint dir {tmp_path / 'ck'} holds checkpoints of another model")
     assert "use an empty checkpoint dir" in line
-    assert utils.load_latest_checkpoint(str(tmp_path / "ck"))[0]["fingerprint"]["image_size"] == 32  # untouched
+    assert checkpoints.load_latest_checkpoint(str(tmp_path / "ck"))[0]["fingerprint"]["image_size"] == 32  # untouched
 
 
 def test_a_checkpoint_whose_weights_no_longer_fit_is_refused_clearly(data, tmp_path, restore_sigterm, monkeypatch):

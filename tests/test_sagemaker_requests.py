@@ -5,10 +5,12 @@ import os
 
 import pytest
 
-import job_config
-import jobs
+from medimg import job_config
+from medimg import jobs
 from conftest import CODE, make_dataset
 from sagemaker_emulator import SageMakerEmulator
+
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 ROLE = "arn:aws:iam::123456789012:role/R"
 BUCKET = "requests-bucket"
@@ -86,7 +88,7 @@ def test_security_request(sdk):
 
 def test_failed_job_reports_the_scripts_failure_line(sdk):
     """A real run through the toolkit: train.py refuses lr=0; the job's FailureReason is its one line."""
-    import channels
+    from medimg import channels
 
     emu, session, tmp = sdk
     data = make_dataset(tmp / "data", counts={"train": 4, "val": 2})

@@ -10,18 +10,20 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import FAST_HPS, ROOT, make_dataset, run_local_train
 
-SCANNED = ("code", "scripts", "tests")
+SCANNED = ("code", "medimg", "scripts", "tests", "benchmarks")
 
-# Deliberate exceptions, each with the reason. Only tests may appear here, never code/ or scripts/.
+# Deliberate exceptions, each with the reason. Only tests may appear here, never code/, medimg/ or scripts/.
 UNSAFE_LOAD_ALLOWED = {
     "tests/test_inference.py": "shows that a pickled model.pth runs code when loaded with weights_only=False",
 }
 
 
 def python_sources():
-    """(relative path, source) of every .py file under code/, scripts/ and tests/, and every notebook's code."""
+    """(relative path, source) of every .py file under SCANNED, and every notebook's code."""
     for top in SCANNED:
         for dirpath, dirnames, names in os.walk(os.path.join(ROOT, top)):
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
@@ -91,7 +93,8 @@ def unsafe_calls(path, source):
 
 def test_the_scan_sees_every_file():
     names = [p for p, _ in python_sources()]
-    for expected in ("code/train.py", "code/utils.py", "scripts/local_train.py", "tests/conftest.py"):
+    for expected in ("code/train.py", "code/utils.py", "medimg/local_train.py", "scripts/local_train.py",
+                     "tests/conftest.py", "benchmarks/probe.py"):
         assert expected in names
 
 
@@ -174,6 +177,7 @@ def test_no_credentials_in_the_repository():
     assert not found, found
 
 
+@pytest.mark.slow
 def test_credentials_in_the_environment_never_reach_the_log_or_artefacts(tmp_path):
     """A job whose environment holds AWS credentials (as a developer's shell does) prints none of them."""
     data = make_dataset(tmp_path / "data", counts={"train": 12, "val": 4})

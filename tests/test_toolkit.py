@@ -7,9 +7,12 @@ import shutil
 import pytest
 import torch
 
-import job_config
+from medimg import job_config
 import model_def
+import train
 from conftest import FAST_HPS, make_dataset, read_failure, run_local_train
+
+pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 EPOCH_LINE = re.compile(r"^.*\bepoch=\d+ train_loss=.*$", re.MULTILINE)
 
@@ -89,7 +92,7 @@ def test_inference_code_is_packaged_with_the_model(trained):
     work, _ = trained
     if not os.path.exists(os.path.join(os.path.dirname(model_def.__file__), "inference.py")):
         pytest.fail("code/inference.py is missing")
-    assert sorted(os.listdir(work / "model" / "code")) == ["inference.py", "model_def.py", "utils.py"]
+    assert sorted(os.listdir(work / "model" / "code")) == sorted(train.INFERENCE_FILES)
 
 
 # ---------------------------------------------------------------- failures through the toolkit

@@ -8,14 +8,15 @@ absolute names, ``..`` that climbs out, symbolic and hard links, devices. A tarb
 other.
 """
 import base64
-import importlib
 import json
 import os
 import stat
-import sys
 import tarfile
 
 import numpy as np
+
+from medimg.channels import list_images
+from medimg.serving import ModelServer
 
 MODEL_TAR, OUTPUT_TAR = "model.tar.gz", "output.tar.gz"
 
@@ -116,37 +117,25 @@ def metrics_table(metrics):
 # Predictions with the trained model (what the endpoint will answer)
 # ==================================================================================================
 class LocalModel:
-    """The model of an extracted model.tar.gz, served by its own ``code/inference.py`` in this process:
-    model_fn once, then input_fn -> predict_fn -> output_fn per request, as the PyTorch inference container
-    does. Its modules are imported from ``model_dir/code`` and removed from ``sys.modules`` afterwards."""
-
-    MODULES = ("inference", "model_def", "utils")
+    """The model of an extracted model.tar.gz, answering requests through its own ``code/inference.py`` in a
+    separate process (``medimg.serving.ModelServer``), exactly as the endpoint will."""
 
     def __init__(self, model_dir):
         self.model_dir = model_dir
-        code = os.path.join(model_dir, "code")
-        if not os.path.isfile(os.path.join(code, "inference.py")):
-            raise FileNotFoundError(f"{code}/inference.py is missing: this model.tar.gz cannot be served")
-        saved = {name: sys.modules.pop(name) for name in self.MODULES if name in sys.modules}
-        sys.path.insert(0, code)
-        try:
-            self.inference = importlib.import_module("inference")
-            self.model = self.inference.model_fn(model_dir)
-        finally:
-            sys.path.remove(code)
-            for name in self.MODULES:
-                sys.modules.pop(name, None)
-            sys.modules.update(saved)
+        self.server = ModelServer(model_dir)  # first: it says what is missing when there is no code/inference.py
+        with open(os.path.join(model_dir, "model_config.json"), encoding="utf-8") as fh:
+            self.classes = list(json.load(fh)["classes"])
 
     def invoke(self, body, content_type, accept="application/json"):
-        """One request, as the endpoint gets it: returns the parsed JSON response."""
-        data = self.inference.input_fn(body, content_type)
-        text, _ = self.inference.output_fn(self.inference.predict_fn(data, self.model), accept)
-        return json.loads(text)
+        """One request, as the endpoint gets it: returns the parsed JSON response; raises RuntimeError with the
+        status and message for an error answer."""
+        status, _, out = self.server.invoke(body, content_type, accept)
+        if status != 200:
+            raise RuntimeError(f"the model answered {status}: {out.decode('utf-8', 'replace')}")
+        return json.loads(out)
 
     def predict_files(self, paths, batch_size=32):
         """Probabilities (N, K) for image files, sent in batches as {"instances": [{"b64": ...}, ...]}."""
-        classes = self.model.classes
         probs = []
         for start in range(0, len(paths), batch_size):
             instances = []
@@ -154,8 +143,17 @@ class LocalModel:
                 with open(path, "rb") as fh:
                     instances.append({"b64": base64.b64encode(fh.read()).decode("ascii")})
             out = self.invoke(json.dumps({"instances": instances}).encode(), "application/json")
-            probs += [[p["probabilities"][c] for c in classes] for p in out["predictions"]]
-        return np.asarray(probs, dtype=np.float64).reshape(len(paths), len(classes))
+            probs += [[p["probabilities"][c] for c in self.classes] for p in out["predictions"]]
+        return np.asarray(probs, dtype=np.float64).reshape(len(paths), len(self.classes))
+
+    def close(self):
+        self.server.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def test_predictions(metrics, model_dir=None, test_dir=None):
@@ -171,14 +169,12 @@ def test_predictions(metrics, model_dir=None, test_dir=None):
         return np.asarray(saved["labels"], dtype=int), np.asarray(saved["probabilities"], dtype=np.float64), classes
     if not (model_dir and test_dir and os.path.isdir(test_dir)):
         return None
-    from channels import list_images
-
     items = list_images(test_dir)
     if not items:
         return None
-    model = LocalModel(model_dir)
-    classes = list(model.model.classes)
-    known = [(p, c) for p, c in items if c in classes]
-    probs = model.predict_files([p for p, _ in known])
+    with LocalModel(model_dir) as model:
+        classes = model.classes
+        known = [(p, c) for p, c in items if c in classes]
+        probs = model.predict_files([p for p, _ in known])
     labels = np.asarray([classes.index(c) for _, c in known], dtype=int)
     return labels, probs, classes

@@ -14,8 +14,9 @@ import random
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+from medimg.container import layout
+
 CHANNELS = ("train", "val", "test")
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 MANIFEST = "manifest.json"
 
 
@@ -45,7 +46,7 @@ def list_images(channel_dir):
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             out += [(os.path.join(dirpath, f), cls) for f in sorted(filenames)
-                    if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+                    if layout.is_image_file(f)]
     return out
 
 

@@ -1,0 +1,492 @@
+"""The training engine: a state object, a fit loop that reads like its docstring, named resume steps, and
+callbacks that benchmarks and tests use to observe (or stop) the loop instead of patching it.
+
+The shape follows HF transformers' ``TrainerState``/``TrainerCallback`` and Lightning's checkpoint connector:
+``TrainState`` holds everything a resumed run needs besides tensors (epoch, step, best score, history);
+``Trainer.resume`` restores in named steps; the learning rate is a pure function of the optimiser step
+(``lr_at``), so a resumed run (even with a new ``lr``) never reaches into a scheduler's internals.
+"""
+import copy
+import dataclasses
+import logging
+import math
+import signal
+import time
+
+import numpy as np
+import torch
+
+import augment
+import checkpoints
+import distributed
+import epoch_log
+import metrics
+import prediction
+import utils
+from ema import ModelEma
+from errors import ConfigError, DataError, NonFiniteError, Stopped
+from loaders import check_bad_fraction
+
+logger = logging.getLogger("train")
+
+CHECKPOINT_FORMAT = 2  # bumped when the checkpoint's content changes shape
+
+
+# ==================================================================================================
+# State, callbacks, stop requests
+# ==================================================================================================
+@dataclasses.dataclass
+class TrainState:
+    """What a run has done, saved in every checkpoint (``to_dict``/``from_dict``): ``epoch`` completed epochs,
+    ``global_step`` optimiser steps, the best validation score and its epoch, epochs without improvement,
+    the per-epoch history (what metrics.json and the learning curves show) and the peak lr in use."""
+
+    epoch: int = 0
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    best_val: dict = None
+    history: list = dataclasses.field(default_factory=list)
+    peak_lr: float = 0.0
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class Callback:
+    """Hooks on the training loop; every method is optional. ``trainer`` gives ``state``, ``args``, ``data``,
+    ``device``, ``amp_dtype`` and ``stop`` (``trainer.stop.request("why")`` ends the run as a SIGTERM would)."""
+
+    def on_data_loaded(self, data, seconds):
+        """Before the trainer exists: the splits train.py read, and how long reading and decoding took."""
+
+    def on_fit_start(self, trainer):
+        pass
+
+    def on_train_epoch_start(self, trainer, epoch):
+        pass
+
+    def on_step_end(self, trainer, epoch, step):
+        """After optimiser step ``step`` (1-based, within the epoch)."""
+
+    def on_train_epoch_end(self, trainer, epoch, stats):
+        """``stats``: EpochStats of the epoch (also when a stop cut it short)."""
+
+    def on_evaluate(self, trainer, epoch, val):
+        """``val``: the validation metrics of the epoch."""
+
+    def on_fit_end(self, trainer):
+        pass
+
+
+class StopRequest:
+    """SIGTERM (SageMaker's stop, a spot reclaim, max_run) or a callback asks the loop to stop after the current
+    step; the loop then checkpoints that exact step and ends with a ``Stopped`` error."""
+
+    def __init__(self, install_handler=True):
+        self.requested, self.reason = False, None
+        if install_handler:
+            try:
+                signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not in the main thread (tests calling main() from a thread)
+                pass
+
+    def request(self, reason):
+        self.requested, self.reason = True, reason
+
+    def _handle(self, signum, frame):
+        self.request(signal.Signals(signum).name)
+        logger.warning("received %s: finishing the current step, then checkpointing and exiting", self.reason)
+
+
+@dataclasses.dataclass
+class EpochStats:
+    """One epoch of training, summed over ranks: the mean loss, throughput, and where it ended."""
+
+    train_loss: float
+    images_per_sec: float
+    steps: int
+    steps_in_epoch: int
+    images_read: int = 0  # streamed data only: images read and unreadable ones (found while reading)
+    bad_images: int = 0
+    partial: dict = None  # this rank's running sums and augmentation RNG when a stop cut the epoch short
+
+    @property
+    def completed(self):
+        return self.steps >= self.steps_in_epoch
+
+
+# ==================================================================================================
+# Optimisation
+# ==================================================================================================
+def build_optimizer(args, model):
+    """AdamW (or SGD with Nesterov momentum), no weight decay on norms and biases; fused kernels on a GPU."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True, **fused)
+    return torch.optim.AdamW(groups, lr=args.lr, **fused)
+
+
+def lr_at(step, *, peak, total_steps, warmup_steps):
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up to ``peak`` over ``warmup_steps``, then
+    cosine decay to 1% of the peak at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / (warmup_steps + 1)
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def steps_in_epoch(n_indices, batch_size, max_steps):
+    """Full batches of an epoch (the last partial one is dropped; one batch if the data is smaller)."""
+    steps = max(1, n_indices // batch_size)
+    return min(steps, max_steps) if max_steps else steps
+
+
+def class_weights(labels, num_classes, mode, device):
+    """Inverse class frequency weights for ``class-weighting=balanced``; None for ``none``."""
+    if mode == "none":
+        return None
+    counts = torch.bincount(torch.as_tensor(labels).cpu(), minlength=num_classes).double().clamp_min(1)
+    return (counts.sum() / (num_classes * counts)).float().to(device)
+
+
+def fingerprint(args, data, num_classes):
+    """What a checkpoint must match to be resumed."""
+    return {"model": args.model, "num_classes": num_classes, "in_channels": data.channels, "image_size": data.size}
+
+
+# ==================================================================================================
+# The trainer
+# ==================================================================================================
+class Trainer:
+    """Trains ``model`` on ``data`` as ``args`` say, keeping the best-on-validation (EMA) weights.
+
+    ``model``: the bare module (on its device); ``wrapped``: what the step calls (the module, DDP or compiled).
+    ``writer``: saves the best weights to the model dir (``save(state_dict)``, ``exists()``), called whenever
+    validation improves, so that a job killed without warning (the toolkit does not pass SIGTERM on) still holds
+    its best model.
+    """
+
+    def __init__(self, args, data, classes, model, wrapped, *, device, amp_dtype, dist_info, writer, stop,
+                 callbacks=()):
+        self.args, self.data, self.classes = args, data, classes
+        self.model, self.wrapped = model, wrapped
+        self.device, self.amp_dtype, self.dist = device, amp_dtype, dist_info
+        self.writer, self.stop, self.callbacks = writer, stop, list(callbacks)
+        self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        self.ema = ModelEma(model, args.ema) if args.ema > 0 else None
+        self.eval_model = copy.deepcopy(model) if self.ema is not None else model
+        self.optimizer = build_optimizer(args, model)
+        self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        weight = class_weights(data.train.labels, len(classes), args.class_weighting, device)
+        self.criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
+        n_per_rank = math.ceil(len(data.train) / dist_info.world_size)
+        self.batch_size = min(args.batch_size, n_per_rank)
+        self.steps_per_epoch = steps_in_epoch(n_per_rank, self.batch_size, args.max_steps_per_epoch)
+        self.total_steps = max(1, args.epochs * self.steps_per_epoch)
+        self.warmup_steps = min(int(args.warmup_epochs * self.steps_per_epoch), self.total_steps - 1)
+        self.positive_class = 1 if len(classes) == 2 else None
+        self.fingerprint = fingerprint(args, data, len(classes))
+        self.state = TrainState(peak_lr=args.lr)
+        self.best_weights = None
+        self.start_epoch = 1  # the first epoch this process trains (after a resume: the one after the checkpoint)
+        self._resume_step, self._partial = 0, None
+
+    def _emit(self, event, *args):
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
+    # ---------------------------------------------------------------------------------------- resume
+    def resume(self, folder):
+        """Restore the newest loadable checkpoint in ``folder``, if any: model, optimiser, training state, RNG."""
+        loaded = checkpoints.load_latest_checkpoint(folder) if folder else None
+        if not loaded:
+            return False
+        ckpt, path = loaded
+        self._check_compatible(ckpt, path, folder)
+        self._restore_model(ckpt, path)
+        self._restore_optimizer(ckpt)
+        self._restore_training_state(ckpt)
+        self._restore_rng(ckpt)
+        logger.info("resumed from %s: %d epoch(s) done%s", path, ckpt["epoch"],
+                    f", {self._resume_step} step(s) into epoch {self.start_epoch}" if self._resume_step else "")
+        return True
+
+    def _check_compatible(self, ckpt, path, folder):
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"the checkpoint {path} was written by another version of train.py (format "
+                              f"{ckpt.get('format')}, this one reads {CHECKPOINT_FORMAT}); use an empty checkpoint "
+                              "dir, or the code that wrote it")
+        if ckpt["fingerprint"] != self.fingerprint:
+            raise ConfigError(f"the checkpoint dir {folder} holds checkpoints of another model "
+                              f"({ckpt['fingerprint']}, this run is {self.fingerprint}); use an empty checkpoint dir "
+                              "or the same model, image size and classes")
+
+    def _restore_model(self, ckpt, path):
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:  # same name, other shapes: a checkpoint from another version of the code
+            raise ConfigError(f"the checkpoint {path} does not fit this {self.args.model} model (its weights have "
+                              "other shapes: saved by another version of model_def.py?); use an empty checkpoint "
+                              "dir, or the code that wrote it") from exc
+        if self.ema is not None and ckpt["ema"]:
+            self.ema.load_state_dict(ckpt["ema"])
+
+    def _restore_optimizer(self, ckpt):
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt["scaler"]:
+            self.scaler.load_state_dict(ckpt["scaler"])
+
+    def _restore_training_state(self, ckpt):
+        state = dict(ckpt["train_state"])
+        self.best_weights = state.pop("best_model", None)
+        self.state = TrainState.from_dict(state)
+        if self.state.peak_lr != self.args.lr:  # a lower lr after a non-finite loss applies from here on
+            logger.warning("lr %g replaces the checkpoint's %g from here on", self.args.lr, self.state.peak_lr)
+            self.state.peak_lr = self.args.lr
+        self.start_epoch, self._resume_step, self._partial = ckpt["epoch"] + 1, ckpt["step"], ckpt["partial"]
+
+    def _restore_rng(self, ckpt):
+        if self._partial is None:
+            return  # an epoch boundary: each epoch seeds itself
+        if self.dist.is_main:
+            utils.set_rng_state(ckpt["rng"])
+        else:  # other ranks: a reproducible, if not identical, continuation
+            utils.seed_everything(utils.derived_seed(self.args.seed, self.start_epoch, self.dist.rank)
+                                  + self._resume_step)
+            self._partial = dict(self._partial,
+                                 generator=torch.Generator().manual_seed(self._resume_step).get_state())
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, epoch, step=0, partial=None):
+        """After ``epoch`` completed epochs and ``step`` steps into the next one (rank 0 only); returns the path."""
+        if not (self.dist.is_main and self.args.checkpoint_dir):
+            return None
+        state = dict(self.state.to_dict(), best_model=self.best_weights)
+        ckpt = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "ema": self.ema.state_dict() if self.ema is not None else None, "train_state": state,
+                "fingerprint": self.fingerprint, "rng": utils.rng_state(), "partial": partial}
+        return checkpoints.save_checkpoint(ckpt, self.args.checkpoint_dir, epoch, step)
+
+    def save_best_model(self):
+        """On a stop or a failure: the best model so far, unless it predates this run and the model dir already
+        holds a model (a stopped or failing run never rewrites what an earlier run saved)."""
+        improved_here = self.state.best_epoch >= self.start_epoch
+        if self.dist.is_main and self.best_weights is not None and (improved_here or not self.writer.exists()):
+            self.writer.save(self.best_weights)
+
+    # ---------------------------------------------------------------------------------------- the loop
+    def fit(self):
+        """Train epoch after epoch: each epoch is trained, checked (finite loss, not stopped), validated with
+        the EMA weights, logged, kept when it is the best so far, and checkpointed; early stopping and stop
+        requests end the loop. Returns the TrainState."""
+        self._emit("on_fit_start")
+        epoch = self.start_epoch
+        while epoch <= self.args.epochs and not self._patience_exhausted():
+            stats = self.train_one_epoch(epoch)
+            self._check_finite_loss(epoch, stats)
+            if not stats.completed:
+                self._stop_inside_epoch(epoch, stats)
+            if stats.bad_images:  # streamed: unreadable images are only found while reading, every epoch
+                check_bad_fraction(stats.bad_images, stats.images_read, self.args.max_bad_fraction, "train")
+            val = self.validate(epoch, stats)
+            self._keep_if_best(epoch, val)
+            self.state.epoch = epoch
+            self.save_checkpoint(epoch)
+            if self._patience_exhausted():
+                logger.info("early stopping: no val improvement for %d epochs (patience=%d); best epoch %d",
+                            self.state.bad_epochs, self.args.patience, self.state.best_epoch)
+            if distributed.any_rank(self.stop.requested, self.dist, self.device):  # every rank leaves together
+                self.save_best_model()
+                raise Stopped(f"training stopped by {self.stop.reason or 'SIGTERM'} after epoch {epoch}; run again "
+                              "with the same checkpoint dir to resume")
+            epoch += 1
+        self._emit("on_fit_end")
+        return self.state
+
+    def _patience_exhausted(self):
+        return bool(self.args.patience and self.state.bad_epochs >= self.args.patience)
+
+    def _check_finite_loss(self, epoch, stats):
+        if math.isfinite(stats.train_loss):
+            return
+        self.save_best_model()
+        kept = (f"the best model so far (epoch {self.state.best_epoch}) is in {self.args.model_dir}"
+                if self.best_weights is not None else "no model was saved")
+        if self.args.checkpoint_dir and epoch > 1:
+            kept += (f"; the checkpoint of epoch {epoch - 1} was kept: run again with the same checkpoint dir and a "
+                     "lower lr to resume from it")
+        weighting = ", or use class-weighting=none" if self.args.class_weighting != "none" else ""
+        raise NonFiniteError(f"the training loss became {stats.train_loss} in epoch {epoch}; lower lr (now "
+                             f"{self.args.lr}) or turn amp off{weighting}; {kept}")
+
+    def _stop_inside_epoch(self, epoch, stats):
+        """A stop request cut the epoch short: checkpoint this exact step, save the best model, end the run."""
+        path = self.save_checkpoint(epoch - 1, stats.steps, stats.partial)
+        self.save_best_model()
+        best = (f"the best model so far (epoch {self.state.best_epoch}) is in {self.args.model_dir}"
+                if self.best_weights is not None else "no epoch had finished, so no model was saved")
+        message = (f"training stopped by {self.stop.reason or 'SIGTERM'} during epoch {epoch} after {stats.steps} "
+                   f"of {stats.steps_in_epoch} steps; checkpoint {path or '(no checkpoint dir)'}; {best}; run again "
+                   "with the same checkpoint dir to resume")
+        logger.warning(message)
+        raise Stopped(message)
+
+    def validate(self, epoch, stats):
+        """The EMA (or raw) weights on the val split; logs the epoch line and appends it to the history."""
+        if self.ema is not None:
+            self.eval_model.load_state_dict(self.ema.state)
+        val = self.evaluate(self.eval_model, self.data.val, "val")
+        lr = self.lr(self.state.global_step)
+        values = {"epoch": epoch, "train_loss": stats.train_loss, "val_loss": val["loss"], "val_auc": val["auc"],
+                  "val_acc": val["accuracy"], "lr": lr, "images_per_sec": stats.images_per_sec}
+        logger.info(epoch_log.epoch_line(values))
+        self.state.history.append(values)
+        self._emit("on_evaluate", epoch, val)
+        return val
+
+    def _keep_if_best(self, epoch, val):
+        score = val["auc"] if math.isfinite(val["auc"]) else -val["loss"]
+        if score > self.state.best_score:
+            self.state.best_score, self.state.best_epoch, self.state.bad_epochs = score, epoch, 0
+            self.state.best_val = val
+            self.best_weights = {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}
+            self.save_best_model()  # now, not only at the end: a stopped or reclaimed job keeps its best model
+        else:
+            self.state.bad_epochs += 1
+
+    def lr(self, step):
+        return lr_at(step, peak=self.state.peak_lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps)
+
+    # ---------------------------------------------------------------------------------------- one epoch
+    def epoch_indices(self, epoch):
+        """This rank's shuffled sample indices for ``epoch`` (DistributedSampler: a disjoint shard per rank)."""
+        sampler = torch.utils.data.DistributedSampler(range(len(self.data.train)), num_replicas=self.dist.world_size,
+                                                      rank=self.dist.rank, shuffle=True, seed=self.args.seed,
+                                                      drop_last=False)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    def train_one_epoch(self, epoch):
+        """Train one epoch (from ``self._resume_step`` after a mid-epoch resume); returns EpochStats."""
+        args, device = self.args, self.device
+        self.wrapped.train()
+        self._emit("on_train_epoch_start", epoch)
+        indices = self.epoch_indices(epoch)
+        bs = min(args.batch_size, len(indices))
+        steps = steps_in_epoch(len(indices), bs, args.max_steps_per_epoch)
+        indices = indices[:steps * bs]
+        gen, loss_sum, seen = self._epoch_rng_and_sums(epoch)
+        resume_step, self._resume_step, self._partial = self._resume_step, 0, None
+        mean, std = (torch.tensor(v, device=device) for v in (self.data.mean, self.data.std))  # one copy per epoch
+        start_time, step, images_timed = time.perf_counter(), resume_step, 0
+        read_before, bad_before = getattr(self.data.train, "read", 0), self.data.train.bad
+        for x, y, _ in self.data.train.batches(indices[resume_step * bs:], bs, device, fill=True):
+            loss = self._step(x, y, gen, mean, std)
+            loss_sum += loss.detach().double() * len(y)
+            seen += len(y)
+            images_timed += len(y)
+            step += 1
+            self._emit("on_step_end", epoch, step)
+            if self._stop_now(step):
+                break
+        elapsed = time.perf_counter() - start_time
+        read, bad = getattr(self.data.train, "read", 0) - read_before, self.data.train.bad - bad_before
+        total_loss, total_seen, total_timed, total_read, total_bad = distributed.all_reduce_sum(
+            [loss_sum.item(), seen, images_timed, read, bad], self.dist, device)
+        stats = EpochStats(train_loss=total_loss / max(total_seen, 1), images_per_sec=total_timed / max(elapsed, 1e-9),
+                           steps=step, steps_in_epoch=steps, images_read=int(total_read), bad_images=int(total_bad),
+                           partial={"loss_sum": loss_sum.item(), "seen": seen, "generator": gen.get_state()})
+        self._emit("on_train_epoch_end", epoch, stats)
+        return stats
+
+    def _epoch_rng_and_sums(self, epoch):
+        """The augmentation generator and running sums: fresh (seeded by epoch and rank) or a resumed epoch's."""
+        gen = torch.Generator()
+        if self._partial is None:
+            seed = utils.derived_seed(self.args.seed, epoch, self.dist.rank)
+            utils.seed_everything(seed)
+            gen.manual_seed(seed + 1)
+            return gen, torch.zeros((), dtype=torch.float64, device=self.device), 0
+        gen.set_state(self._partial["generator"])
+        return gen, torch.tensor(self._partial["loss_sum"], dtype=torch.float64, device=self.device), \
+            self._partial["seen"]
+
+    def _step(self, x, y, gen, mean, std):
+        """One optimiser step on a uint8 batch: augment, normalise, forward (autocast), backward, update, EMA."""
+        args = self.args
+        x = x.float().div_(255)
+        if args.augment:
+            x = augment.augment_batch(x, gen, hflip=args.hflip, vflip=args.vflip)
+        x = prediction.normalize(x, mean, std, self.memory_format)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(self.state.global_step)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss = self.criterion(self.wrapped(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.state.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss
+
+    def _stop_now(self, step):
+        """Whether to leave the epoch: a local stop request, or (every 10 steps, in sync) any rank's."""
+        if not self.dist.enabled:
+            return self.stop.requested
+        if step % 10:
+            return False
+        if distributed.any_rank(self.stop.requested, self.dist, self.device):
+            self.stop.requested = True
+        return self.stop.requested
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict(self, model, split):
+        """(labels, probabilities) of a whole split: each rank predicts a shard, then all are gathered."""
+        model.eval()
+        indices = list(range(self.dist.rank, len(split), self.dist.world_size))
+        all_idx, all_prob = [], []
+        for x, _, idx in split.batches(indices, max(self.args.batch_size, 256), self.device):
+            prob = prediction.probabilities(model, x, mean=self.data.mean, std=self.data.std,
+                                            tta=self.args.tta and self.args.hflip, memory_format=self.memory_format)
+            all_idx.append(idx.numpy())
+            all_prob.append(prob.cpu().numpy())
+        idx = np.concatenate(all_idx) if all_idx else np.zeros(0, dtype=np.int64)
+        prob = np.concatenate(all_prob) if all_prob else np.zeros((0, len(self.classes)), dtype=np.float32)
+        idx, prob = distributed.gather_predictions(idx, prob, self.dist)
+        return split.labels.cpu().numpy()[idx], prob
+
+    def evaluate(self, model, split, name, keep_predictions=False):
+        """Metrics of ``model`` on a split (fp32, as deployed); ``keep_predictions`` adds per-image labels and
+        probabilities (ROC curves and error analysis without the model)."""
+        labels, prob = self.predict(model, split)
+        if len(labels) < len(split):  # streamed: the unreadable images were found and dropped while reading
+            check_bad_fraction(len(split) - len(labels), len(split), self.args.max_bad_fraction, name)
+            if not len(labels):
+                raise DataError(f"none of the {len(split)} images in {name} could be read; check the files")
+        result = metrics.compute_metrics(labels, prob, positive_class=self.positive_class)
+        p = np.clip(prob[np.arange(len(labels)), labels], 1e-12, 1.0)
+        result["loss"] = float(-np.log(p).mean())
+        if keep_predictions:
+            result["predictions"] = {"labels": labels.tolist(), "probabilities": np.round(prob, 6).tolist()}
+        return result

@@ -1,0 +1,140 @@
+"""Splits as train.py iterates them: decoded once into a uint8 tensor when the data set fits in memory
+(``CachedSplit``, on the GPU when it fits there too), else decoded from disk every epoch by DataLoader workers
+(``StreamSplit``). Both yield ``(uint8 NCHW images, targets, indices)`` batches on the training device.
+"""
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+import images
+from errors import BadImageError, DataError
+
+logger = logging.getLogger("train")
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Decodes one image per item to a uint8 CHW tensor; a bad image gives label -1 (counted, then dropped)."""
+
+    def __init__(self, paths, labels, channels, size, max_pixels):
+        self.paths, self.labels = list(paths), list(labels)
+        self.channels, self.size, self.max_pixels = channels, size, max_pixels
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            arr = images.load(self.paths[i], self.channels, self.size, self.max_pixels)
+            return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i]
+        except BadImageError as exc:
+            logger.warning("skipping %s: %s", self.paths[i], exc)
+            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), -1
+
+
+def decode_all(dataset, workers):
+    """Decode a whole ImageFileDataset with a thread pool: (uint8 NCHW tensor, int64 labels, bad paths)."""
+    n = len(dataset)
+    images = torch.empty(n, dataset.channels, dataset.size, dataset.size, dtype=torch.uint8)
+    labels = torch.empty(n, dtype=torch.int64)
+
+    def work(start, chunk=256):  # a range per task: a future per image costs ~1/3 of a small image's decode
+        for i in range(start, min(start + chunk, n)):
+            images[i], labels[i] = dataset[i]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(work, range(0, n, 256)))
+    good = labels >= 0
+    bad = [dataset.paths[i] for i in torch.nonzero(~good).flatten().tolist()]
+    return images[good].contiguous(), labels[good], bad
+
+
+def check_bad_fraction(bad, total, limit, channel):
+    if bad and bad / max(total, 1) > limit:
+        raise DataError(f"{bad} of {total} images in {channel} could not be read (corrupt, truncated, empty or too "
+                        f"large), above max-bad-fraction={limit}; fix or remove them, or raise max-bad-fraction")
+    if bad:
+        logger.warning("%d of %d images in %s could not be read and were skipped", bad, total, channel)
+
+
+class CachedSplit:
+    """A split decoded once into a uint8 NCHW tensor (on the training device when it fits)."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+        self.bad = 0
+
+    def __len__(self):
+        return len(self.labels)
+
+    def to(self, device):
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return self
+
+    def batches(self, indices, batch_size, device, fill=False):
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        on_images = index.to(self.images.device)  # one copy per epoch, not one per step
+        pin = device.type == "cuda" and self.images.device.type == "cpu"
+        for start in range(0, len(index), batch_size):
+            i = on_images[start:start + batch_size]
+            x, y = self.images.index_select(0, i), self.labels.index_select(0, i)
+            if pin:  # page-locked, so that the copies to the GPU are asynchronous
+                x, y = x.pin_memory(), y.pin_memory()
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), index[start:start + batch_size]
+
+
+class StreamSplit:
+    """A split too large for memory: decoded from disk every epoch by DataLoader workers.
+
+    Unreadable images are only found here, while reading: ``read`` and ``bad`` count them in this process.
+    Evaluation drops them. Training (``fill=True``) keeps every batch full instead, so that each rank takes the
+    same number of steps (DDP and the stop check are collectives): a bad image is replaced by a readable one of
+    the same batch, and a batch with none readable by the previous batch.
+    """
+
+    def __init__(self, dataset, workers, pin_memory):
+        self.dataset, self.workers, self.pin_memory = dataset, workers, pin_memory
+        self.labels = torch.as_tensor(dataset.labels)
+        self.read = self.bad = 0
+        self._last = None
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def batches(self, indices, batch_size, device, fill=False):
+        loader = torch.utils.data.DataLoader(
+            _Indexed(self.dataset), batch_size=batch_size, sampler=list(indices), num_workers=self.workers,
+            pin_memory=self.pin_memory, persistent_workers=False, prefetch_factor=4 if self.workers else None)
+        for x, y, idx in loader:
+            ok = y >= 0
+            self.read += len(y)
+            n_bad = len(y) - int(ok.sum())
+            if n_bad:
+                self.bad += n_bad
+                if not fill:
+                    x, y, idx = x[ok], y[ok], idx[ok]
+                elif n_bad < len(y):
+                    good = torch.nonzero(ok).flatten()
+                    take = torch.where(ok, torch.arange(len(y)), good[torch.arange(len(y)) % len(good)])
+                    x, y, idx = x[take], y[take], idx[take]
+                elif self._last is not None:
+                    x, y, idx = self._last
+                else:
+                    raise DataError(f"none of the {len(y)} images of the first training batch could be read; "
+                                    "check the files of the train channel")
+            if fill:
+                self._last = (x, y, idx)
+            if len(y):
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return x, y, i

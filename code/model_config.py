@@ -1,0 +1,53 @@
+"""model_config.json: what train.py saves beside the weights and what the endpoint needs to serve them.
+
+One schema, written by train.py (``write``) and read by inference.py and the client (``read``):
+
+    architecture   model_def registry name ("smallcnn", "resnet18", ...)
+    num_classes    outputs of the model (classes, or findings for multi-label)
+    classes        class (finding) names in output order
+    in_channels    1 or 3
+    image_size     side in pixels the model takes
+    mean, std      per-channel normalisation on the 0..1 scale
+    tta            average the logits of the image and its horizontal flip
+    format, weights, torch_version, hyperparameters
+"""
+import json
+import os
+
+from utils import atomic_write_json, json_safe
+
+FILE = "model_config.json"
+REQUIRED = ("architecture", "num_classes", "in_channels", "image_size", "mean", "std", "classes")
+OPTIONAL = {"tta": False, "format": "state_dict", "weights": "model.pth"}
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory does not hold what train.py writes."""
+
+
+def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyperparameters, torch_version):
+    """The config of a trained model (a plain dict, the file's content)."""
+    return {"architecture": architecture, "num_classes": len(classes), "classes": list(classes),
+            "in_channels": int(in_channels), "image_size": int(image_size), "mean": list(mean), "std": list(std),
+            "tta": bool(tta), "format": "state_dict", "weights": "model.pth", "torch_version": torch_version,
+            "hyperparameters": dict(hyperparameters)}
+
+
+def write(model_dir, config):
+    atomic_write_json(os.path.join(model_dir, FILE), json_safe(config))
+
+
+def read(model_dir):
+    """The config in ``model_dir`` with defaults for optional keys; raises ModelLoadError saying what is wrong."""
+    path = os.path.join(model_dir, FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path} ({exc}); deploy the model.tar.gz that train.py wrote") from exc
+    missing = [k for k in REQUIRED if k not in config]
+    if missing:
+        raise ModelLoadError(f"{path} lacks {missing}; deploy the model.tar.gz that train.py wrote")
+    if len(config["classes"]) != config["num_classes"]:
+        raise ModelLoadError(f"{path} lists {len(config['classes'])} classes for num_classes={config['num_classes']}")
+    return {**OPTIONAL, **config}

@@ -1,0 +1,34 @@
+"""code/'s contract modules, loaded from the very files that ship to SageMaker, so the client never keeps a copy.
+
+``layout`` (channels, class-name folders, label_dict.json, manifests, image extensions) and ``epoch_log`` (the
+log lines and their CloudWatch metric definitions) import only the standard library (tests/test_architecture.py
+checks it), so they load here by path, under this package's name, without putting ``code/`` on ``sys.path``
+(where its flat module names, ``utils`` first, would shadow others).
+"""
+import importlib.util
+import os
+import sys
+
+CODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "code")
+CONTRACTS = ("layout", "epoch_log")
+
+
+def load(name):
+    """``code/<name>.py`` as the module ``medimg.container.<name>`` (loaded once)."""
+    if name not in CONTRACTS:
+        raise ValueError(f"{name!r} is not one of code/'s stdlib-only contract modules {CONTRACTS}")
+    qualified = f"{__name__}.{name}"
+    if qualified not in sys.modules:
+        path = os.path.join(CODE_DIR, f"{name}.py")
+        if not os.path.isfile(path):
+            raise ImportError(f"{path} not found: medimg works from its repository checkout (pip install -e . "
+                              "from the repository root)")
+        spec = importlib.util.spec_from_file_location(qualified, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualified] = module
+        spec.loader.exec_module(module)
+    return sys.modules[qualified]
+
+
+layout = load("layout")
+epoch_log = load("epoch_log")
