@@ -16,46 +16,96 @@ from loaders import CachedSplit, ImageFileDataset, StreamSplit, check_bad_fracti
 
 logger = logging.getLogger("train")
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 class Data:
-    """The splits (CachedSplit or StreamSplit; ``test`` may be None) and how their pixels are shaped."""
+    """The splits (CachedSplit or StreamSplit; ``test`` may be None), the class names (ClassNames) and how the
+    pixels are shaped (channels, size, normalisation)."""
 
-    def __init__(self, train, val, test, channels, size, mean, std, streamed):
+    def __init__(self, train, val, test, channels, size, mean, std, streamed, classes=None):
         self.train, self.val, self.test = train, val, test
         self.channels, self.size, self.mean, self.std, self.streamed = channels, size, mean, std, streamed
+        self.classes = classes
 
 
 # ==================================================================================================
-# Class names
+# Class names: where they come from, said in every message about classes
 # ==================================================================================================
-def load_label_dict(path):
-    """Read ``{"0": "normal", "1": "pneumonia"}`` (index -> class name) and return the names in index order."""
+class ClassNames(list):
+    """Class names in index order, with ``source``: which label dict they came from (for messages)."""
+
+    def __init__(self, names, source):
+        super().__init__(names)
+        self.source = source
+
+    def describe(self):
+        return f"{self.source} {list(self)}"
+
+
+def read_label_dict(path, what):
+    """Class names from a label_dict.json file; DataError naming ``what`` when it is missing or malformed."""
     if not os.path.isfile(path):
-        raise DataError(f"label_dict.json not found at {path}; put one next to train.py "
-                        '(e.g. {"0": "normal", "1": "pneumonia"}) or pass --label-dict')
+        raise DataError(f"{what} not found at {path}; write one as {{\"0\": \"normal\", \"1\": \"pneumonia\"}} "
+                        "(index -> class name)")
     try:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"label_dict.json at {path} is not valid JSON ({exc}); "
+        raise DataError(f"{what} at {path} is not valid JSON ({exc}); "
                         'write it as {"0": "normal", "1": "pneumonia"}') from exc
     try:
-        return layout.parse_label_dict(raw, source=path)
+        return layout.parse_label_dict(raw, source=f"{what} at {path}")
     except layout.LayoutError as exc:
         raise DataError(str(exc)) from exc
+
+
+def load_label_dict(path):
+    """Class names in index order from ``path`` (a label_dict.json)."""
+    return read_label_dict(path, layout.LABEL_DICT_FILE)
+
+
+def resolve_class_names(args):
+    """The class names of this run, and their source, by precedence: the ``label-dict`` hyperparameter (a path as
+    given, else relative to code/), then the train channel's own label_dict.json (what prepare_data writes: the
+    names travel with the data), then code/label_dict.json. A label dict in another channel, or a train channel's
+    one beside the hyperparameter, must name the same classes."""
+    channel_files = {name: os.path.join(getattr(args, name), layout.LABEL_DICT_FILE)
+                     for name in ("train", "val", "test")
+                     if getattr(args, name) and os.path.isfile(os.path.join(getattr(args, name), layout.LABEL_DICT_FILE))}
+    if args.label_dict:
+        path = args.label_dict if os.path.isfile(args.label_dict) else os.path.join(HERE, args.label_dict)
+        names = ClassNames(read_label_dict(path, "the label-dict hyperparameter's file"),
+                           f"the label dict {path} (label-dict hyperparameter)")
+    elif "train" in channel_files:
+        names = ClassNames(load_label_dict(channel_files["train"]),
+                           f"the train channel's label_dict.json ({channel_files['train']})")
+    else:
+        path = os.path.join(HERE, layout.LABEL_DICT_FILE)
+        names = ClassNames(load_label_dict(path), f"code/label_dict.json (the default: the train channel has no "
+                                                  f"{layout.LABEL_DICT_FILE})")
+    for channel, path in channel_files.items():
+        other = load_label_dict(path)
+        if other != list(names):
+            raise DataError(f"the {channel} channel's label_dict.json ({path}) names {other}, but this run's classes "
+                            f"come from {names.describe()}; make them the same (same names, same order)")
+    return names
 
 
 # ==================================================================================================
 # Listing a channel
 # ==================================================================================================
 def list_channel(root, classes, channel):
-    """Return (paths, labels) of the images under ``root/<class name>/``, sorted for reproducibility.
+    """Return (paths, labels) of the images under ``root/<class folder>/``, sorted for reproducibility.
 
-    Hidden files and folders and files that are not images are ignored; a class folder that is not in
-    ``classes`` is an error, as is a channel that is a file, missing, or holds no class folders.
+    A class folder is the class's name or its ``layout.folder_name`` ("normal, benign" or "normal_benign").
+    Hidden files and folders are skipped; other files that are not images in a class folder are named in a
+    warning and not used; a folder that is not a class is an error naming the label dict in use, as is a channel that is a file, missing, holds no class folders, or looks like
+    the data set's root (folders named train/val/test).
     """
+    source = classes.describe() if isinstance(classes, ClassNames) else f"label_dict.json {list(classes)}"
     if not os.path.exists(root):
         raise DataError(f"the {channel} channel folder {root} does not exist; give the {channel} channel "
                         f"as a folder of class folders (<{channel}>/<class name>/<image>)")
@@ -66,26 +116,45 @@ def list_channel(root, classes, channel):
     folders = [e for e in entries if os.path.isdir(os.path.join(root, e))]
     if not folders:
         raise DataError(f"the {channel} channel {root} holds no class folders; lay it out as "
-                        f"<{channel}>/<class name>/<image> with class names from label_dict.json {classes}")
-    unknown = [f for f in folders if f not in classes]
+                        f"<{channel}>/<class folder>/<image> with the classes of {source}")
+    index = layout.class_folders(list(classes), source)
+    _refuse_data_set_root(root, channel, [f for f in folders if f not in index])
+    unknown = [f for f in folders if f not in index]
     if unknown:
-        raise DataError(f"class folder {unknown[0]!r} in {channel} is not in label_dict.json {classes}; "
-                        "add it there or remove the folder")
-    index = {name: i for i, name in enumerate(classes)}
+        expected = sorted({layout.folder_name(c) for c in classes})
+        raise DataError(f"class folder {unknown[0]!r} in {channel} is not in {source}; class folders are the class "
+                        f"names or their folder names {expected}; add the class there or remove the folder")
     paths, labels = [], []
+    unused = [e for e in entries if e not in folders and e != layout.LABEL_DICT_FILE]
     for folder in folders:
         found = []
         for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [os.path.join(dirpath, name) for name in sorted(filenames) if layout.is_image_file(name)]
+            for name in sorted(filenames):
+                if layout.is_image_file(name):
+                    found.append(os.path.join(dirpath, name))
+                elif not name.startswith("."):
+                    unused.append(os.path.relpath(os.path.join(dirpath, name), root))
         if not found:
             logger.warning("class folder %r in %s holds no images; it is ignored", folder, channel)
         paths += found
         labels += [index[folder]] * len(found)
+    if unused:
+        logger.warning("%d file(s) in the %s channel are not images in a class folder and are not used: %s%s",
+                       len(unused), channel, ", ".join(unused[:5]), ", ..." if len(unused) > 5 else "")
     if not paths:
         raise DataError(f"the {channel} channel {root} holds no images (.png, .jpg, ...) in its class folders; "
                         "check that the upload put the images under <channel>/<class name>/")
     return paths, labels
+
+
+def _refuse_data_set_root(root, channel, unknown_folders):
+    """A channel pointed at the data set's root (train/, val/, test/ inside) is a mistake to name, not a class."""
+    splits = [f for f in unknown_folders if layout.channel_role(f) in layout.CHANNEL_ROLES]
+    if splits:
+        raise DataError(f"the {channel} channel {root} holds folders named {splits}: it looks like the data set's root, "
+                        f"not its {channel} split; point each channel at its own prefix, e.g. fit({{'train': "
+                        "'s3://bucket/data/train/', 'val': 's3://bucket/data/val/'}) (or --data DIR for local_train)")
 
 
 def channel_path(path, name, required):
@@ -129,12 +198,14 @@ def channel_stats(pixels, limit=4096):
 # ==================================================================================================
 # Loading
 # ==================================================================================================
-def load_data(args, classes, device):
-    """Read the channels, hold out val when there is no val channel, and decode the images once into memory
-    when they fit (``cache-max-gb``), else stream them from disk every epoch. Returns Data."""
+def load_data(args, device):
+    """Resolve the class names, read the channels, hold out val when there is no val channel, and decode the
+    images once into memory when they fit (``cache-max-gb``), else stream them from disk every epoch. Returns
+    Data."""
     # images.open_image checks max-image-pixels from the header before decoding; Pillow's own fixed 89 Mpx check
     # would otherwise refuse what the user allowed, with another message
     Image.MAX_IMAGE_PIXELS = None
+    classes = resolve_class_names(args)
     listed = list_splits(args, classes)
     channels, size = images.probe(listed["train"][0], args.max_image_pixels)
     channels, size = args.in_channels or channels, args.image_size or size
@@ -142,8 +213,8 @@ def load_data(args, classes, device):
         listed["train"], listed["val"] = hold_out_val(*listed["train"], args.val_fraction, args.seed)
     missing = [classes[c] for c in range(len(classes)) if c not in set(listed["train"][1])]
     if missing:
-        raise DataError(f"train has no images of class {missing[0]!r} from label_dict.json {classes}; add images "
-                        "of every class, or remove classes that have none from label_dict.json")
+        raise DataError(f"train has no images of class {missing[0]!r} of {classes.describe()}; add images of every "
+                        "class, or remove the classes that have none from that label dict")
     nbytes = sum(len(v[0]) for v in listed.values() if v is not None) * channels * size * size
     streamed = nbytes > args.cache_max_gb * 1e9
     splits = {name: decode_split(name, listing, channels, size, args, device, streamed)
@@ -158,8 +229,9 @@ def load_data(args, classes, device):
     train, val, test = splits["train"], splits["val"], splits["test"]
     logger.info("data: train=%d val=%d test=%s | %d channel(s), %dx%d px, %s (%.1f MB as uint8) | classes %s",
                 len(train), len(val), len(test) if test is not None else "none", channels, size, size,
-                "streamed from disk" if streamed else "cached in memory", nbytes / 1e6, classes)
-    return Data(train, val, test, channels, size, mean, std, streamed)
+                "streamed from disk" if streamed else "cached in memory", nbytes / 1e6, list(classes))
+    logger.info("classes from %s", classes.source)
+    return Data(train, val, test, channels, size, mean, std, streamed, classes)
 
 
 def list_splits(args, classes):

@@ -296,7 +296,7 @@ class Trainer:
         epoch = self.start_epoch
         while epoch <= self.args.epochs and not self._patience_exhausted():
             stats = self.train_one_epoch(epoch)
-            self._check_finite_loss(epoch, stats)
+            self._check_finite(epoch, stats)
             if not stats.completed:
                 self._stop_inside_epoch(epoch, stats)
             if stats.bad_images:  # streamed: unreadable images are only found while reading, every epoch
@@ -319,9 +319,18 @@ class Trainer:
     def _patience_exhausted(self):
         return bool(self.args.patience and self.state.bad_epochs >= self.args.patience)
 
-    def _check_finite_loss(self, epoch, stats):
-        if math.isfinite(stats.train_loss):
-            return
+    def _check_finite(self, epoch, stats):
+        """A NaN or infinite training loss, or weights (raw or EMA) that became so although the loss was finite
+        (a step that blew them up after its loss was computed), end the run: the model is broken."""
+        if not math.isfinite(stats.train_loss):
+            self.fail_non_finite(epoch, f"the training loss became {stats.train_loss} in epoch {epoch}")
+        tensors = list(self.model.state_dict().values()) + (list(self.ema.state.values()) if self.ema else [])
+        if not all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()):
+            self.fail_non_finite(epoch, f"the model's weights became NaN or infinite in epoch {epoch} (its training "
+                                        f"loss was {stats.train_loss:.4g})")
+
+    def fail_non_finite(self, epoch, what):
+        """Save the best model so far (never a broken one), then raise NonFiniteError saying what to change."""
         self.save_best_model()
         kept = (f"the best model so far (epoch {self.state.best_epoch}) is in {self.args.model_dir}"
                 if self.best_weights is not None else "no model was saved")
@@ -329,8 +338,7 @@ class Trainer:
             kept += (f"; the checkpoint of epoch {epoch - 1} was kept: run again with the same checkpoint dir and a "
                      "lower lr to resume from it")
         weighting = ", or use class-weighting=none" if self.args.class_weighting != "none" else ""
-        raise NonFiniteError(f"the training loss became {stats.train_loss} in epoch {epoch}; lower lr (now "
-                             f"{self.args.lr}) or turn amp off{weighting}; {kept}")
+        raise NonFiniteError(f"{what}; lower lr (now {self.args.lr}) or turn amp off{weighting}; {kept}")
 
     def _stop_inside_epoch(self, epoch, stats):
         """A stop request cut the epoch short: checkpoint this exact step, save the best model, end the run."""
@@ -348,7 +356,7 @@ class Trainer:
         """The EMA (or raw) weights on the val split; logs the epoch line and appends it to the history."""
         if self.ema is not None:
             self.eval_model.load_state_dict(self.ema.state)
-        val = self.evaluate(self.eval_model, self.data.val, "val")
+        val = self.evaluate(self.eval_model, self.data.val, "val", epoch=epoch)
         lr = self.lr(self.state.global_step)
         values = {"epoch": epoch, "train_loss": stats.train_loss, "val_loss": val["loss"], "val_auc": val["auc"],
                   "val_acc": val["accuracy"], "lr": lr, "images_per_sec": stats.images_per_sec}
@@ -476,10 +484,15 @@ class Trainer:
         idx, prob = distributed.gather_predictions(idx, prob, self.dist)
         return split.labels.cpu().numpy()[idx], prob
 
-    def evaluate(self, model, split, name, keep_predictions=False):
+    def evaluate(self, model, split, name, keep_predictions=False, epoch=None):
         """Metrics of ``model`` on a split (fp32, as deployed); ``keep_predictions`` adds per-image labels and
-        probabilities (ROC curves and error analysis without the model)."""
+        probabilities (ROC curves and error analysis without the model). Predictions that are not finite raise
+        NonFiniteError (``epoch``: the epoch being validated, for the message)."""
         labels, prob = self.predict(model, split)
+        if not np.isfinite(prob).all():
+            when = f"after epoch {epoch}" if epoch else "with the kept weights"
+            self.fail_non_finite(epoch or self.state.epoch,
+                                 f"the model's predictions on {name} became NaN or infinite {when}")
         if len(labels) < len(split):  # streamed: the unreadable images were found and dropped while reading
             check_bad_fraction(len(split) - len(labels), len(split), self.args.max_bad_fraction, name)
             if not len(labels):

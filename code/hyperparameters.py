@@ -8,9 +8,11 @@ fallbacks so that the script also runs outside SageMaker. Every error is a Confi
 failure file.
 """
 import argparse
+import json
 import math
 import os
 
+import layout
 import model_def
 from errors import ConfigError
 
@@ -59,63 +61,132 @@ def _env(environ, name, fallback):
     return environ.get(name) or fallback
 
 
+def hyperparameter_table():
+    """Every hyperparameter as ``(group, flag, argparse keywords)``: the one home of names, types, defaults and
+    help texts (the README's table is generated from it: medimg.docs)."""
+    pos_int, pos_float = number(int, 1), number(float, 0, low_inclusive=False)
+    return [
+        ("training", "epochs", dict(type=pos_int, default=40, help="maximum epochs")),
+        ("training", "batch-size", dict(type=pos_int, default=128, help="images per step per process (per GPU)")),
+        ("training", "lr", dict(type=pos_float, default=2e-3,
+                                help="peak learning rate (linear warm-up, then cosine decay to 1%%)")),
+        ("training", "weight-decay", dict(type=number(float, 0), default=0.05,
+                                          help="decoupled weight decay (not on norms and biases)")),
+        ("training", "optimizer", dict(choices=("adamw", "sgd"), default="adamw",
+                                       help="adamw, or sgd (Nesterov momentum 0.9)")),
+        ("training", "warmup-epochs", dict(type=number(float, 0), default=1.0, help="linear warm-up length")),
+        ("training", "label-smoothing", dict(type=number(float, 0, high=0.5), default=0.0,
+                                             help="cross-entropy label smoothing")),
+        ("training", "class-weighting", dict(choices=("none", "balanced"), default="none",
+                                             help="balanced: weigh the loss by inverse class frequency")),
+        ("training", "patience", dict(type=number(int, 0), default=10,
+                                      help="epochs without a better val score before stopping; 0: never stop early")),
+        ("training", "ema", dict(type=number(float, 0, high=0.99999), default=0.995,
+                                 help="decay of the weight EMA used for validation and the saved model; 0: off")),
+        ("training", "seed", dict(type=number(int, 0), default=42,
+                                  help="seeds the held-out split, initialisation, augmentation and order")),
+        ("model and data", "model", dict(choices=sorted(model_def.MODELS), default="smallcnn",
+                                         help="an architecture of code/model_def.py's registry")),
+        ("model and data", "pretrained", dict(type=str2bool, default=False,
+                                              help="ImageNet weights for the torchvision models (downloaded then)")),
+        ("model and data", "image-size", dict(type=number(int, 0), default=0,
+                                              help="side in pixels; 0: the training images' most common size")),
+        ("model and data", "in-channels", dict(type=int, choices=(0, 1, 3), default=0,
+                                               help="1 or 3; 0: 3 when any sampled training image holds colour")),
+        ("model and data", "augment", dict(type=str2bool, default=True,
+                                           help="random affine (rotation, scale, shift), brightness and contrast")),
+        ("model and data", "hflip", dict(type=str2bool, default=True, help="random horizontal flips in augment")),
+        ("model and data", "vflip", dict(type=str2bool, default=False, help="random vertical flips in augment")),
+        ("model and data", "tta", dict(type=str2bool, default=False,
+                                       help="average with the horizontal flip at evaluation and inference")),
+        ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
+                                                help="held out of train (stratified, seeded) when there is no "
+                                                     "val channel")),
+        ("model and data", "max-bad-fraction", dict(type=number(float, 0, high=1), default=0.01,
+                                                    help="unreadable images tolerated (skipped, counted) per split")),
+        ("model and data", "max-image-pixels", dict(type=pos_int, default=64_000_000,
+                                                    help="larger images are refused (decompression-bomb guard)")),
+        ("model and data", "cache-max-gb", dict(type=number(float, 0), default=8.0,
+                                                help="decode the data once into memory when it fits, else stream it")),
+        ("speed", "amp", dict(type=str2bool, default=True,
+                              help="mixed precision: bf16 (fp16 + GradScaler on older GPUs; bf16 on CPUs with it)")),
+        ("speed", "compile", dict(type=str2bool, default=False, help="torch.compile the model")),
+        ("speed", "channels-last", dict(type=str2bool, default=True, help="NHWC memory format")),
+        ("speed", "num-workers", dict(type=number(int, -1), default=-1,
+                                      help="data loader processes when streaming; -1: automatic")),
+        ("speed", "max-steps-per-epoch", dict(type=number(int, 0), default=0,
+                                              help="cap on steps per epoch (benchmarks, smoke tests); 0: all")),
+        ("speed", "device", dict(choices=("auto", "cpu", "cuda"), default="auto", help="auto, cpu or cuda")),
+        ("speed", "dist-timeout", dict(type=number(int, 10), default=600,
+                                       help="seconds a collective waits for a dead or stuck rank")),
+    ]
+
+
 def build_parser(environ):
-    """The parser; ``environ`` gives the SM_* path defaults."""
+    """The parser; ``environ`` gives the SM_* path defaults and the channels."""
     p = ArgumentParser(description="Train an image classifier on SageMaker channels (code/train.py).",
                        allow_abbrev=False)
-    h = p.add_argument_group("training")
-    h.add_argument("--epochs", type=number(int, 1), default=40)
-    h.add_argument("--batch-size", type=number(int, 1), default=128, help="per process (per GPU)")
-    h.add_argument("--lr", type=number(float, 0, low_inclusive=False), default=2e-3, help="peak learning rate")
-    h.add_argument("--weight-decay", type=number(float, 0), default=0.05)
-    h.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    h.add_argument("--warmup-epochs", type=number(float, 0), default=1.0)
-    h.add_argument("--label-smoothing", type=number(float, 0, high=0.5), default=0.0)
-    h.add_argument("--class-weighting", choices=("none", "balanced"), default="none")
-    h.add_argument("--patience", type=number(int, 0), default=10,
-                   help="epochs without val improvement before stopping; 0 turns early stopping off")
-    h.add_argument("--ema", type=number(float, 0, high=0.99999), default=0.995,
-                   help="decay of the weight EMA used for validation and the saved model; 0 turns it off")
-    h.add_argument("--seed", type=number(int, 0), default=42)
-    m = p.add_argument_group("model and data")
-    m.add_argument("--model", choices=sorted(model_def.MODELS), default="smallcnn")
-    m.add_argument("--pretrained", type=str2bool, default=False, help="ImageNet weights (torchvision models)")
-    m.add_argument("--image-size", type=number(int, 0), default=0, help="0: the training images' own size")
-    m.add_argument("--in-channels", type=int, choices=(0, 1, 3), default=0, help="0: detect from the data")
-    m.add_argument("--augment", type=str2bool, default=True)
-    m.add_argument("--hflip", type=str2bool, default=True)
-    m.add_argument("--vflip", type=str2bool, default=False)
-    m.add_argument("--tta", type=str2bool, default=False, help="average predictions over flips at evaluation")
-    m.add_argument("--val-fraction", type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
-                   help="held out of train (stratified, seeded) when there is no val channel")
-    m.add_argument("--max-bad-fraction", type=number(float, 0, high=1), default=0.01,
-                   help="unreadable images tolerated (skipped and counted) before the job fails")
-    m.add_argument("--max-image-pixels", type=number(int, 1), default=64_000_000)
-    m.add_argument("--cache-max-gb", type=number(float, 0), default=8.0,
-                   help="decode the data set once into memory when it fits, else stream it from disk")
-    s = p.add_argument_group("speed")
-    s.add_argument("--amp", type=str2bool, default=True,
-                   help="mixed precision: bf16 (fp16 + GradScaler on older GPUs); bf16 on CPUs that support it")
-    s.add_argument("--compile", type=str2bool, default=False, help="torch.compile the model")
-    s.add_argument("--channels-last", type=str2bool, default=True)
-    s.add_argument("--num-workers", type=number(int, -1), default=-1,
-                   help="data loader processes when streaming; -1: automatic")
-    s.add_argument("--max-steps-per-epoch", type=number(int, 0), default=0, help="0: the whole epoch")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument("--dist-timeout", type=number(int, 10), default=600,
-                   help="seconds a collective waits for a dead or stuck rank before the job fails")
+    groups = {}
+    for group, flag, kwargs in hyperparameter_table():
+        if group not in groups:
+            groups[group] = p.add_argument_group(group)
+        groups[group].add_argument(f"--{flag}", **kwargs)
     d = p.add_argument_group("paths (SageMaker sets these through SM_* variables)")
+    channels = channel_paths(environ)
     d.add_argument("--model-dir", default=_env(environ, "SM_MODEL_DIR", "model"))
-    d.add_argument("--train", default=_env(environ, "SM_CHANNEL_TRAIN", os.path.join("data", "train")))
-    d.add_argument("--val", default=environ.get("SM_CHANNEL_VAL"))
-    d.add_argument("--test", default=environ.get("SM_CHANNEL_TEST"))
+    d.add_argument("--train", default=channels.get("train", os.path.join("data", "train")),
+                   help="the train channel (SM_CHANNEL_TRAIN or _TRAINING)")
+    d.add_argument("--val", default=channels.get("val"),
+                   help="the validation channel (SM_CHANNEL_VAL, _VALIDATION or _VALID)")
+    d.add_argument("--test", default=channels.get("test"), help="the test channel (SM_CHANNEL_TEST or _TESTING)")
     d.add_argument("--output-data-dir", default=_env(environ, "SM_OUTPUT_DATA_DIR", os.path.join("output", "data")))
     d.add_argument("--output-dir", default=_env(environ, "SM_OUTPUT_DIR", "output"))
     d.add_argument("--checkpoint-dir", default=None,
                    help=f"default: $SM_CHECKPOINT_DIR, else {SAGEMAKER_CHECKPOINT_DIR} when it exists")
-    d.add_argument("--label-dict", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                        "label_dict.json"))
+    d.add_argument("--label-dict", default=None,
+                   help="class names (index -> name JSON); default: the train channel's label_dict.json, else "
+                        "code/label_dict.json")
     return p
+
+
+def channel_paths(environ):
+    """``{"train": path, "val": path, "test": path}`` (those given) from the channels SageMaker hands over.
+
+    The channels are ``SM_CHANNELS`` (a JSON list; without it, the ``SM_CHANNEL_*`` variables), each at
+    ``SM_CHANNEL_<NAME>``. Aliases name the same split (``validation`` is ``val``: layout.CHANNEL_ROLES); the
+    launcher's own channels (SDK v3's ``code`` and ``sm_drivers``) are not data. Any other channel, or two that
+    name the same split, is a ConfigError: nothing handed over is silently ignored."""
+    names = _channel_names(environ)
+    found = {}
+    for name in names:
+        role = layout.channel_role(name)
+        if role == "launcher":
+            continue
+        if role is None:
+            reads = "; ".join(f"{r} ({' or '.join(a)})" for r, a in layout.CHANNEL_ROLES.items())
+            raise ConfigError(f"the channel {name!r} is not one train.py reads; it reads {reads}; rename the channel "
+                              "or leave it out of fit()/train()")
+        if role in found:
+            raise ConfigError(f"the channels {found[role][0]!r} and {name!r} both hold the {role} split; pass only one")
+        path = environ.get(f"SM_CHANNEL_{name.upper()}") or os.path.join(
+            environ.get("SM_INPUT_DATA_DIR") or "/opt/ml/input/data", name)
+        found[role] = (name, path)
+    return {role: path for role, (_, path) in found.items()}
+
+
+def _channel_names(environ):
+    text = environ.get("SM_CHANNELS")
+    if text:
+        try:
+            names = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"SM_CHANNELS={text!r} is not a JSON list of channel names; it is set by the "
+                              "SageMaker launcher: do not set it by hand")
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+        raise ConfigError(f"SM_CHANNELS={text!r} is not a JSON list of channel names")
+    prefix = "SM_CHANNEL_"
+    return sorted(k[len(prefix):].lower() for k in environ if k.startswith(prefix) and k != "SM_CHANNELS")
 
 
 def flag_names(parser):
@@ -142,9 +213,7 @@ def parse_args(argv=None, environ=None):
 
 def defaults():
     """``{flag: default}`` of every hyperparameter that is not a path (what the notebook and README list)."""
-    parser = build_parser({})
-    return {a.option_strings[0][2:]: a.default for a in parser._actions
-            if a.option_strings and a.option_strings[0] != "-h" and a.dest not in PATHS}
+    return {flag: kwargs["default"] for _, flag, kwargs in hyperparameter_table()}
 
 
 def recorded(args):

@@ -14,18 +14,25 @@ from PIL import Image
 from errors import BadImageError, DataError, ImageTooLargeError
 
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits per pixel, one channel
-GRAY_MODES = {"1", "L", "LA", "La", "P", "PA", *WIDE_MODES}
+GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}  # one channel by construction; every other mode is looked at
+# what train.py reads (layout.IMAGE_EXTENSIONS) and the endpoint accepts; nothing else is even tried (Pillow's EPS
+# plugin, for one, would start Ghostscript on untrusted bytes)
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
+COLOUR_SPREAD = 8        # a pixel is coloured when its channels differ by more than this (0..255): JPEG noise is less
+COLOUR_FRACTION = 0.001  # and an image is in colour when more than this fraction of its pixels is
+COLOUR_SAMPLE = 256      # the check looks at the image scaled down to at most this many pixels a side
 
 
 def open_image(fp, max_pixels):
-    """Open and load an image (a path or a file object) with a decompression-bomb guard.
+    """Open and load an image (a path or a file object) of one of FORMATS, with a decompression-bomb guard.
 
     Returns a loaded ``PIL.Image``. Raises ImageTooLargeError above ``max_pixels`` (width x height, read from
-    the header), BadImageError for anything Pillow cannot decode (corrupt, truncated, empty, not an image)."""
+    the header), BadImageError for anything else Pillow cannot decode (corrupt, truncated, empty, not an image,
+    another format)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fp)
+            im = Image.open(fp, formats=FORMATS)
             width, height = im.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(f"{width}x{height} pixels is above the limit of {max_pixels}")
@@ -51,8 +58,24 @@ def to_uint8(arr):
 
 
 def holds_colour(im):
-    """Whether an image's pixels are in colour (any mode but the one-channel ones), as its mode says."""
-    return im.mode not in GRAY_MODES
+    """Whether an image's pixels are in colour: what the file holds, not what its mode allows.
+
+    One-channel modes are grey. Every other mode (RGB, RGBA, palette, CMYK, YCbCr, ...) is converted to RGB, as
+    ``decode`` would, at most COLOUR_SAMPLE pixels a side (nearest neighbour: no new colours), and is in colour
+    when more than COLOUR_FRACTION of its pixels have channels more than COLOUR_SPREAD apart. So a palette PNG of
+    red and green discs is colour, and an RGB JPEG of a grey X-ray is grey."""
+    if im.mode in GRAY_MODES:
+        return False
+    small = im.copy()
+    small.thumbnail((COLOUR_SAMPLE, COLOUR_SAMPLE), Image.NEAREST)
+    rgb = np.asarray(_to_rgb(small), dtype=np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return bool((spread > COLOUR_SPREAD).mean() > COLOUR_FRACTION)
+
+
+def _to_rgb(im):
+    """RGB as ``decode`` makes it: palette through RGBA (transparency resolved), alpha dropped."""
+    return im.convert("RGBA").convert("RGB") if im.mode in ("P", "PA") else im.convert("RGB")
 
 
 def decode(im, channels, size):
@@ -64,7 +87,7 @@ def decode(im, channels, size):
     if channels == 1:
         im = im.convert("L")
     elif im.mode != "RGB":
-        im = im.convert("RGBA").convert("RGB") if im.mode == "P" else im.convert("RGB")
+        im = _to_rgb(im)
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
     arr = np.array(im, dtype=np.uint8)  # a writable copy
@@ -78,15 +101,16 @@ def load(path, channels, size, max_pixels):
 
 
 def probe(paths, max_pixels, limit=256):
-    """Look at up to ``limit`` evenly spread images: (channels 1 or 3, most common longer side in pixels).
-    Unreadable files are skipped here (they are counted when decoded); raises DataError if none opens."""
+    """Look at up to ``limit`` evenly spread images: (channels 3 if any holds colour (``holds_colour``) else 1,
+    most common longer side in pixels). Unreadable files are skipped here (they are counted when decoded);
+    raises DataError if none opens."""
     step = max(1, len(paths) // limit)
     colour, sizes = False, Counter()
     for path in paths[::step][:limit]:
         try:
-            with Image.open(path) as im:
-                colour |= holds_colour(im)
+            with Image.open(path, formats=FORMATS) as im:
                 sizes[max(im.size)] += 1
+                colour = colour or holds_colour(im)
         except Exception:  # noqa: BLE001 - a bad file is counted when the data is decoded
             continue
     if not sizes:

@@ -5,20 +5,25 @@ modules it imports: model_def, model_config, prediction, images, errors, utils; 
 Images are decoded and normalised exactly as train.py evaluates them.
 
 Requests (Content-Type; parameters such as ``; charset=utf-8`` are ignored):
-  image/png, image/jpeg  one PNG or JPEG file (either is accepted under either type).
+  image/* (image/png, image/jpeg, image/tiff, ...), application/x-image, application/octet-stream
+                         one image file in any format train.py reads (PNG, JPEG, TIFF, BMP, GIF, WebP; 8- or
+                         16-bit, grey, colour, palette), the format decided from its bytes, not from the type.
   application/x-npy      numpy.save output, never unpickled: one image (H,W), (H,W,C), (C,H,W) or a batch
                          (N,H,W), (N,H,W,C), (N,C,H,W), where C is 1, 3 or 4. A 3-D array is (H,W,C) when its
                          last axis is 1, 3 or 4; else one (C,H,W) image when its first axis equals the model's
                          in_channels; else a batch (N,H,W). Send 4-D arrays to leave no doubt.
   application/json       {"instances": [image, ...]}, each instance one image as a nested list ((H,W), (H,W,C)
-                         or (C,H,W)) or {"b64": "<base64 PNG/JPEG>"}; {"image": "<base64 PNG/JPEG>"}; or a bare
-                         nested list, read like an npy array.
+                         or (C,H,W)) or {"b64": "<base64 image file>"}; {"image": "<base64 image file>"}; or a
+                         bare nested list, read like an npy array.
 Pixel values: integers must be 0..255 and are used as decoded 8-bit pixels; floats must be finite and in
 [0, 1] and become round(255 * x). Then, as in training: converted to the model's channels (grey or RGB),
 resized to image_size x image_size (bilinear), scaled to [0, 1] and normalised with the saved mean/std.
 
-Response (Accept: application/json, */* or none), one entry per image in request order:
-  {"predictions": [{"label": "pneumonia", "index": 1, "probabilities": {"normal": 0.1, "pneumonia": 0.9}}]}
+Response, one entry per image in request order:
+  Accept application/json, */* or none:
+    {"predictions": [{"label": "pneumonia", "index": 1, "probabilities": {"normal": 0.1, "pneumonia": 0.9}}]}
+  Accept application/x-npy (what the SDK's PyTorchPredictor asks for by default): numpy.save of the
+    probabilities, float32 (N, K), columns in model_config.json's class order.
 
 Errors are InferenceError (a sagemaker_inference BaseInferenceToolkitError in the container, so the toolkit
 answers with its status_code; anything else becomes a 500) with a one-line message: 400 malformed body, 406
@@ -54,16 +59,16 @@ except ImportError:  # tests and local use
 
 logger = logging.getLogger("inference")
 
-PNG, JPEG, NPY, JSON = "image/png", "image/jpeg", "application/x-npy", "application/json"
-IMAGE_TYPES = (PNG, JPEG, "image/jpg")
-SUPPORTED = f"{PNG}, {JPEG}, {NPY} or {JSON}"
+NPY, JSON = "application/x-npy", "application/json"
+RAW_IMAGE_TYPES = ("application/x-image", "application/octet-stream")  # and every image/* type
+SUPPORTED = f"an image file (image/*, application/x-image, application/octet-stream), {NPY} or {JSON}"
+READABLE = "PNG, JPEG, TIFF, BMP, GIF or WebP"
 MAX_REQUEST_BYTES_ENV, DEFAULT_MAX_REQUEST_BYTES = "INFERENCE_MAX_REQUEST_BYTES", 10 * 1024 * 1024
 MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS = "INFERENCE_MAX_IMAGE_PIXELS", 64_000_000
 BATCH_SIZE = 64  # images per forward pass
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 CHANNEL_SIZES = (1, 3, 4)
-JSON_SHAPES = ('{"instances": [<nested list of pixels> or {"b64": "<base64 PNG/JPEG>"}, ...]}, '
-               '{"image": "<base64 PNG/JPEG>"} or a nested list of pixels')
+JSON_SHAPES = ('{"instances": [<nested list of pixels> or {"b64": "<base64 image file>"}, ...]}, '
+               '{"image": "<base64 image file>"} or a nested list of pixels')
 
 
 # ==================================================================================================
@@ -145,10 +150,11 @@ class ArrayInput:
 def input_fn(request_body, content_type):
     """Request body -> list of PIL images and ArrayInputs (the model's size and channels are applied later)."""
     media = str(content_type or "").split(";")[0].strip().lower()
-    if media not in IMAGE_TYPES + (NPY, JSON):
+    raw_image = media.startswith("image/") or media in RAW_IMAGE_TYPES
+    if not (raw_image or media in (NPY, JSON)):
         raise InferenceError(415, f"Content-Type {content_type!r} is not supported; send {SUPPORTED}")
     body = _body_bytes(request_body)
-    if media in IMAGE_TYPES:
+    if raw_image:
         return [decode_image(body, "the request body")]
     if media == NPY:
         return [ArrayInput(to_pixels(load_npy(body), "the npy array", batch=True), batch=True)]
@@ -174,10 +180,8 @@ def _body_bytes(body):
 
 
 def decode_image(data, what):
-    """PNG or JPEG bytes -> loaded PIL image, through images.open_image (the training decoder and its pixel guard)."""
-    if not data.startswith(IMAGE_MAGIC):
-        raise InferenceError(400, f"{what} is not a PNG or JPEG file; send PNG/JPEG bytes, or pixels as {NPY} "
-                                  f"or {JSON}")
+    """Image file bytes -> loaded PIL image, through images.open_image (the training decoder, its formats and its
+    pixel guard): the format comes from the bytes."""
     limit = _env_int(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
     try:
         return images.open_image(io.BytesIO(data), limit)
@@ -185,7 +189,8 @@ def decode_image(data, what):
         raise InferenceError(413, f"{what} is too large to decode: {exc}; downscale it or raise "
                                   f"{MAX_IMAGE_PIXELS_ENV}") from exc
     except BadImageError as exc:
-        raise InferenceError(400, f"{what} is not a readable image: {exc}; send a complete PNG or JPEG file") from exc
+        raise InferenceError(400, f"{what} is not a readable {READABLE} image ({exc}); send a complete image file, "
+                                  f"or pixels as {NPY} or {JSON}") from exc
 
 
 def load_npy(data):
@@ -241,7 +246,7 @@ def json_instance(item, what):
     if isinstance(item, list):
         return ArrayInput(json_pixels(item, what, batch=False), batch=False)
     raise InferenceError(400, f"{what} is a {_shape_of(item)}, not an image; each instance is a nested list of "
-                              'pixels or {"b64": "<base64 PNG/JPEG>"}')
+                              'pixels or {"b64": "<base64 image file>"}')
 
 
 def b64decode(value, what):
@@ -250,7 +255,7 @@ def b64decode(value, what):
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InferenceError(400, f"{what} is not valid base64 ({exc}); base64-encode the PNG/JPEG file") from exc
+        raise InferenceError(400, f"{what} is not valid base64 ({exc}); base64-encode the image file") from exc
 
 
 def json_pixels(value, what, batch):
@@ -348,14 +353,24 @@ def answer(prob, classes):
 # output_fn
 # ==================================================================================================
 def output_fn(prediction, accept):
-    """JSON text and its content type (the toolkit sets the response's Content-Type from the tuple)."""
-    if not accepts_json(accept):
-        raise InferenceError(406, f"Accept {accept!r} is not supported; ask for {JSON} (or */*)")
+    """The response body and its content type (the toolkit sets the response's Content-Type from the tuple):
+    JSON, or the probabilities as an npy array when the client asks for application/x-npy."""
+    media = response_type(accept)
+    if media == NPY:
+        probs = np.asarray([list(p["probabilities"].values()) for p in prediction["predictions"]], dtype=np.float32)
+        buffer = io.BytesIO()
+        np.save(buffer, probs, allow_pickle=False)
+        return buffer.getvalue(), NPY
     return json.dumps(json_safe(prediction)), JSON
 
 
-def accepts_json(accept):
+def response_type(accept):
+    """JSON for no Accept, */*, application/* or application/json; npy for application/x-npy alone; else 406."""
     if not accept or not str(accept).strip():
-        return True
-    ranges = {part.split(";")[0].strip().lower() for part in str(accept).split(",")}
-    return bool(ranges & {JSON, "application/*", "*/*"})
+        return JSON
+    ranges = [part.split(";")[0].strip().lower() for part in str(accept).split(",")]
+    if set(ranges) & {JSON, "application/*", "*/*"}:
+        return JSON
+    if NPY in ranges:
+        return NPY
+    raise InferenceError(406, f"Accept {accept!r} is not supported; ask for {JSON} (or */*) or {NPY}")

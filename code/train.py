@@ -37,6 +37,8 @@ import utils
 from engine import StopRequest, Trainer
 from errors import ConfigError, Stopped, TrainingError, write_failure
 from hyperparameters import parse_args, recorded
+# estimator.deploy() serves the training entry point (SAGEMAKER_PROGRAM=train.py): the endpoint's handlers, here too
+from inference import input_fn, model_fn, output_fn, predict_fn  # noqa: F401
 
 logger = logging.getLogger("train")
 
@@ -133,8 +135,8 @@ def evaluate_and_save(trainer, args, writer, dist_info):
     trainer.eval_model.load_state_dict(trainer.best_weights)
     val = trainer.evaluate(trainer.eval_model, trainer.data.val, "val")
     state = trainer.state
-    metrics = {"val": val, "history": state.history, "best_epoch": state.best_epoch, "classes": trainer.classes,
-               "config": writer.config}
+    metrics = {"val": val, "history": state.history, "best_epoch": state.best_epoch, "classes": list(trainer.classes),
+               "classes_from": trainer.classes.source, "config": writer.config}
     if trainer.data.test is not None:
         test = trainer.evaluate(trainer.eval_model, trainer.data.test, "test", keep_predictions=True)
         metrics["test_predictions"] = test.pop("predictions")
@@ -159,7 +161,6 @@ def run(args, callbacks=()):
     setup_logging(dist_info.rank)
     device = select_device(args, dist_info)
     amp_dtype = autocast_dtype(args, device)
-    classes = data_lib.load_label_dict(args.label_dict)
     if dist_info.is_main:
         check_writable(args.model_dir, "model dir")
         check_writable(args.output_data_dir, "output data dir")
@@ -168,7 +169,8 @@ def run(args, callbacks=()):
     logger.info("device=%s amp=%s world_size=%d torch=%s", device, amp_dtype, dist_info.world_size, torch.__version__)
 
     started = time.perf_counter()
-    data = data_lib.load_data(args, classes, device)
+    data = data_lib.load_data(args, device)
+    classes = data.classes
     for callback in callbacks:
         callback.on_data_loaded(data, time.perf_counter() - started)
 

@@ -1,8 +1,9 @@
 """Class-folder channels on the client: list them, sample them, cut a small subset, and upload them to S3
 once per content.
 
-A data folder holds ``train/``, ``val/`` and ``test/`` (those present), each ``<class name>/<image>``, and
-``label_dict.json`` (what scripts/prepare_data.py writes). ``upload_channels`` puts it under
+A data folder holds ``train/``, ``val/`` and ``test/`` (those present; or their aliases ``validation/`` ...: code/
+layout.py's rules), each ``<class folder>/<image>`` with its ``label_dict.json`` (what scripts/prepare_data.py
+writes: class folders are the names made portable, the label dict keeps the names, which this module reports). ``upload_channels`` puts it under
 ``s3://BUCKET/PREFIX/<name>-<content hash>/`` with a ``manifest.json`` of every file's size and SHA-256
 beside the channels: the same data is found again by its hash and never uploaded twice, and a job's channel
 URIs name exactly the data it was trained on.
@@ -16,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from medimg.container import layout
 
-CHANNELS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+ROLE_ORDER = ("train", "val", "test")
 
 
 class ChannelError(Exception):
@@ -28,24 +29,51 @@ class ChannelError(Exception):
 # Local folders
 # ==================================================================================================
 def channels_in(data_dir):
-    """The channel folders present in ``data_dir``, in train/val/test order; train is required."""
-    found = [ch for ch in CHANNELS if os.path.isdir(os.path.join(data_dir, ch))]
-    if "train" not in found:
+    """The channel folders of ``data_dir`` (train/val/test or their aliases), in train, val, test order.
+
+    Raises ChannelError when there is no train channel, when two folders hold the same split, or when a visible
+    folder is not a channel train.py reads (it would refuse the job: better to say so before uploading)."""
+    folders = sorted(e for e in os.listdir(data_dir) if not e.startswith(".")
+                     and os.path.isdir(os.path.join(data_dir, e))) if os.path.isdir(data_dir) else []
+    roles = {}
+    for folder in folders:
+        role = layout.channel_role(folder)
+        if role not in ROLE_ORDER:
+            raise ChannelError(f"{data_dir}/{folder} is not a channel train.py reads (train, val, test or their "
+                               "aliases training, validation, valid, testing); move it out of the data folder")
+        if role in roles:
+            raise ChannelError(f"{data_dir} has both {roles[role]}/ and {folder}/ for the {role} split; keep one")
+        roles[role] = folder
+    if "train" not in roles:
         raise ChannelError(f"{data_dir} has no train/ folder; lay the data out as {data_dir}/train/<class>/<image> "
                            "(scripts/prepare_data.py writes this layout)")
-    return found
+    return [roles[r] for r in ROLE_ORDER if r in roles]
+
+
+def class_names(channel_dir):
+    """``{class folder: class name}`` from the label dict the data carries (the channel's label_dict.json, else
+    the data folder's); {} when there is none (folders are then shown as they are)."""
+    for path in (os.path.join(channel_dir, layout.LABEL_DICT_FILE),
+                 os.path.join(os.path.dirname(os.path.abspath(channel_dir)), layout.LABEL_DICT_FILE)):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                names = layout.parse_label_dict(json.load(fh), source=path)
+            return {folder: names[i] for folder, i in layout.class_folders(names, path).items()}
+    return {}
 
 
 def list_images(channel_dir):
-    """``[(path, class name), ...]`` for the images under ``channel_dir/<class>/``, sorted."""
+    """``[(path, class name), ...]`` for the images under ``channel_dir/<class folder>/``, sorted; class names
+    come from the data's label dict (``class_names``), folder names stand in when there is none."""
+    names = class_names(channel_dir)
     out = []
-    for cls in sorted(os.listdir(channel_dir)):
-        folder = os.path.join(channel_dir, cls)
-        if cls.startswith(".") or not os.path.isdir(folder):
+    for folder in sorted(os.listdir(channel_dir)):
+        root = os.path.join(channel_dir, folder)
+        if folder.startswith(".") or not os.path.isdir(root):
             continue
-        for dirpath, dirnames, filenames in os.walk(folder):
+        for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out += [(os.path.join(dirpath, f), cls) for f in sorted(filenames)
+            out += [(os.path.join(dirpath, f), names.get(folder, folder)) for f in sorted(filenames)
                     if layout.is_image_file(f)]
     return out
 
@@ -63,15 +91,20 @@ def sample_images(channel_dir, per_class=4, seed=0):
 
 
 def make_subset(data_dir, out_dir, per_class=16, seed=0):
-    """Copy up to ``per_class`` images of each class of each channel (and label_dict.json) to ``out_dir``."""
+    """Copy up to ``per_class`` images of each class of each channel, in the same layout (and the label dicts),
+    to ``out_dir``."""
     shutil.rmtree(out_dir, ignore_errors=True)
     for ch in channels_in(data_dir):
-        for path, cls in sample_images(os.path.join(data_dir, ch), per_class, seed):
-            dest = os.path.join(out_dir, ch, cls, os.path.basename(path))
+        channel = os.path.join(data_dir, ch)
+        for path, _ in sample_images(channel, per_class, seed):
+            dest = os.path.join(out_dir, ch, os.path.relpath(path, channel))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.copyfile(path, dest)
-    if os.path.isfile(os.path.join(data_dir, "label_dict.json")):
-        shutil.copyfile(os.path.join(data_dir, "label_dict.json"), os.path.join(out_dir, "label_dict.json"))
+        if os.path.isfile(os.path.join(channel, layout.LABEL_DICT_FILE)):
+            shutil.copyfile(os.path.join(channel, layout.LABEL_DICT_FILE),
+                            os.path.join(out_dir, ch, layout.LABEL_DICT_FILE))
+    if os.path.isfile(os.path.join(data_dir, layout.LABEL_DICT_FILE)):
+        shutil.copyfile(os.path.join(data_dir, layout.LABEL_DICT_FILE), os.path.join(out_dir, layout.LABEL_DICT_FILE))
     return out_dir
 
 

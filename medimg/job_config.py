@@ -4,8 +4,6 @@ train.ipynb builds from its parameters (spot or warm pool, distribution, securit
 notebook stays readable and every rule here is unit-tested.
 """
 import json
-import os
-import shutil
 
 from medimg.container import epoch_log
 
@@ -163,25 +161,6 @@ def estimator_kwargs(*, role, hyperparameters, output_path, code_location, base_
         kwargs["tags"] = [{"Key": str(k), "Value": str(v)} for k, v in dict(tags).items()]
     kwargs.update(sec)
     return kwargs
-
-
-def source_dir_with_labels(code_dir, label_dict_path, staged_dir):
-    """The ``source_dir`` to ship: ``code_dir`` itself when ``label_dict_path`` is None or names the same classes
-    as its label_dict.json; else a copy of it in ``staged_dir`` with that label_dict.json (train.py reads the
-    class names next to itself, and saves them with the model)."""
-    if not label_dict_path:
-        return code_dir
-    with open(label_dict_path, encoding="utf-8") as fh:
-        wanted = json.load(fh)
-    current = os.path.join(code_dir, "label_dict.json")
-    if os.path.isfile(current):
-        with open(current, encoding="utf-8") as fh:
-            if json.load(fh) == wanted:
-                return code_dir
-    shutil.rmtree(staged_dir, ignore_errors=True)
-    shutil.copytree(code_dir, staged_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copyfile(label_dict_path, os.path.join(staged_dir, "label_dict.json"))
-    return staged_dir
 
 
 def model_security_kwargs(*, output_kms_key=None, subnets=None, security_group_ids=None,

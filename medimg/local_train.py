@@ -6,8 +6,9 @@
     python scripts/local_train.py --data data/pneumonia --out work --nodes 2      # 2 "hosts" on 127.0.0.x
 
 WORK becomes the container's /opt/ml (SAGEMAKER_BASE_DIR): the config files are written as the SDK writes
-them (every hyperparameter value JSON-encoded), DATA/train, DATA/val and DATA/test (those present) become
-channels, code/ is staged into WORK/code, and the real sagemaker-training toolkit runs it through
+them (every hyperparameter value JSON-encoded), every top-level folder of DATA becomes a channel under its own
+name (DATA/train, DATA/validation, DATA/extra ...: train.py then accepts or refuses each, as in a job), code/ is
+staged into WORK/code, and the real sagemaker-training toolkit runs it through
 ``sagemaker_pytorch_container.training:main``, so train.py sees the container's argv, environment and failure
 handling. The exit code is the job's. WORK/checkpoints survives re-runs, so a second run resumes, as a spot
 job does. SIGTERM/SIGINT to this script are passed on to train.py (and torchrun and its workers), which finish the
@@ -24,8 +25,7 @@ import subprocess
 import sys
 import threading
 
-from medimg.container import CODE_DIR
-CHANNELS = ("train", "val", "test")
+from medimg.container import CODE_DIR, layout
 TRAINING_MODULE = "sagemaker_pytorch_container.training:main"
 MASTER_PORT = 7777  # fixed by the toolkit's torch_distributed runner
 
@@ -60,7 +60,16 @@ def write_json(path, obj):
         json.dump(obj, fh, indent=2)
 
 
-def stage_base_dir(base, data, channels, hps, hosts, host, label_dict):
+def data_channels(data):
+    """Every visible top-level folder of ``data``: each becomes a channel under its own name, as fit() would (and a
+    file named like a split, e.g. a zip uploaded as ``train``, so that train.py can say what is wrong with it)."""
+    if not os.path.isdir(data):
+        return []
+    return sorted(e for e in os.listdir(data) if not e.startswith(".") and (
+        os.path.isdir(os.path.join(data, e)) or layout.channel_role(e) in layout.CHANNEL_ROLES))
+
+
+def stage_base_dir(base, data, channels, hps, hosts, host):
     """Lay out one host's /opt/ml: config files, channels (links to DATA/<channel>), code, output."""
     config = os.path.join(base, "input", "config")
     write_json(os.path.join(config, "hyperparameters.json"), encode_hyperparameters(hps))
@@ -79,8 +88,6 @@ def stage_base_dir(base, data, channels, hps, hosts, host, label_dict):
     code = os.path.join(base, "code")  # the toolkit copies code only into an empty folder: refresh it
     shutil.rmtree(code, ignore_errors=True)
     shutil.copytree(CODE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    if label_dict:
-        shutil.copyfile(label_dict, os.path.join(code, "label_dict.json"))
     output = os.path.join(base, "output")
     os.makedirs(os.path.join(output, "data"), exist_ok=True)
     for stale in ("success", "failure"):  # the toolkit keeps an existing failure file: clear the last run's
@@ -157,9 +164,10 @@ def tee(stream, log_path, prefix):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="folder with train/ (and val/, test/) class folders")
+    p.add_argument("--data", required=True, help="folder whose subfolders are the channels: train/ (and val/, test/)")
     p.add_argument("--out", required=True, help="work folder: becomes the container's /opt/ml")
-    p.add_argument("--label-dict", help="label_dict.json to ship with the code (default: code/label_dict.json)")
+    p.add_argument("--label-dict", help="class names (label_dict.json): sent as the label-dict hyperparameter (its "
+                                        "absolute path); default: the train channel's own, else code/label_dict.json")
     p.add_argument("--hp", nargs="+", default=[], metavar="KEY=VALUE", help="hyperparameters, e.g. epochs=3 lr=0.01")
     p.add_argument("--nproc", type=int, default=1, help="processes per host, under torchrun (torch_distributed)")
     p.add_argument("--nodes", type=int, default=1, help="hosts, each a toolkit process on its own 127.0.0.x")
@@ -169,13 +177,17 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     data, work = os.path.abspath(args.data), os.path.abspath(args.out)
-    channels = [ch for ch in CHANNELS if os.path.exists(os.path.join(data, ch))]
-    if "train" not in channels:
-        print(f"local_train: warning: {data} has no train/ folder; the job will fail as SageMaker's would",
+    channels = data_channels(data)
+    if not channels:
+        print(f"local_train: warning: {data} has no channel folders; the job will fail as SageMaker's would",
               file=sys.stderr)
     if args.nproc < 1 or args.nodes < 1:
         raise SystemExit("local_train: --nproc and --nodes must be at least 1")
     hps = parse_hp(args.hp)
+    if args.label_dict:
+        if "label-dict" in hps:
+            raise SystemExit("local_train: give the label dict once: --label-dict or --hp label-dict=..., not both")
+        hps["label-dict"] = os.path.abspath(args.label_dict)
     hps.update({"sagemaker_program": "train.py", "sagemaker_container_log_level": 20,
                 "sagemaker_job_name": "local-train", "sagemaker_region": "us-east-1"})
     distributed = args.nproc > 1 or args.nodes > 1
@@ -188,7 +200,7 @@ def main(argv=None):
     procs, threads = [], []
     for i, host in enumerate(hosts):
         base = work if i == 0 else os.path.join(work, "nodes", host)
-        code = stage_base_dir(base, data, channels, dict(hps), hosts, host, args.label_dict)
+        code = stage_base_dir(base, data, channels, dict(hps), hosts, host)
         job_hps = dict(hps, sagemaker_submit_directory=code)
         write_json(os.path.join(base, "input", "config", "hyperparameters.json"), encode_hyperparameters(job_hps))
         log_path = os.path.join(work, "logs", "train.log" if i == 0 else f"train-{host}.log")

@@ -4,9 +4,11 @@
     python scripts/prepare_data.py --npz pneumoniamnist.npz --out data/pneumonia
     python scripts/prepare_data.py --dataset pneumoniamnist --size 64 --out data/pneumonia64   # needs internet
 
-Writes ``OUT/<split>/<class name>/<n>.png`` for each split in the file (train, val, test) and
-``OUT/label_dict.json`` (index -> class name). Class names come from ``--label-dict`` or, with
-``--dataset``, from MedMNIST's INFO; otherwise from the default ``code/label_dict.json``.
+Writes ``OUT/<split>/<class folder>/<n>.png`` for each split in the file (train, val, test), with the class
+names in ``OUT/<split>/label_dict.json`` (index -> class name; train.py reads the train channel's) and
+``OUT/label_dict.json``. Class folders are the names made portable (``layout.folder_name``: "normal, benign" ->
+"normal_benign"); the names themselves stay names. They come from ``--label-dict`` or, with ``--dataset``, from
+MedMNIST's INFO; otherwise from the default ``code/label_dict.json``.
 """
 import argparse
 import json
@@ -45,36 +47,43 @@ def load_npz(path):
 
 
 def read_label_dict(path):
-    with open(path, encoding="utf-8") as fh:
-        raw = json.load(fh)
-    return {str(int(k)): str(v) for k, v in raw.items()}
+    """Class names in index order from a label_dict.json (code/'s rules: layout.parse_label_dict)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+        return layout.parse_label_dict(raw, source=path)
+    except (OSError, ValueError) as exc:  # LayoutError and JSONDecodeError are ValueErrors
+        raise PrepareError(f"cannot use {path} as a label dict: {exc}") from exc
 
 
-def write_splits(splits, label_dict, out):
-    """Write every split's images as PNG under OUT/<split>/<class>/ and OUT/label_dict.json."""
-    names = {int(k): layout.folder_name(v) for k, v in label_dict.items()}
-    if len(set(names.values())) != len(names):
-        raise PrepareError(f"class names {label_dict} collide once made into folder names")
+def write_label_dict(path, classes):
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(layout.label_dict_json(classes), fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+
+
+def write_splits(splits, classes, out):
+    """Write every split's images as PNG under OUT/<split>/<class folder>/ (``layout.folder_name`` of the class name)
+    and the class names, as names, in OUT/<split>/label_dict.json (they travel with each channel) and
+    OUT/label_dict.json. Returns ``{split: {class name: images}}``."""
+    folders = [layout.folder_name(c) for c in classes]
     counts = {}
     for split, (images, labels) in splits.items():
         labels = np.asarray(labels).reshape(len(labels), -1)
         if labels.shape[1] != 1:
             raise PrepareError(f"{split}_labels has shape {labels.shape}: multi-label data sets are not supported")
         labels = labels[:, 0].astype(int)
-        unknown = sorted(set(labels.tolist()) - set(names))
+        unknown = sorted(set(labels.tolist()) - set(range(len(classes))))
         if unknown:
-            raise PrepareError(f"{split} has labels {unknown} that the label dict {label_dict} does not name")
-        counts[split] = {}
+            raise PrepareError(f"{split} has labels {unknown} that the label dict {classes} does not name")
+        counts[split] = {c: 0 for c in classes}
+        for index in sorted(set(labels.tolist())):
+            os.makedirs(os.path.join(out, split, folders[index]), exist_ok=True)
         for i, (image, label) in enumerate(zip(images, labels)):
-            folder = os.path.join(out, split, names[label])
-            if names[label] not in counts[split]:
-                os.makedirs(folder, exist_ok=True)
-                counts[split][names[label]] = 0
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(os.path.join(folder, f"{i}.png"))
-            counts[split][names[label]] += 1
-    with open(os.path.join(out, "label_dict.json"), "w", encoding="utf-8") as fh:
-        json.dump({str(k): v for k, v in sorted(names.items())}, fh, indent=2)
-        fh.write("\n")
+            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(os.path.join(out, split, folders[label], f"{i}.png"))
+            counts[split][classes[label]] += 1
+        write_label_dict(os.path.join(out, split, layout.LABEL_DICT_FILE), classes)
+    write_label_dict(os.path.join(out, layout.LABEL_DICT_FILE), classes)
     return counts
 
 
@@ -98,7 +107,7 @@ def download_medmnist(flag, size, root):
         raise PrepareError(f"could not download {flag} at {size} px ({type(exc).__name__}: {exc}); "
                            "check the internet connection, or download the .npz yourself and use --npz") from exc
     suffix = "" if size == 28 else f"_{size}"
-    return os.path.join(root, f"{flag}{suffix}.npz"), {str(k): v for k, v in info["label"].items()}
+    return os.path.join(root, f"{flag}{suffix}.npz"), [info["label"][str(i)] for i in range(len(info["label"]))]
 
 
 def parse_args(argv=None):
@@ -117,18 +126,18 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         if args.dataset:
-            npz, label_dict = download_medmnist(args.dataset, args.size, args.cache)
+            npz, classes = download_medmnist(args.dataset, args.size, args.cache)
         else:
-            npz, label_dict = args.npz, None
-        if args.label_dict or label_dict is None:
-            label_dict = read_label_dict(args.label_dict or DEFAULT_LABEL_DICT)
-        counts = write_splits(load_npz(npz), label_dict, args.out)
+            npz, classes = args.npz, None
+        if args.label_dict or classes is None:
+            classes = read_label_dict(args.label_dict or DEFAULT_LABEL_DICT)
+        counts = write_splits(load_npz(npz), classes, args.out)
     except PrepareError as exc:
         print(f"prepare_data: error: {exc}", file=sys.stderr)
         return 2
     for split, per_class in counts.items():
         print(f"{split}: {sum(per_class.values())} images {per_class}")
-    print(f"wrote {args.out} (label_dict.json beside the split folders)")
+    print(f"wrote {args.out}: one channel folder per split, each with its label_dict.json")
     return 0
 
 

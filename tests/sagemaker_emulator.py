@@ -256,7 +256,7 @@ class SageMakerEmulator:
                         os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
                         s3.download_file(bucket, obj["Key"], os.path.join(dest, rel))
             channels.append(channel["ChannelName"])
-        code = local_train.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1", None)
+        code = local_train.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1")
         shutil.rmtree(code)  # the job runs the uploaded sourcedir, not this checkout's code/
         bucket, key = _s3_parts(hps["sagemaker_submit_directory"])
         _extract(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), code)

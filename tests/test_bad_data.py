@@ -26,6 +26,7 @@ from conftest import CLASSES, make_dataset, make_image, read_failure, run_local_
 pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 SAVED_HPS = ["epochs=2", "batch-size=16", "patience=0"]
+DEFAULT = "code/label_dict.json (the default: the train channel has no label_dict.json) ['normal', 'pneumonia']"
 
 
 # ---------------------------------------------------------------- helpers
@@ -189,13 +190,15 @@ def write_any_mode(label, rng, mode, path):
         im = Image.fromarray(arr.astype(np.uint16) * 64)  # 14-bit data in 16 bits
     elif mode == "RGB-24px":
         im = make_image(label, rng, size=24, mode="RGB")
+    elif mode == "P-colour":  # the only mode here whose pixels hold colour: a tinted copy in a palette PNG
+        im = Image.merge("RGB", (im, im.point(lambda v: v // 2), im.point(lambda v: v // 4))).convert("P")
     elif mode != "L":
         im = im.convert(mode)
     im.save(path)
 
 
 MODES = {"L": ".png", "LA": ".png", "P": ".png", "1": ".png", "I;16": ".png", "I": ".tif", "F": ".tif",
-         "RGB": ".jpg", "RGBA": ".png", "CMYK": ".jpg", "RGB-24px": ".bmp"}
+         "RGB": ".jpg", "RGBA": ".png", "CMYK": ".jpg", "RGB-24px": ".bmp", "P-colour": ".png"}
 
 
 def test_mixed_modes_bit_depths_formats_and_sizes_all_train(tmp_path, capsys):
@@ -212,7 +215,8 @@ def test_mixed_modes_bit_depths_formats_and_sizes_all_train(tmp_path, capsys):
     assert code == 0, (failure, out[-3000:])
     assert "skipping" not in out and "could not be read" not in out
     config = json.loads((tmp_path / "job" / "model" / "model_config.json").read_text())
-    assert config["in_channels"] == 3 and config["image_size"] == 16  # colour present; the most common size
+    # the tinted palette images hold colour (the RGB, RGBA and CMYK ones hold grey pixels); the most common size
+    assert config["in_channels"] == 3 and config["image_size"] == 16
 
 
 def test_huge_image_is_refused_by_the_pixel_limit_and_counted(tmp_path, capsys):
@@ -250,8 +254,8 @@ def test_a_class_without_training_images_is_an_error(tmp_path):
         os.unlink(os.path.join(data, "train", "pneumonia", name))
     code, failure = run_main(tmp_path, data)
     assert code == 2
-    assert failure.startswith("train has no images of class 'pneumonia' from label_dict.json ['normal', "
-                              "'pneumonia']; add images of every class"), failure
+    assert failure.startswith(f"train has no images of class 'pneumonia' of {DEFAULT}; add images of every "
+                              "class"), failure
 
 
 def test_a_test_class_missing_from_label_dict_is_an_error(tmp_path):
@@ -259,8 +263,8 @@ def test_a_test_class_missing_from_label_dict_is_an_error(tmp_path):
     shutil.copytree(os.path.join(data, "test", "normal"), os.path.join(data, "test", "covid"))
     code, failure = run_main(tmp_path, data, "--test", os.path.join(data, "test"))
     assert code == 2
-    assert failure == ("class folder 'covid' in test is not in label_dict.json ['normal', 'pneumonia']; "
-                       "add it there or remove the folder")
+    assert failure == (f"class folder 'covid' in test is not in {DEFAULT}; class folders are the class names or "
+                       "their folder names ['normal', 'pneumonia']; add the class there or remove the folder")
 
 
 def test_a_test_class_never_seen_in_training_is_an_error(tmp_path):
@@ -274,8 +278,8 @@ def test_a_test_class_never_seen_in_training_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("content, start", [
-    (None, "label_dict.json not found at "),
-    ("{'0': 'normal'", "label_dict.json at "),
+    (None, "the label-dict hyperparameter's file not found at "),
+    ("{'0': 'normal'", "the label-dict hyperparameter's file at "),
     ('{"0": "normal"}', ""),
 ])
 def test_label_dict_missing_or_malformed(tmp_path, content, start):
@@ -293,7 +297,7 @@ def test_a_malformed_shipped_label_dict_fails_the_job(saved, tmp_path):
     bad.write_text('{"0": "normal", "1": "pneumonia",}')  # a trailing comma
     result = run_local_train(data, work, SAVED_HPS, extra=["--label-dict", str(bad)])
     assert result.returncode != 0
-    assert failure_line(work).startswith(f"label_dict.json at {work}/code/label_dict.json is not valid JSON")
+    assert failure_line(work).startswith(f"the label-dict hyperparameter's file at {bad} is not valid JSON")
     assert snapshot(work) == before
 
 
@@ -356,6 +360,48 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_and_model_and_a_lower_lr_resu
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 epoch(s) done" in result.stdout and "epoch=3 train_loss=" in result.stdout
     weights = torch.load(work / "model" / "model.pth", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_a_broken_model_with_a_finite_loss_fails_and_saves_nothing(tmp_path):
+    """lr=1e12 with one step per epoch: that step's loss is still finite, the weights it leaves are not usable."""
+    code, failure = run_main(tmp_path, fresh_data(tmp_path / "data", counts={"train": 20, "val": 6}), "--lr", "1e12",
+                             "--batch-size", "64")
+    assert code == 2
+    assert failure.startswith("the model's ") and "became NaN or infinite" in failure, failure
+    assert failure.endswith("; lower lr (now 1000000000000.0) or turn amp off; no model was saved"), failure
+    assert not os.listdir(tmp_path / "job" / "model")
+
+
+def test_a_broken_model_never_replaces_the_saved_one(saved, tmp_path):
+    work, before, data = reuse(saved, tmp_path)
+    result = run_local_train(data, work, ["epochs=3", "batch-size=128", "patience=0", "lr=1e12"])
+    assert result.returncode != 0
+    line = failure_line(work)
+    assert "became NaN or infinite" in line and "in epoch 3" in line or "after epoch 3" in line, line
+    assert "the checkpoint of epoch 2 was kept" in line, line
+    assert snapshot(work) == before  # the model and checkpoints of the good run, byte for byte
+
+
+def test_weights_that_become_non_finite_end_the_run_with_the_best_model_kept(tmp_path):
+    import engine
+
+    class BreakAWeight(engine.Callback):  # what an overflowing last update of epoch 2 does to a weight
+        def on_step_end(self, trainer, epoch, step):
+            if (epoch, step) == (2, trainer.steps_per_epoch):
+                with torch.no_grad():
+                    next(trainer.model.parameters()).view(-1)[0] = float("inf")
+
+    data = fresh_data(tmp_path / "data")
+    job = tmp_path / "job"
+    argv = ["--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"), "--model-dir",
+            str(job / "model"), "--output-data-dir", str(job / "out"), "--output-dir", str(job / "out"),
+            "--checkpoint-dir", "", "--epochs", "3", "--batch-size", "16"]
+    assert train.main(argv, callbacks=[BreakAWeight()]) == 2
+    line = (job / "out" / "failure").read_text().strip()
+    assert line.startswith("the model's weights became NaN or infinite in epoch 2 (its training loss was "), line
+    assert line.endswith(f"the best model so far (epoch 1) is in {job / 'model'}"), line
+    weights = torch.load(job / "model" / "model.pth", weights_only=True)
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 

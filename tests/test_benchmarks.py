@@ -137,10 +137,10 @@ def test_conv_speedup_times_the_models_own_convolutions():
 def test_synthetic_scaling_data_is_class_folders(tmp_path):
     npz = os.path.join(ROOT, "data", "pneumoniamnist_trainval.npz")
     folder = bench.synthetic(str(tmp_path), npz, 40, (20, 10))
-    counts = {split: sum(len(files) for _, _, files in os.walk(os.path.join(folder, split)))
+    counts = {split: sum(f.endswith(".png") for _, _, files in os.walk(os.path.join(folder, split)) for f in files)
               for split in ("train", "val")}
     assert counts == {"train": 40, "val": 10}
-    assert sorted(os.listdir(os.path.join(folder, "train"))) == ["normal", "pneumonia"]
+    assert sorted(os.listdir(os.path.join(folder, "train"))) == ["label_dict.json", "normal", "pneumonia"]
 
 
 def test_gpu_busy_is_the_union_of_kernel_intervals():

@@ -292,16 +292,18 @@ GOOD_PNG = png(np.full((16, 16), 90, np.uint8))
 BAD_INPUTS = {
     "csv": (b"1,2,3", "text/csv", 415, "text/csv"),
     "no content type": (GOOD_PNG, None, 415, "not supported"),
-    "octet-stream": (GOOD_PNG, "application/octet-stream", 415, "image/png"),
     "empty image": (b"", "image/png", 400, "empty"),
     "empty json": ("", "application/json", 400, "empty"),
     "oversized": (b"\x89PNG\r\n\x1a\n" + bytes(10 * 1024 * 1024), "image/png", 413, "above the limit"),
     "bomb": (png_bomb(), "image/png", 413, "too many pixels"),
     "too many pixels": (png_bomb(9000, 9000), "image/png", 413, "9000x9000 pixels is above the limit of 64000000"),
-    "not an image": (b"GIF89a" + bytes(100), "image/png", 400, "not a PNG or JPEG"),
-    "corrupt png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "image/png", 400, "not a readable image"),
-    "truncated png": (GOOD_PNG[: len(GOOD_PNG) // 2], "image/png", 400, "not a readable image"),
-    "corrupt jpeg": (b"\xff\xd8\xff\xe0" + bytes(500), "image/jpeg", 400, "not a readable image"),
+    "not an image": (b"GIF89a" + bytes(100), "image/png", 400, "not a readable PNG, JPEG, TIFF"),
+    "text as octets": (b"hello world", "application/octet-stream", 400, "not a readable PNG, JPEG, TIFF"),
+    "eps (never handed to Ghostscript)": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
+                                          "application/x-image", 400, "not a readable PNG, JPEG, TIFF"),
+    "corrupt png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "image/png", 400, "not a readable"),
+    "truncated png": (GOOD_PNG[: len(GOOD_PNG) // 2], "image/png", 400, "not a readable"),
+    "corrupt jpeg": (b"\xff\xd8\xff\xe0" + bytes(500), "image/jpeg", 400, "not a readable"),
     "pickled npy": (object_npy(), "application/x-npy", 400, "pickle"),
     "npz": (npz(), "application/x-npy", 400, "not a .npy array"),
     "truncated npy": (npy(np.zeros((8, 16, 16), np.uint8))[:-100], "application/x-npy", 400, "truncated"),
@@ -321,7 +323,7 @@ BAD_INPUTS = {
                        "one image"),
     "bad base64": (json.dumps({"image": "%%%"}), "application/json", 400, "base64"),
     "base64 of text": (json.dumps({"image": base64.b64encode(b"hello").decode()}), "application/json", 400,
-                       "not a PNG or JPEG"),
+                       "not a readable PNG, JPEG, TIFF"),
 }
 
 
@@ -353,7 +355,50 @@ def test_arrays_without_a_channel_axis_are_refused(model):
 
 def test_unsupported_accept_is_refused():
     code, message = status_of(inference.output_fn, {"predictions": []}, "text/csv")
-    assert code == 406 and "text/csv" in message and "application/json" in message
+    assert code == 406 and "text/csv" in message and "application/json" in message and "application/x-npy" in message
+
+
+# ---------------------------------------------------------------- every format train.py reads, as SageMaker sends it
+def encoded(array, fmt, mode=None, **save):
+    im = Image.fromarray(array)
+    if mode:
+        im = im.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def test_every_training_format_is_served_under_every_raw_image_type(trained, model, reference, tmp_path):
+    """The format comes from the bytes: a TIFF sent as image/png, a PNG as application/octet-stream (the SDK's
+    IdentitySerializer default) or application/x-image (AWS's image algorithms' type) are all decoded by the training
+    decoder, and give train.py's probabilities for that very file."""
+    pixels = reference[0][0, 0].numpy()
+    wide = (pixels.astype(np.uint16) * 257)
+    files = {"png": encoded(pixels, "PNG"), "png16": encoded(wide, "PNG"), "tiff": encoded(pixels, "TIFF"),
+             "tiff16": encoded(wide, "TIFF"), "bmp": encoded(pixels, "BMP"), "gif": encoded(pixels, "GIF"),
+             "webp": encoded(pixels, "WEBP", lossless=True), "jpeg": encoded(pixels, "JPEG", quality=95),
+             "palette": encoded(pixels, "PNG", mode="P"), "rgba": encoded(pixels, "PNG", mode="RGBA")}
+    for name, blob in files.items():
+        path = tmp_path / f"{name}.img"
+        path.write_bytes(blob)
+        _, expected = training_eval(trained.model_dir, [str(path)])
+        for content_type in ("image/png", "image/tiff", "application/x-image", "application/octet-stream"):
+            got = ask(model, blob, content_type)
+            np.testing.assert_allclose(probs_of(got), expected, atol=TOL, err_msg=f"{name} as {content_type}")
+        b64 = json.dumps({"instances": [{"b64": base64.b64encode(blob).decode()}]})
+        np.testing.assert_allclose(probs_of(ask(model, b64, "application/json")), expected, atol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("accept", ["application/x-npy", "application/x-npy; q=1"])
+def test_npy_is_served_when_asked_for_as_the_sdk_predictor_does(model, reference, accept):
+    """PyTorchPredictor's defaults: NumpySerializer in, NumpyDeserializer out (Accept application/x-npy)."""
+    images, expected = reference
+    body, media = inference.output_fn(inference.predict_fn(inference.input_fn(npy(images.numpy()),
+                                                                               "application/x-npy"), model), accept)
+    assert media == "application/x-npy"
+    got = np.load(io.BytesIO(body), allow_pickle=False)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=TOL)
 
 
 # ---------------------------------------------------------------- model_fn loads weights only

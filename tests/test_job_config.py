@@ -170,20 +170,6 @@ def test_tuner(session):
 
 
 # ---------------------------------------------------------------- source dir and smoke test
-def test_source_dir_with_labels(tmp_path):
-    same = tmp_path / "same.json"
-    same.write_text(json.dumps({"0": "normal", "1": "pneumonia"}))
-    assert job_config.source_dir_with_labels(CODE, None, str(tmp_path / "s")) == CODE
-    assert job_config.source_dir_with_labels(CODE, str(same), str(tmp_path / "s")) == CODE
-    other = tmp_path / "derma.json"
-    other.write_text(json.dumps({"0": "nevus", "1": "melanoma", "2": "other"}))
-    staged = job_config.source_dir_with_labels(CODE, str(other), str(tmp_path / "s"))
-    assert staged == str(tmp_path / "s")
-    assert json.loads((tmp_path / "s" / "label_dict.json").read_text())["1"] == "melanoma"
-    assert os.path.isfile(tmp_path / "s" / "train.py") and not os.path.exists(tmp_path / "s" / "__pycache__")
-    assert json.loads(open(os.path.join(CODE, "label_dict.json")).read())["1"] == "pneumonia"  # untouched
-
-
 def test_smoke_test_hyperparameters_round_trip_through_local_train():
     hps = {"model": "smallcnn", "epochs": 40, "lr": 0.002, "pretrained": False, "class-weighting": "none",
            "compile": True}

@@ -202,7 +202,7 @@ def test_endpoint_ran_the_trained_model(run, tmp_path):
     from medimg import artifacts
 
     calls = run.emu.invocations
-    assert len(calls) == 6 and all(c["status"] == 200 and c["content_type"] == "image/png" for c in calls)
+    assert len(calls) == 6 and all(c["status"] == 200 and c["content_type"] == "application/x-image" for c in calls)
     job = training_request(run)["TrainingJobName"]
     tar = tmp_path / "model.tar.gz"
     tar.write_bytes(run.s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/jobs/{job}/output/model.tar.gz")["Body"].read())

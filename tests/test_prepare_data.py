@@ -33,6 +33,7 @@ def test_npz_becomes_class_folders_with_identical_pixels(tmp_path):
     assert sorted(os.listdir(out)) == ["label_dict.json", "train", "val"]
     assert json.loads((out / "label_dict.json").read_text()) == {"0": "normal", "1": "pneumonia"}
     assert sorted(os.listdir(out / "train" / "normal")) == ["0.png", "3.png"]
+    assert json.loads((out / "val" / "label_dict.json").read_text()) == {"0": "normal", "1": "pneumonia"}
     assert len(os.listdir(out / "val" / "pneumonia")) == 4
     np.testing.assert_array_equal(np.asarray(Image.open(out / "train" / "pneumonia" / "1.png")),
                                   arrays["train_images"][1])
@@ -44,7 +45,10 @@ def test_custom_label_dict_names_the_folders(tmp_path):
     out = tmp_path / "out"
     result = run("--npz", str(tmp_path / "d.npz"), "--out", str(out), "--label-dict", str(tmp_path / "labels.json"))
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out / "train")) == ["benign", "malignant_tumour"]
+    # folders are the names made portable; the names stay names, in the label dict each channel carries
+    assert sorted(os.listdir(out / "train")) == ["benign", "label_dict.json", "malignant_tumour"]
+    for label_dict in (out / "label_dict.json", out / "train" / "label_dict.json"):
+        assert json.loads(label_dict.read_text()) == {"0": "benign", "1": "malignant tumour"}
 
 
 def test_not_an_npz_is_one_clear_line(tmp_path):

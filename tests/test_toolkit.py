@@ -114,7 +114,9 @@ def test_class_not_in_label_dict(tmp_path, tiny_data):
     shutil.copytree(data / "train" / "normal", data / "train" / "covid")
     result = run_local_train(data, tmp_path / "work", FAST_HPS)
     assert result.returncode != 0
-    assert first_line(tmp_path / "work").startswith("class folder 'covid' in train is not in label_dict.json")
+    assert first_line(tmp_path / "work").startswith(
+        "class folder 'covid' in train is not in code/label_dict.json (the default: the train channel has no "
+        "label_dict.json) ['normal', 'pneumonia']")
 
 
 def test_invalid_hyperparameter(tmp_path, tiny_data):
@@ -139,4 +141,4 @@ def test_mixed_formats_and_label_dict_override(tmp_path):
     result = run_local_train(data, tmp_path / "work", FAST_HPS + ["epochs=1"], extra=["--label-dict", str(labels)])
     assert result.returncode == 0, result.stdout[-2000:]
     config = json.loads((tmp_path / "work" / "model" / "model_config.json").read_text())
-    assert config["in_channels"] == 3  # RGB files in the mix: the model takes colour
+    assert config["in_channels"] == 1  # RGB and RGBA files in the mix, but their pixels are grey: one channel

@@ -1,0 +1,189 @@
+"""Class names are names, not file names: one rule maps a name to its folder (code/layout.py), train.py accepts the
+name or its folder form, the names travel with the data (the train channel's label_dict.json) and the real names
+are what metrics.json, model_config.json, the log and the endpoint say."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import data
+import layout
+from conftest import make_image, read_failure, run_local_train
+from errors import DataError
+from medimg import artifacts, prepare_data
+from medimg import channels as client_channels
+
+NAMES = ["malignant", "normal, benign"]  # BreastMNIST's label names
+
+
+@pytest.mark.parametrize("name, folder", [
+    ("normal", "normal"),
+    ("normal, benign", "normal_benign"),
+    ("Pleural Effusion", "Pleural_Effusion"),
+    ("choroidal neovascularization (CNV)", "choroidal_neovascularization_CNV"),
+    ("immature granulocytes (myelocytes, metamyelocytes and promyelocytes)",
+     "immature_granulocytes_myelocytes_metamyelocytes_and_promyelocytes"),
+    ("Ödem", "Ödem"),
+    ("肺炎", "肺炎"),
+    ("a/b\\c", "a_b_c"),
+    ("  .hidden  ", "hidden"),
+    ("CON", "CON_"),
+    ("nul.txt", "nul.txt_"),
+    ("grade 3+", "grade_3"),
+])
+def test_folder_names_are_portable(name, folder):
+    assert layout.folder_name(name) == folder
+    assert "/" not in folder and "\\" not in folder and not folder.startswith(".")
+
+
+def test_names_with_nothing_portable_or_too_long_stay_distinct():
+    a, b = layout.folder_name("???"), layout.folder_name("!!!")
+    assert a.startswith("class-") and b.startswith("class-") and a != b
+    long_a, long_b = layout.folder_name("x" * 200 + "a"), layout.folder_name("x" * 200 + "b")
+    assert len(long_a) <= layout.FOLDER_NAME_MAX and long_a != long_b
+
+
+@pytest.mark.parametrize("names, fragment", [
+    (["a, b", "a b"], "both map to the folder 'a_b'"),
+    (["Normal", "normal"], "both map to the folder"),  # one folder on Windows, macOS and many S3 tools
+    (["x_y", "x y"], "both map to the folder 'x_y'"),
+])
+def test_names_that_collide_as_folders_are_one_clear_error(names, fragment):
+    with pytest.raises(layout.LayoutError, match=fragment):
+        layout.parse_label_dict(layout.label_dict_json(names))
+
+
+def write_class_folders(root, folders, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    for label, folder in enumerate(folders):
+        os.makedirs(root / folder, exist_ok=True)
+        for i in range(n):
+            make_image(label % 2, rng).save(root / folder / f"{i}.png")
+
+
+def test_a_channel_may_use_the_names_or_their_folder_forms(tmp_path):
+    classes = data.ClassNames(["normal, benign", "Pleural Effusion"], "test label dict")
+    write_class_folders(tmp_path / "exact", ["normal, benign", "Pleural Effusion"])
+    write_class_folders(tmp_path / "portable", ["normal_benign", "Pleural_Effusion"])
+    for folder in ("exact", "portable"):
+        paths, labels = data.list_channel(str(tmp_path / folder), classes, "train")
+        assert sorted(set(labels)) == [0, 1] and len(paths) == 6
+
+
+def test_an_unknown_folder_names_the_label_dict_in_use(tmp_path):
+    classes = data.ClassNames(NAMES, "the train channel's label_dict.json (/x/label_dict.json)")
+    write_class_folders(tmp_path / "train", ["malignant", "normal__benign"])  # an old prepare_data's folder form
+    with pytest.raises(DataError) as err:
+        data.list_channel(str(tmp_path / "train"), classes, "train")
+    assert str(err.value).startswith("class folder 'normal__benign' in train is not in the train channel's "
+                                     "label_dict.json (/x/label_dict.json) ['malignant', 'normal, benign']")
+    assert "['malignant', 'normal_benign']" in str(err.value)  # the folders it would accept
+
+
+# ---------------------------------------------------------------- the names travel with the data, end to end
+def npz_with_names(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, n in (("train", 24), ("val", 8), ("test", 8)):
+        labels = np.arange(n) % 2
+        arrays[f"{split}_images"] = np.stack([np.asarray(make_image(int(y), rng, size=16)) for y in labels])
+        arrays[f"{split}_labels"] = labels.reshape(-1, 1).astype(np.uint8)
+    np.savez(tmp_path / "breast.npz", **arrays)
+    (tmp_path / "names.json").write_text(json.dumps(layout.label_dict_json(NAMES)))
+    return tmp_path / "breast.npz", tmp_path / "names.json"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("names")
+    npz, names = npz_with_names(tmp)
+    assert prepare_data.main(["--npz", str(npz), "--out", str(tmp / "data"), "--label-dict", str(names)]) == 0
+    return tmp, names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_label_dict", [True, False])
+def test_prepare_then_train_with_the_same_names_through_the_toolkit(prepared, tmp_path, with_label_dict):
+    """The issue's example: prepare_data --label-dict F, then local_train --label-dict F (the same file twice, as a
+    user would); and the same without --label-dict, when the train channel's label_dict.json is used."""
+    tmp, names = prepared
+    work = tmp_path / "work"
+    extra = ["--label-dict", str(names)] if with_label_dict else []
+    result = run_local_train(tmp / "data", work, ["epochs=2", "batch-size=16", "patience=0"], extra=extra)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert sorted(os.listdir(tmp / "data" / "train")) == ["label_dict.json", "malignant", "normal_benign"]
+    metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
+    config = json.loads((work / "model" / "model_config.json").read_text())
+    assert metrics["classes"] == config["classes"] == NAMES
+    assert json.loads((work / "model" / "label_dict.json").read_text()) == layout.label_dict_json(NAMES)
+    source = "label-dict hyperparameter" if with_label_dict else "the train channel's label_dict.json"
+    assert source in metrics["classes_from"] and f"classes from {metrics['classes_from']}" in result.stdout
+    assert "classes ['malignant', 'normal, benign']" in result.stdout
+    with artifacts.LocalModel(str(work / "model")) as model:  # the endpoint's answer names the real class
+        image = next((tmp / "data" / "test" / "normal_benign").glob("*.png")).read_bytes()
+        answer = model.invoke(image, "image/png")["predictions"][0]
+    assert set(answer["probabilities"]) == set(NAMES) and answer["label"] in NAMES
+
+
+@pytest.mark.slow
+def test_a_stray_class_folder_fails_naming_the_label_dict_used(prepared, tmp_path):
+    tmp, _ = prepared
+    dataset = tmp_path / "data"
+    shutil.copytree(tmp / "data", dataset)
+    shutil.copytree(dataset / "train" / "malignant", dataset / "train" / "benign")
+    result = run_local_train(dataset, tmp_path / "work", ["epochs=1"])
+    assert result.returncode != 0
+    line = read_failure(tmp_path / "work").splitlines()[0]
+    assert line.startswith(f"class folder 'benign' in train is not in the train channel's label_dict.json "
+                           f"({tmp_path / 'work' / 'input' / 'data' / 'train' / 'label_dict.json'})"), line
+
+
+def test_label_dicts_that_disagree_are_refused(prepared, tmp_path):
+    tmp, _ = prepared
+    args = type("Args", (), {"train": str(tmp / "data" / "train"), "val": str(tmp / "data" / "val"), "test": None,
+                             "label_dict": None})()
+    assert data.resolve_class_names(args) == NAMES
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(layout.label_dict_json(["malignant", "benign"])))
+    args.label_dict = str(other)
+    with pytest.raises(DataError, match=r"the train channel's label_dict.json \(.*\) names \['malignant', 'normal, "
+                                        r"benign'\], but this run's classes come from the label dict"):
+        data.resolve_class_names(args)
+    val = tmp_path / "val"
+    shutil.copytree(tmp / "data" / "val", val)
+    (val / "label_dict.json").write_text(json.dumps(layout.label_dict_json(["normal, benign", "malignant"])))
+    args.label_dict, args.val = None, str(val)
+    with pytest.raises(DataError, match="the val channel's label_dict.json"):
+        data.resolve_class_names(args)
+
+
+def test_the_client_shows_names_not_folders(prepared):
+    tmp, _ = prepared
+    counts = client_channels.class_counts(str(tmp / "data"))
+    assert counts["train"] == {"malignant": 12, "normal, benign": 12}
+    assert {name for _, name in client_channels.sample_images(str(tmp / "data" / "test"))} == set(NAMES)
+
+
+def test_prepare_data_refuses_names_that_collide(tmp_path):
+    npz, _ = npz_with_names(tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps({"0": "a, b", "1": "a b"}))
+    code = prepare_data.main(["--npz", str(npz), "--out", str(tmp_path / "o"), "--label-dict",
+                              str(tmp_path / "bad.json")])
+    assert code == 2 and not os.path.exists(tmp_path / "o")
+
+
+def test_files_that_are_not_used_are_named(tmp_path, caplog):
+    """label_dict.json is the channel's own; an image at the channel's root or a text file in a class folder is not
+    used, and the log says so (nothing is silently ignored)."""
+    write_class_folders(tmp_path / "train", ["a", "b"])
+    (tmp_path / "train" / "label_dict.json").write_text(json.dumps({"0": "a", "1": "b"}))
+    Image.new("L", (4, 4)).save(tmp_path / "train" / "stray.png")
+    (tmp_path / "train" / "a" / "notes.txt").write_text("reader's notes")
+    with caplog.at_level("WARNING", logger="train"):
+        paths, _ = data.list_channel(str(tmp_path / "train"), data.ClassNames(["a", "b"], "x"), "train")
+    assert len(paths) == 6
+    assert ("2 file(s) in the train channel are not images in a class folder and are not used: stray.png, "
+            f"a{os.sep}notes.txt") in caplog.text
