@@ -160,6 +160,29 @@ def class_weights(labels, num_classes, mode, device):
     return (counts.sum() / (num_classes * counts)).float().to(device)
 
 
+class SmoothedBCEWithLogits(torch.nn.BCEWithLogitsLoss):
+    """Binary cross-entropy per finding, with label smoothing towards 0.5 (y (1 - e) + e / 2)."""
+
+    def __init__(self, smoothing=0.0, pos_weight=None):
+        super().__init__(pos_weight=pos_weight)
+        self.smoothing = smoothing
+
+    def forward(self, logits, target):
+        return super().forward(logits, target * (1 - self.smoothing) + self.smoothing / 2)
+
+
+def build_criterion(args, labels, num_classes, task, device):
+    """Cross-entropy over classes, or (multi-label) binary cross-entropy per finding; ``class-weighting=balanced``
+    weighs classes by inverse frequency, or each finding's positives by negatives / positives."""
+    if task == "multilabel":
+        labels = torch.as_tensor(labels).double().cpu()
+        positives = labels.sum(dim=0).clamp_min(1)
+        pos_weight = ((len(labels) - positives) / positives).float().to(device)
+        return SmoothedBCEWithLogits(args.label_smoothing, pos_weight if args.class_weighting == "balanced" else None)
+    weight = class_weights(labels, num_classes, args.class_weighting, device)
+    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
+
+
 def fingerprint(args, data, num_classes):
     """What a checkpoint must match to be resumed."""
     return {"model": args.model, "num_classes": num_classes, "in_channels": data.channels, "image_size": data.size}
@@ -188,14 +211,13 @@ class Trainer:
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
         self.optimizer = build_optimizer(args, model)
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        weight = class_weights(data.train.labels, len(classes), args.class_weighting, device)
-        self.criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
+        self.task = data.task
+        self.criterion = build_criterion(args, data.train.labels, len(classes), self.task, device)
         n_per_rank = math.ceil(len(data.train) / dist_info.world_size)
         self.batch_size = min(args.batch_size, n_per_rank)
         self.steps_per_epoch = steps_in_epoch(n_per_rank, self.batch_size, args.max_steps_per_epoch)
         self.total_steps = max(1, args.epochs * self.steps_per_epoch)
         self.warmup_steps = min(int(args.warmup_epochs * self.steps_per_epoch), self.total_steps - 1)
-        self.positive_class = 1 if len(classes) == 2 else None
         self.fingerprint = fingerprint(args, data, len(classes))
         self.state = TrainState(peak_lr=args.lr)
         self.best_weights = None
@@ -360,6 +382,8 @@ class Trainer:
         lr = self.lr(self.state.global_step)
         values = {"epoch": epoch, "train_loss": stats.train_loss, "val_loss": val["loss"], "val_auc": val["auc"],
                   "val_acc": val["accuracy"], "lr": lr, "images_per_sec": stats.images_per_sec}
+        if "kappa" in val:
+            values.update(val_kappa=val["kappa"], val_mae=val["mae"])
         logger.info(epoch_log.epoch_line(values))
         self.state.history.append(values)
         self._emit("on_evaluate", epoch, val)
@@ -470,25 +494,27 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def predict(self, model, split):
-        """(labels, probabilities) of a whole split: each rank predicts a shard, then all are gathered."""
+        """(labels, probabilities, indices) of a whole split: each rank predicts a shard, then all are gathered
+        (``indices`` index ``split.names``; a streamed split drops its unreadable images here)."""
         model.eval()
         indices = list(range(self.dist.rank, len(split), self.dist.world_size))
         all_idx, all_prob = [], []
         for x, _, idx in split.batches(indices, max(self.args.batch_size, 256), self.device):
             prob = prediction.probabilities(model, x, mean=self.data.mean, std=self.data.std,
-                                            tta=self.args.tta and self.args.hflip, memory_format=self.memory_format)
+                                            tta=self.args.tta and self.args.hflip, multilabel=self.task == "multilabel",
+                                            memory_format=self.memory_format)
             all_idx.append(idx.numpy())
             all_prob.append(prob.cpu().numpy())
         idx = np.concatenate(all_idx) if all_idx else np.zeros(0, dtype=np.int64)
         prob = np.concatenate(all_prob) if all_prob else np.zeros((0, len(self.classes)), dtype=np.float32)
         idx, prob = distributed.gather_predictions(idx, prob, self.dist)
-        return split.labels.cpu().numpy()[idx], prob
+        return split.labels.cpu().numpy()[idx], prob, idx
 
     def evaluate(self, model, split, name, keep_predictions=False, epoch=None):
         """Metrics of ``model`` on a split (fp32, as deployed); ``keep_predictions`` adds per-image labels and
         probabilities (ROC curves and error analysis without the model). Predictions that are not finite raise
         NonFiniteError (``epoch``: the epoch being validated, for the message)."""
-        labels, prob = self.predict(model, split)
+        labels, prob, idx = self.predict(model, split)
         if not np.isfinite(prob).all():
             when = f"after epoch {epoch}" if epoch else "with the kept weights"
             self.fail_non_finite(epoch or self.state.epoch,
@@ -497,9 +523,9 @@ class Trainer:
             check_bad_fraction(len(split) - len(labels), len(split), self.args.max_bad_fraction, name)
             if not len(labels):
                 raise DataError(f"none of the {len(split)} images in {name} could be read; check the files")
-        result = metrics.compute_metrics(labels, prob, positive_class=self.positive_class)
-        p = np.clip(prob[np.arange(len(labels)), labels], 1e-12, 1.0)
-        result["loss"] = float(-np.log(p).mean())
+        result = metrics.evaluate_predictions(labels, prob, task=self.task, classes=list(self.classes),
+                                              ordinal=getattr(self.args, "ordinal", False))
         if keep_predictions:
-            result["predictions"] = {"labels": labels.tolist(), "probabilities": np.round(prob, 6).tolist()}
+            result["predictions"] = {"images": [split.names[i] for i in idx], "labels": labels.tolist(),
+                                     "probabilities": np.round(prob, 6).tolist()}
         return result

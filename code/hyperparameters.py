@@ -61,65 +61,70 @@ def _env(environ, name, fallback):
     return environ.get(name) or fallback
 
 
-def hyperparameter_table():
-    """Every hyperparameter as ``(group, flag, argparse keywords)``: the one home of names, types, defaults and
-    help texts (the README's table is generated from it: medimg.docs)."""
-    pos_int, pos_float = number(int, 1), number(float, 0, low_inclusive=False)
-    return [
-        ("training", "epochs", dict(type=pos_int, default=40, help="maximum epochs")),
-        ("training", "batch-size", dict(type=pos_int, default=128, help="images per step per process (per GPU)")),
-        ("training", "lr", dict(type=pos_float, default=2e-3,
-                                help="peak learning rate (linear warm-up, then cosine decay to 1%%)")),
-        ("training", "weight-decay", dict(type=number(float, 0), default=0.05,
-                                          help="decoupled weight decay (not on norms and biases)")),
-        ("training", "optimizer", dict(choices=("adamw", "sgd"), default="adamw",
-                                       help="adamw, or sgd (Nesterov momentum 0.9)")),
-        ("training", "warmup-epochs", dict(type=number(float, 0), default=1.0, help="linear warm-up length")),
-        ("training", "label-smoothing", dict(type=number(float, 0, high=0.5), default=0.0,
-                                             help="cross-entropy label smoothing")),
-        ("training", "class-weighting", dict(choices=("none", "balanced"), default="none",
-                                             help="balanced: weigh the loss by inverse class frequency")),
-        ("training", "patience", dict(type=number(int, 0), default=10,
-                                      help="epochs without a better val score before stopping; 0: never stop early")),
-        ("training", "ema", dict(type=number(float, 0, high=0.99999), default=0.995,
-                                 help="decay of the weight EMA used for validation and the saved model; 0: off")),
-        ("training", "seed", dict(type=number(int, 0), default=42,
-                                  help="seeds the held-out split, initialisation, augmentation and order")),
-        ("model and data", "model", dict(choices=sorted(model_def.MODELS), default="smallcnn",
-                                         help="an architecture of code/model_def.py's registry")),
-        ("model and data", "pretrained", dict(type=str2bool, default=False,
-                                              help="ImageNet weights for the torchvision models (downloaded then)")),
-        ("model and data", "image-size", dict(type=number(int, 0), default=0,
-                                              help="side in pixels; 0: the training images' most common size")),
-        ("model and data", "in-channels", dict(type=int, choices=(0, 1, 3), default=0,
-                                               help="1 or 3; 0: 3 when any sampled training image holds colour")),
-        ("model and data", "augment", dict(type=str2bool, default=True,
-                                           help="random affine (rotation, scale, shift), brightness and contrast")),
-        ("model and data", "hflip", dict(type=str2bool, default=True, help="random horizontal flips in augment")),
-        ("model and data", "vflip", dict(type=str2bool, default=False, help="random vertical flips in augment")),
-        ("model and data", "tta", dict(type=str2bool, default=False,
-                                       help="average with the horizontal flip at evaluation and inference")),
-        ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
-                                                help="held out of train (stratified, seeded) when there is no "
-                                                     "val channel")),
-        ("model and data", "max-bad-fraction", dict(type=number(float, 0, high=1), default=0.01,
-                                                    help="unreadable images tolerated (skipped, counted) per split")),
-        ("model and data", "max-image-pixels", dict(type=pos_int, default=64_000_000,
-                                                    help="larger images are refused (decompression-bomb guard)")),
-        ("model and data", "cache-max-gb", dict(type=number(float, 0), default=8.0,
-                                                help="decode the data once into memory when it fits, else stream it")),
-        ("speed", "amp", dict(type=str2bool, default=True,
-                              help="mixed precision: bf16 (fp16 + GradScaler on older GPUs; bf16 on CPUs with it)")),
-        ("speed", "compile", dict(type=str2bool, default=False, help="torch.compile the model")),
-        ("speed", "channels-last", dict(type=str2bool, default=True, help="NHWC memory format")),
-        ("speed", "num-workers", dict(type=number(int, -1), default=-1,
-                                      help="data loader processes when streaming; -1: automatic")),
-        ("speed", "max-steps-per-epoch", dict(type=number(int, 0), default=0,
-                                              help="cap on steps per epoch (benchmarks, smoke tests); 0: all")),
-        ("speed", "device", dict(choices=("auto", "cpu", "cuda"), default="auto", help="auto, cpu or cuda")),
-        ("speed", "dist-timeout", dict(type=number(int, 10), default=600,
-                                       help="seconds a collective waits for a dead or stuck rank")),
-    ]
+_POS_INT, _POS_FLOAT = number(int, 1), number(float, 0, low_inclusive=False)
+# Every hyperparameter as (group, flag, argparse keywords): the one home of names, types, defaults and help texts
+# (the README's table is generated from it, and tests/test_docs.py checks the README against it).
+TABLE = [
+    ("training", "epochs", dict(type=_POS_INT, default=40, help="maximum epochs")),
+    ("training", "batch-size", dict(type=_POS_INT, default=128, help="images per step per process (per GPU)")),
+    ("training", "lr", dict(type=_POS_FLOAT, default=2e-3,
+                            help="peak learning rate (linear warm-up, then cosine decay to 1%%)")),
+    ("training", "weight-decay", dict(type=number(float, 0), default=0.05,
+                                      help="decoupled weight decay (not on norms and biases)")),
+    ("training", "optimizer", dict(choices=("adamw", "sgd"), default="adamw",
+                                   help="adamw, or sgd (Nesterov momentum 0.9)")),
+    ("training", "warmup-epochs", dict(type=number(float, 0), default=1.0, help="linear warm-up length")),
+    ("training", "label-smoothing", dict(type=number(float, 0, high=0.5), default=0.0,
+                                         help="cross-entropy label smoothing")),
+    ("training", "class-weighting", dict(choices=("none", "balanced"), default="none",
+                                         help="balanced: weigh the loss by inverse class frequency")),
+    ("training", "patience", dict(type=number(int, 0), default=10,
+                                  help="epochs without a better val score before stopping; 0: never stop early")),
+    ("training", "ema", dict(type=number(float, 0, high=0.99999), default=0.995,
+                             help="decay of the weight EMA used for validation and the saved model; 0: off")),
+    ("training", "seed", dict(type=number(int, 0), default=42,
+                              help="seeds the held-out split, initialisation, augmentation and order")),
+    ("model and data", "task", dict(choices=("auto", "multiclass", "multilabel"), default="auto",
+                                    help="auto: multilabel when the train channel's labels.csv has finding "
+                                         "columns, else multiclass")),
+    ("model and data", "ordinal", dict(type=str2bool, default=False,
+                                       help="classes are ordered grades: adds quadratic weighted kappa and "
+                                            "mean absolute grade error")),
+    ("model and data", "model", dict(choices=sorted(model_def.MODELS), default="smallcnn",
+                                     help="an architecture of code/model_def.py's registry")),
+    ("model and data", "pretrained", dict(type=str2bool, default=False,
+                                          help="ImageNet weights for the torchvision models (downloaded then)")),
+    ("model and data", "image-size", dict(type=number(int, 0), default=0,
+                                          help="side in pixels; 0: the training images' most common size")),
+    ("model and data", "in-channels", dict(type=int, choices=(0, 1, 3), default=0,
+                                           help="1 or 3; 0: 3 when any sampled training image holds colour")),
+    ("model and data", "augment", dict(type=str2bool, default=True,
+                                       help="random affine (rotation, scale, shift), brightness and contrast")),
+    ("model and data", "hflip", dict(type=str2bool, default=True, help="random horizontal flips in augment")),
+    ("model and data", "vflip", dict(type=str2bool, default=False, help="random vertical flips in augment")),
+    ("model and data", "tta", dict(type=str2bool, default=False,
+                                   help="average with the horizontal flip at evaluation and inference")),
+    ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
+                                            help="held out of train (stratified, seeded) when there is no "
+                                                 "val channel")),
+    ("model and data", "max-bad-fraction", dict(type=number(float, 0, high=1), default=0.01,
+                                                help="unreadable images tolerated (skipped, counted) per split")),
+    ("model and data", "max-image-pixels", dict(type=_POS_INT, default=64_000_000,
+                                                help="larger images are refused (decompression-bomb guard)")),
+    ("model and data", "cache-max-gb", dict(type=number(float, 0), default=8.0,
+                                            help="decode the data once into memory when it fits, else stream it")),
+    ("speed", "amp", dict(type=str2bool, default=True,
+                          help="mixed precision: bf16 (fp16 + GradScaler on older GPUs; bf16 on CPUs with it)")),
+    ("speed", "compile", dict(type=str2bool, default=False, help="torch.compile the model")),
+    ("speed", "channels-last", dict(type=str2bool, default=True, help="NHWC memory format")),
+    ("speed", "num-workers", dict(type=number(int, -1), default=-1,
+                                  help="data loader processes when streaming; -1: automatic")),
+    ("speed", "max-steps-per-epoch", dict(type=number(int, 0), default=0,
+                                          help="cap on steps per epoch (benchmarks, smoke tests); 0: all")),
+    ("speed", "device", dict(choices=("auto", "cpu", "cuda"), default="auto", help="auto, cpu or cuda")),
+    ("speed", "dist-timeout", dict(type=number(int, 10), default=600,
+                                   help="seconds a collective waits for a dead or stuck rank")),
+]
 
 
 def build_parser(environ):
@@ -127,7 +132,7 @@ def build_parser(environ):
     p = ArgumentParser(description="Train an image classifier on SageMaker channels (code/train.py).",
                        allow_abbrev=False)
     groups = {}
-    for group, flag, kwargs in hyperparameter_table():
+    for group, flag, kwargs in TABLE:
         if group not in groups:
             groups[group] = p.add_argument_group(group)
         groups[group].add_argument(f"--{flag}", **kwargs)
@@ -205,6 +210,9 @@ def parse_args(argv=None, environ=None):
     if args.checkpoint_dir is None:
         args.checkpoint_dir = environ.get("SM_CHECKPOINT_DIR") or (
             SAGEMAKER_CHECKPOINT_DIR if os.path.isdir(SAGEMAKER_CHECKPOINT_DIR) else "")
+    if args.ordinal and args.task == "multilabel":
+        raise ConfigError("invalid hyperparameter: ordinal=true needs one grade per image; it cannot be used with "
+                          "task=multilabel")
     if args.pretrained and args.model == "smallcnn":
         raise ConfigError("invalid hyperparameter: smallcnn has no pretrained weights; set pretrained=false "
                           f"or choose one of {sorted(set(model_def.MODELS) - {'smallcnn'})}")
@@ -213,7 +221,7 @@ def parse_args(argv=None, environ=None):
 
 def defaults():
     """``{flag: default}`` of every hyperparameter that is not a path (what the notebook and README list)."""
-    return {flag: kwargs["default"] for _, flag, kwargs in hyperparameter_table()}
+    return {flag: kwargs["default"] for _, flag, kwargs in TABLE}
 
 
 def recorded(args):

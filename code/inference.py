@@ -22,6 +22,8 @@ resized to image_size x image_size (bilinear), scaled to [0, 1] and normalised w
 Response, one entry per image in request order:
   Accept application/json, */* or none:
     {"predictions": [{"label": "pneumonia", "index": 1, "probabilities": {"normal": 0.1, "pneumonia": 0.9}}]}
+    multi-label models: {"predictions": [{"findings": ["Effusion"], "probabilities": {"Effusion": 0.81, ...},
+    "thresholds": {"Effusion": 0.5, ...}}]} (a sigmoid probability per finding; listed when >= its threshold)
   Accept application/x-npy (what the SDK's PyTorchPredictor asks for by default): numpy.save of the
     probabilities, float32 (N, K), columns in model_config.json's class order.
 
@@ -111,6 +113,8 @@ class LoadedModel:
         self.channels, self.size = int(config["in_channels"]), int(config["image_size"])
         self.mean, self.std = list(config["mean"]), list(config["std"])
         self.tta = bool(config.get("tta", False))
+        self.multilabel = config.get("task") == "multilabel"
+        self.thresholds = list(config.get("thresholds") or [])
 
 
 def load_weights(model_dir, config):
@@ -301,6 +305,8 @@ def predict_fn(data, model):
     """Decoded inputs -> {"predictions": [...]}, one entry per image in order (the output_fn shape)."""
     images = to_batch(data, model.channels, model.size)
     probs = probabilities(model, images)
+    if model.multilabel:
+        return {"predictions": [findings_answer(p, model.classes, model.thresholds) for p in probs]}
     return {"predictions": [answer(p, model.classes) for p in probs]}
 
 
@@ -339,14 +345,24 @@ def probabilities(model, batch):
     out = []
     for start in range(0, len(batch), BATCH_SIZE):
         x = batch[start:start + BATCH_SIZE].to(model.device)
-        out.append(prediction.probabilities(model.model, x, mean=model.mean, std=model.std, tta=model.tta).cpu())
+        out.append(prediction.probabilities(model.model, x, mean=model.mean, std=model.std, tta=model.tta,
+                                            multilabel=model.multilabel).cpu())
     return torch.cat(out).numpy()
 
 
 def answer(prob, classes):
+    """One image of a single-label model: the argmax class and every class's probability."""
     index = int(np.argmax(prob))
     return {"label": classes[index], "index": index,
             "probabilities": {name: float(p) for name, p in zip(classes, prob)}}
+
+
+def findings_answer(prob, names, thresholds):
+    """One image of a multi-label model: the findings at or above their thresholds, every finding's probability
+    and the thresholds used (model_config.json's, chosen when the model was trained)."""
+    return {"findings": [n for n, p, t in zip(names, prob, thresholds) if p >= t],
+            "probabilities": {n: float(p) for n, p in zip(names, prob)},
+            "thresholds": {n: float(t) for n, t in zip(names, thresholds)}}
 
 
 # ==================================================================================================

@@ -5,13 +5,16 @@ the notebook's upload) and its reader (train.py) must agree on.
   ``code`` and ``sm_drivers`` are what SDK v3's ModelTrainer adds for itself and are not data.
 * A channel is either class folders (``<channel>/<class folder>/<image>``) or a manifest
   (``<channel>/labels.csv`` with an ``image`` column, then ``label`` or one 0/1 column per finding, and an
-  optional ``patient_id``), with an optional ``label_dict.json`` (index -> class name) at its root.
+  optional ``patient_id``: ``read_manifest``/``write_manifest``), with an optional ``label_dict.json``
+  (index -> class name) at its root.
 * A class name is a name ("normal, benign", "Pleural Effusion", "Ödem"); its folder is ``folder_name(name)``.
 
 This module imports only the standard library and nothing else of ``code/``, so that the client package
 (``medimg``) loads this very file instead of keeping a copy (tests/test_architecture.py checks it).
 """
+import csv
 import hashlib
+import io
 import os
 import re
 import unicodedata
@@ -124,3 +127,100 @@ def parse_label_dict(raw, source=LABEL_DICT_FILE, minimum=2):
 def label_dict_json(classes):
     """The label_dict.json object for class names in index order."""
     return {str(i): name for i, name in enumerate(classes)}
+
+
+# ==================================================================================================
+# labels.csv: a manifest instead of class folders (CheXpert, NIH ChestX-ray14, ISIC and most challenges ship these)
+# ==================================================================================================
+class Manifest:
+    """A parsed labels.csv. ``kind`` is "single" (one class name per image, ``labels``) or "multi" (one 0/1 value
+    per finding per image: ``findings`` names the columns, ``values`` the rows); ``patients`` when the file has a
+    patient_id column; ``lines`` the file's line number of each row (for messages)."""
+
+    def __init__(self, path, kind, images, lines, labels=None, findings=None, values=None, patients=None):
+        self.path, self.kind, self.images, self.lines = path, kind, images, lines
+        self.labels, self.findings, self.values, self.patients = labels, findings, values, patients
+
+
+def read_manifest(path):
+    """Parse ``path`` (a labels.csv: a header row, ``image`` first, then ``label`` or one 0/1 column per finding,
+    and optionally ``patient_id``). Raises LayoutError naming the line for: no header or no ``image`` column first,
+    ``label`` beside finding columns, an empty, absolute or climbing (``..``) image path, a value other than 0/1,
+    a missing label, and an image listed twice."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.reader(io.StringIO(fh.read())))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LayoutError(f"cannot read {path} as a UTF-8 CSV file ({exc})") from exc
+    header = [h.strip() for h in rows[0]] if rows else []
+    if not header or header[0] != IMAGE_COLUMN:
+        raise LayoutError(f"{path} must start with a header row whose first column is {IMAGE_COLUMN!r} (got "
+                          f"{header[:3]}); e.g. image,label or image,finding_a,finding_b[,patient_id]")
+    patient_col = header.index(PATIENT_COLUMN) if PATIENT_COLUMN in header else None
+    columns = [i for i in range(1, len(header)) if i != patient_col]
+    if not columns:
+        raise LayoutError(f"{path} has no label columns; add {LABEL_COLUMN!r} or one 0/1 column per finding")
+    names = [header[i] for i in columns]
+    if LABEL_COLUMN in names and len(names) > 1:
+        raise LayoutError(f"{path} has a {LABEL_COLUMN!r} column beside other columns {names}: use either "
+                          f"{LABEL_COLUMN!r} (one class per image) or one 0/1 column per finding")
+    if len(set(names)) != len(names) or any(not n for n in names):
+        raise LayoutError(f"{path} has empty or repeated column names {names}")
+    kind = "single" if names == [LABEL_COLUMN] else "multi"
+    out = Manifest(path, kind, [], [], labels=[] if kind == "single" else None,
+                   findings=None if kind == "single" else names, values=None if kind == "single" else [],
+                   patients=[] if patient_col is not None else None)
+    seen = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line
+        if len(row) > len(header):
+            raise LayoutError(f"{path} line {line} has {len(row)} fields for {len(header)} columns; quote a value that "
+                              'holds a comma ("normal, benign")')
+        _manifest_row(out, path, line, row + [""] * (len(header) - len(row)), columns, patient_col, seen)
+    if not out.images:
+        raise LayoutError(f"{path} lists no images")
+    return out
+
+
+def _manifest_row(out, path, line, row, columns, patient_col, seen):
+    image = row[0].strip()
+    parts = image.split("/")
+    if not image or image.startswith("/") or "\\" in image or ".." in parts or ":" in parts[0]:
+        raise LayoutError(f"{path} line {line}: image {image!r} must be a path relative to the channel, with / "
+                          "between folders, inside the channel (no leading /, no ..)")
+    if image in seen:
+        raise LayoutError(f"{path} lines {seen[image]} and {line} both list {image!r}; list each image once")
+    seen[image] = line
+    out.images.append(image)
+    out.lines.append(line)
+    if out.kind == "single":
+        label = row[columns[0]].strip()
+        if not label:
+            raise LayoutError(f"{path} line {line}: {image!r} has no label")
+        out.labels.append(label)
+    else:
+        cells = [row[i].strip() for i in columns]
+        bad = [(out.findings[k], c) for k, c in enumerate(cells) if c not in ("0", "1")]
+        if bad:
+            raise LayoutError(f"{path} line {line}: {bad[0][0]}={bad[0][1]!r} for {image!r}; finding values must be "
+                              "0 or 1 (map uncertain or missing labels to 0 or 1, or leave the image out)")
+        out.values.append(tuple(int(c) for c in cells))
+    if patient_col is not None:
+        patient = row[patient_col].strip()
+        if not patient:
+            raise LayoutError(f"{path} line {line}: {image!r} has no {PATIENT_COLUMN}")
+        out.patients.append(patient)
+
+
+def write_manifest(path, images, *, labels=None, findings=None, values=None, patients=None):
+    """Write a labels.csv that ``read_manifest`` reads back: ``labels`` (class names) or ``findings`` and ``values``
+    (rows of 0/1), optional ``patients``."""
+    header = [IMAGE_COLUMN] + ([LABEL_COLUMN] if labels is not None else list(findings))
+    header += [PATIENT_COLUMN] if patients is not None else []
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        for i, image in enumerate(images):
+            row = [image] + ([labels[i]] if labels is not None else [int(v) for v in values[i]])
+            writer.writerow(row + ([patients[i]] if patients is not None else []))

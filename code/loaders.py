@@ -14,10 +14,14 @@ logger = logging.getLogger("train")
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
-    """Decodes one image per item to a uint8 CHW tensor; a bad image gives label -1 (counted, then dropped)."""
+    """Decodes one image per item to ``(uint8 CHW tensor, target)``. Targets are class indices (int64) or per-finding
+    0/1 vectors (float32); a bad image's target is -1 (every entry), so that it is counted, then dropped."""
 
-    def __init__(self, paths, labels, channels, size, max_pixels):
-        self.paths, self.labels = list(paths), list(labels)
+    def __init__(self, paths, labels, channels, size, max_pixels, names=None):
+        self.paths = list(paths)
+        self.names = list(names) if names is not None else list(self.paths)  # how reports name each image
+        self.labels = torch.as_tensor(list(labels), dtype=torch.float32 if labels and isinstance(
+            labels[0], (list, tuple)) else torch.int64)
         self.channels, self.size, self.max_pixels = channels, size, max_pixels
 
     def __len__(self):
@@ -29,14 +33,20 @@ class ImageFileDataset(torch.utils.data.Dataset):
             return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i]
         except BadImageError as exc:
             logger.warning("skipping %s: %s", self.paths[i], exc)
-            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), -1
+            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), torch.full_like(
+                self.labels[i], -1)
+
+
+def readable(targets):
+    """Which targets (from ImageFileDataset) belong to images that could be read."""
+    return targets >= 0 if targets.ndim == 1 else (targets >= 0).all(dim=1)
 
 
 def decode_all(dataset, workers):
-    """Decode a whole ImageFileDataset with a thread pool: (uint8 NCHW tensor, int64 labels, bad paths)."""
+    """Decode a whole ImageFileDataset with a thread pool: (uint8 NCHW tensor, targets, bad paths)."""
     n = len(dataset)
     images = torch.empty(n, dataset.channels, dataset.size, dataset.size, dtype=torch.uint8)
-    labels = torch.empty(n, dtype=torch.int64)
+    labels = torch.empty_like(dataset.labels)
 
     def work(start, chunk=256):  # a range per task: a future per image costs ~1/3 of a small image's decode
         for i in range(start, min(start + chunk, n)):
@@ -44,7 +54,7 @@ def decode_all(dataset, workers):
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(work, range(0, n, 256)))
-    good = labels >= 0
+    good = readable(labels)
     bad = [dataset.paths[i] for i in torch.nonzero(~good).flatten().tolist()]
     return images[good].contiguous(), labels[good], bad
 
@@ -58,10 +68,12 @@ def check_bad_fraction(bad, total, limit, channel):
 
 
 class CachedSplit:
-    """A split decoded once into a uint8 NCHW tensor (on the training device when it fits)."""
+    """A split decoded once into a uint8 NCHW tensor (on the training device when it fits); ``names`` say which
+    image each row is (its path relative to the channel), for per-image reports."""
 
-    def __init__(self, images, labels):
+    def __init__(self, images, labels, names=None):
         self.images, self.labels = images, labels
+        self.names = list(names) if names is not None else [str(i) for i in range(len(labels))]
         self.bad = 0
 
     def __len__(self):
@@ -95,6 +107,7 @@ class StreamSplit:
     def __init__(self, dataset, workers, pin_memory):
         self.dataset, self.workers, self.pin_memory = dataset, workers, pin_memory
         self.labels = torch.as_tensor(dataset.labels)
+        self.names = dataset.names
         self.read = self.bad = 0
         self._last = None
 
@@ -106,7 +119,7 @@ class StreamSplit:
             _Indexed(self.dataset), batch_size=batch_size, sampler=list(indices), num_workers=self.workers,
             pin_memory=self.pin_memory, persistent_workers=False, prefetch_factor=4 if self.workers else None)
         for x, y, idx in loader:
-            ok = y >= 0
+            ok = readable(y)
             self.read += len(y)
             n_bad = len(y) - int(ok.sum())
             if n_bad:

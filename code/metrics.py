@@ -52,3 +52,74 @@ def compute_metrics(y_true, y_prob, positive_class=1):
         out["per_class_recall"] = [float(v) for v in recall]
     out["balanced_accuracy"] = float(np.nanmean(recall[support > 0]))
     return out
+
+
+def log_loss(y_true, y_prob, task="multiclass"):
+    """Mean cross-entropy of probabilities: -log p[true class] (multiclass), or the binary cross-entropy averaged
+    over findings and images (multilabel). Probabilities are clipped to [1e-12, 1 - 1e-12]."""
+    y_prob = np.clip(np.asarray(y_prob, dtype=np.float64), 1e-12, 1 - 1e-12)
+    if task == "multilabel":
+        y = np.asarray(y_true, dtype=np.float64)
+        return float(-(y * np.log(y_prob) + (1 - y) * np.log(1 - y_prob)).mean())
+    y = np.asarray(y_true).astype(int)
+    return float(-np.log(y_prob[np.arange(len(y)), y]).mean())
+
+
+def multilabel_metrics(y_true, y_prob, names, thresholds=None):
+    """Several findings per image, as the MedMNIST evaluator defines them for multi-label tasks: ``auc`` is the mean
+    of the per-finding AUCs (over findings with positives and negatives), ``accuracy`` the mean of the per-finding
+    accuracies at 0.5. Plus, per finding at its threshold (0.5 unless ``thresholds`` gives one): AUC, sensitivity,
+    specificity, prevalence (the fraction of images with it) and the threshold; overall ``sensitivity`` and
+    ``specificity`` are their means. ``y_true``: (N, K) 0/1; ``y_prob``: (N, K) sigmoid probabilities."""
+    y = np.asarray(y_true, dtype=np.float64) > 0.5
+    p = np.asarray(y_prob, dtype=np.float64)
+    thresholds = [0.5] * p.shape[1] if thresholds is None else list(thresholds)
+    per = {}
+    for k, name in enumerate(names):
+        pred = p[:, k] >= thresholds[k]
+        pos, neg = y[:, k].sum(), (~y[:, k]).sum()
+        per[name] = {"auc": roc_auc(y[:, k], p[:, k]), "threshold": float(thresholds[k]),
+                     "sensitivity": float((pred & y[:, k]).sum() / pos) if pos else float("nan"),
+                     "specificity": float((~pred & ~y[:, k]).sum() / neg) if neg else float("nan"),
+                     "prevalence": float(y[:, k].mean()), "n_positive": int(pos)}
+    aucs = [v["auc"] for v in per.values() if np.isfinite(v["auc"])]
+    with np.errstate(invalid="ignore"):
+        return {"accuracy": float(((p >= 0.5) == y).mean(axis=0).mean()),
+                "auc": float(np.mean(aucs)) if aucs else float("nan"),
+                "sensitivity": float(np.nanmean([v["sensitivity"] for v in per.values()])),
+                "specificity": float(np.nanmean([v["specificity"] for v in per.values()])),
+                "n": int(len(y)), "per_finding": per}
+
+
+def quadratic_weighted_kappa(y_true, y_pred, num_classes):
+    """Cohen's kappa with quadratic weights (Cohen 1968; scikit-learn's cohen_kappa_score(weights="quadratic")):
+    agreement between ordered grades beyond chance, 1 for perfect, 0 for chance. NaN when it is undefined."""
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    k = num_classes
+    observed = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.float64)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / max(observed.sum(), 1)
+    weights = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2) / max((k - 1) ** 2, 1)
+    denominator = (weights * expected).sum()
+    return float(1 - (weights * observed).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def ordinal_metrics(y_true, y_prob):
+    """For ordered grades: the quadratic weighted kappa and the mean absolute grade error of the argmax grade."""
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = np.asarray(y_prob).argmax(axis=1)
+    return {"kappa": quadratic_weighted_kappa(y_true, y_pred, np.asarray(y_prob).shape[1]),
+            "mae": float(np.abs(y_pred - y_true).mean())}
+
+
+def evaluate_predictions(y_true, y_prob, *, task, classes, ordinal=False):
+    """Every metric of a split from its labels and probabilities (the one function train.py's evaluation uses):
+    multiclass (``compute_metrics``, positive class 1 when binary), multilabel (``multilabel_metrics``), plus the
+    ordinal ones when ``ordinal``, and ``loss`` (``log_loss``)."""
+    if task == "multilabel":
+        out = multilabel_metrics(y_true, y_prob, classes)
+    else:
+        out = compute_metrics(y_true, y_prob, positive_class=1 if len(classes) == 2 else None)
+        if ordinal:
+            out.update(ordinal_metrics(y_true, y_prob))
+    out["loss"] = log_loss(y_true, y_prob, task)
+    return out

@@ -8,7 +8,9 @@ One schema, written by train.py (``write``) and read by inference.py and the cli
     in_channels    1 or 3
     image_size     side in pixels the model takes
     mean, std      per-channel normalisation on the 0..1 scale
-    tta            average the logits of the image and its horizontal flip
+    tta            average the probabilities of the image and its horizontal flip
+    task           "multiclass" (softmax over classes) or "multilabel" (a sigmoid per finding)
+    thresholds     multilabel: the probability at which each finding is reported (in class order)
     format, weights, torch_version, hyperparameters
 """
 import json
@@ -18,19 +20,23 @@ from utils import atomic_write_json, json_safe
 
 FILE = "model_config.json"
 REQUIRED = ("architecture", "num_classes", "in_channels", "image_size", "mean", "std", "classes")
-OPTIONAL = {"tta": False, "format": "state_dict", "weights": "model.pth"}
+OPTIONAL = {"tta": False, "format": "state_dict", "weights": "model.pth", "task": "multiclass"}
 
 
 class ModelLoadError(RuntimeError):
     """The model directory does not hold what train.py writes."""
 
 
-def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyperparameters, torch_version):
+def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyperparameters, torch_version,
+          task="multiclass"):
     """The config of a trained model (a plain dict, the file's content)."""
-    return {"architecture": architecture, "num_classes": len(classes), "classes": list(classes),
-            "in_channels": int(in_channels), "image_size": int(image_size), "mean": list(mean), "std": list(std),
-            "tta": bool(tta), "format": "state_dict", "weights": "model.pth", "torch_version": torch_version,
-            "hyperparameters": dict(hyperparameters)}
+    config = {"architecture": architecture, "num_classes": len(classes), "classes": list(classes),
+              "in_channels": int(in_channels), "image_size": int(image_size), "mean": list(mean), "std": list(std),
+              "tta": bool(tta), "task": task, "format": "state_dict", "weights": "model.pth",
+              "torch_version": torch_version, "hyperparameters": dict(hyperparameters)}
+    if task == "multilabel":
+        config["thresholds"] = [0.5] * len(classes)
+    return config
 
 
 def write(model_dir, config):
@@ -50,4 +56,7 @@ def read(model_dir):
         raise ModelLoadError(f"{path} lacks {missing}; deploy the model.tar.gz that train.py wrote")
     if len(config["classes"]) != config["num_classes"]:
         raise ModelLoadError(f"{path} lists {len(config['classes'])} classes for num_classes={config['num_classes']}")
-    return {**OPTIONAL, **config}
+    config = {**OPTIONAL, **config}
+    if config["task"] == "multilabel":
+        config.setdefault("thresholds", [0.5] * config["num_classes"])
+    return config

@@ -23,8 +23,8 @@ def register(fn):
 def create_model(name, num_classes, in_channels=1, pretrained=False):
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes (outputs) must be at least 1, got {num_classes}")
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, pretrained=pretrained)

@@ -11,15 +11,21 @@ def normalize(x, mean, std, memory_format=torch.contiguous_format):
     return ((x - m) / s).contiguous(memory_format=memory_format)
 
 
+def activate(logits, multilabel=False):
+    """Logits -> probabilities: softmax over classes, or a sigmoid per finding (multi-label)."""
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+
+
 @torch.no_grad()
-def probabilities(model, images, *, mean, std, tta=False, memory_format=torch.contiguous_format):
-    """uint8 NCHW images (on the model's device) -> float32 softmax probabilities (N, K) on that device.
+def probabilities(model, images, *, mean, std, tta=False, multilabel=False, memory_format=torch.contiguous_format):
+    """uint8 NCHW images (on the model's device) -> float32 probabilities (N, K) on that device: softmax over the
+    classes, or one sigmoid per finding when ``multilabel``.
 
     ``model`` must be in eval mode. Computed in fp32 whatever autocast would do, so that the figures train.py
     reports are those of the fp32 weights in model.tar.gz. ``tta``: the mean of the image's and its horizontal
     flip's probabilities."""
     x = normalize(images.float().div_(255), mean, std, memory_format)
-    prob = torch.softmax(model(x).float(), dim=1)
+    prob = activate(model(x).float(), multilabel)
     if tta:
-        prob = (prob + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
+        prob = (prob + activate(model(torch.flip(x, dims=[3])).float(), multilabel)) / 2
     return prob

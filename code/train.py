@@ -136,20 +136,21 @@ def evaluate_and_save(trainer, args, writer, dist_info):
     val = trainer.evaluate(trainer.eval_model, trainer.data.val, "val")
     state = trainer.state
     metrics = {"val": val, "history": state.history, "best_epoch": state.best_epoch, "classes": list(trainer.classes),
-               "classes_from": trainer.classes.source, "config": writer.config}
+               "classes_from": trainer.classes.source, "task": trainer.task, "config": writer.config}
     if trainer.data.test is not None:
         test = trainer.evaluate(trainer.eval_model, trainer.data.test, "test", keep_predictions=True)
         metrics["test_predictions"] = test.pop("predictions")
         metrics["test"] = test
-        logger.info(epoch_log.test_line({"test_loss": test["loss"], "test_acc": test["accuracy"],
-                                         "test_auc": test["auc"], "test_sensitivity": test["sensitivity"],
-                                         "test_specificity": test["specificity"]}))
+        logger.info(epoch_log.test_line({f"test_{k}": test[m] for k, m in (
+            ("loss", "loss"), ("acc", "accuracy"), ("auc", "auc"), ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"), ("kappa", "kappa"), ("mae", "mae")) if m in test}))
     if dist_info.is_main:
         writer.save(trainer.best_weights)
         path = os.path.join(args.output_data_dir, "metrics.json")
         utils.atomic_write_json(path, utils.json_safe(metrics))
-        logger.info(epoch_log.summary_line(state.best_epoch, {"val_auc": val["auc"], "val_acc": val["accuracy"]},
-                                           args.model_dir, path))
+        summary = {"val_auc": val["auc"], "val_acc": val["accuracy"]}
+        summary.update({f"val_{k}": val[k] for k in ("kappa", "mae") if k in val})
+        logger.info(epoch_log.summary_line(state.best_epoch, summary, args.model_dir, path))
 
 
 # ==================================================================================================
@@ -177,7 +178,8 @@ def run(args, callbacks=()):
     model, wrapped = build_model(args, data, len(classes), device, dist_info)
     config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
                                 image_size=data.size, mean=data.mean, std=data.std, tta=args.tta and args.hflip,
-                                hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0])
+                                hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
+                                task=data.task)
     writer = ModelWriter(args.model_dir, config)
     trainer = Trainer(args, data, classes, model, wrapped, device=device, amp_dtype=amp_dtype, dist_info=dist_info,
                       writer=writer, stop=stop, callbacks=callbacks)

@@ -1,8 +1,8 @@
 """code/'s contract modules, loaded from the very files that ship to SageMaker, so the client never keeps a copy.
 
-``layout`` (channels, class-name folders, label_dict.json, manifests, image extensions) and ``epoch_log`` (the
-log lines and their CloudWatch metric definitions) import only the standard library (tests/test_architecture.py
-checks it), so they load here by path, under this package's name, without putting ``code/`` on ``sys.path``
+``layout`` (channels, class-name folders, label_dict.json, manifests, image extensions), ``epoch_log`` (the log
+lines and their CloudWatch metric definitions) and ``splits`` (held-out splits, by patient) import only the standard
+library (tests/test_architecture.py checks it), so they load here by path, under this package's name, without putting ``code/`` on ``sys.path``
 (where its flat module names, ``utils`` first, would shadow others).
 """
 import importlib.util
@@ -10,7 +10,7 @@ import os
 import sys
 
 CODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "code")
-CONTRACTS = ("layout", "epoch_log")
+CONTRACTS = ("layout", "epoch_log", "splits")
 
 
 def load(name):
@@ -32,3 +32,4 @@ def load(name):
 
 layout = load("layout")
 epoch_log = load("epoch_log")
+splits = load("splits")

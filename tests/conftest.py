@@ -62,6 +62,44 @@ def make_dataset(root, counts=None, size=16, seed=0, mixed=False):
     return str(root)
 
 
+FINDINGS = ["Pleural Effusion", "Nodule", "Cardiomegaly"]
+
+
+def make_finding_image(target, rng, size=24):
+    """A grey image holding the findings ``target`` (0/1 per FINDINGS) as shapes a small CNN learns quickly: a
+    bright band at the bottom (effusion), a small bright square somewhere in the top half (nodule), a wide
+    central blob (cardiomegaly)."""
+    arr = rng.normal(70, 15, (size, size))
+    if target[0]:
+        arr[-size // 5:, :] += 110
+    if target[1]:
+        r, c = rng.integers(1, size // 2 - 3), rng.integers(1, size - 4)
+        arr[r:r + 3, c:c + 3] += 140
+    if target[2]:
+        arr[size // 3:2 * size // 3, size // 5:4 * size // 5] += 70
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
+
+
+def make_multilabel_dataset(root, counts=None, images_per_patient=3, size=24, seed=0, findings=FINDINGS):
+    """Manifest channels root/<split>/images/<i>.png + labels.csv (image, one 0/1 column per finding, patient_id);
+    each finding present in about 40% of the images, independently; ``images_per_patient`` images per patient."""
+    import layout
+
+    counts = counts or {"train": 60, "val": 20}
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        folder = os.path.join(root, split)
+        os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+        targets = [tuple(int(v) for v in rng.random(len(findings)) < 0.4) for _ in range(n)]
+        names = [f"images/{i}.png" for i in range(n)]
+        for name, target in zip(names, targets):
+            make_finding_image(target, rng, size).save(os.path.join(folder, *name.split("/")))
+        patients = [f"{split}-p{i // images_per_patient}" for i in range(n)]
+        layout.write_manifest(os.path.join(folder, "labels.csv"), names, findings=findings, values=targets,
+                              patients=patients)
+    return str(root)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A small two-class data set with train/val/test, shared read-only by the tests."""

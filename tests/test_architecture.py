@@ -13,7 +13,7 @@ from conftest import CODE, ROOT
 
 MAX_FUNCTION_LINES = 60
 MAX_TRAIN_PY_LINES = 300
-CONTRACTS = ("layout", "epoch_log")
+CONTRACTS = ("layout", "epoch_log", "splits")
 
 
 def sources(folder):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import channels as code_channels
 import data
 import errors
 import hyperparameters
@@ -160,7 +161,7 @@ def test_streamed_training_batches_stay_full_when_images_are_unreadable(tmp_path
     """Every rank must take the same number of steps: a bad image is replaced by a readable one of its batch,
     an all-bad batch by the previous batch; a first batch with nothing readable is a clear DataError."""
     root = fresh_data(tmp_path / "data", counts={"train": 4, "val": 1})
-    paths, labels = data.list_channel(os.path.join(root, "train"), CLASSES, "train")
+    paths, labels = code_channels.list_channel(os.path.join(root, "train"), CLASSES, "train")
     for i in (1, 4, 5, 6, 7):  # batch 0 (0-3) has one bad image, batch 1 (4-7) only bad ones
         open(paths[i], "wb").close()
     split = loaders.StreamSplit(loaders.ImageFileDataset(paths, labels, 1, 16, 10 ** 7), workers=0, pin_memory=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data
+import channels as code_channels
 import layout
 from conftest import make_image, read_failure, run_local_train
 from errors import DataError
@@ -65,19 +65,19 @@ def write_class_folders(root, folders, n=3, seed=0):
 
 
 def test_a_channel_may_use_the_names_or_their_folder_forms(tmp_path):
-    classes = data.ClassNames(["normal, benign", "Pleural Effusion"], "test label dict")
+    classes = code_channels.ClassNames(["normal, benign", "Pleural Effusion"], "test label dict")
     write_class_folders(tmp_path / "exact", ["normal, benign", "Pleural Effusion"])
     write_class_folders(tmp_path / "portable", ["normal_benign", "Pleural_Effusion"])
     for folder in ("exact", "portable"):
-        paths, labels = data.list_channel(str(tmp_path / folder), classes, "train")
+        paths, labels = code_channels.list_channel(str(tmp_path / folder), classes, "train")
         assert sorted(set(labels)) == [0, 1] and len(paths) == 6
 
 
 def test_an_unknown_folder_names_the_label_dict_in_use(tmp_path):
-    classes = data.ClassNames(NAMES, "the train channel's label_dict.json (/x/label_dict.json)")
+    classes = code_channels.ClassNames(NAMES, "the train channel's label_dict.json (/x/label_dict.json)")
     write_class_folders(tmp_path / "train", ["malignant", "normal__benign"])  # an old prepare_data's folder form
     with pytest.raises(DataError) as err:
-        data.list_channel(str(tmp_path / "train"), classes, "train")
+        code_channels.list_channel(str(tmp_path / "train"), classes, "train")
     assert str(err.value).startswith("class folder 'normal__benign' in train is not in the train channel's "
                                      "label_dict.json (/x/label_dict.json) ['malignant', 'normal, benign']")
     assert "['malignant', 'normal_benign']" in str(err.value)  # the folders it would accept
@@ -145,19 +145,19 @@ def test_label_dicts_that_disagree_are_refused(prepared, tmp_path):
     tmp, _ = prepared
     args = type("Args", (), {"train": str(tmp / "data" / "train"), "val": str(tmp / "data" / "val"), "test": None,
                              "label_dict": None})()
-    assert data.resolve_class_names(args) == NAMES
+    assert code_channels.resolve_class_names(args) == NAMES
     other = tmp_path / "other.json"
     other.write_text(json.dumps(layout.label_dict_json(["malignant", "benign"])))
     args.label_dict = str(other)
     with pytest.raises(DataError, match=r"the train channel's label_dict.json \(.*\) names \['malignant', 'normal, "
                                         r"benign'\], but this run's classes come from the label dict"):
-        data.resolve_class_names(args)
+        code_channels.resolve_class_names(args)
     val = tmp_path / "val"
     shutil.copytree(tmp / "data" / "val", val)
     (val / "label_dict.json").write_text(json.dumps(layout.label_dict_json(["normal, benign", "malignant"])))
     args.label_dict, args.val = None, str(val)
     with pytest.raises(DataError, match="the val channel's label_dict.json"):
-        data.resolve_class_names(args)
+        code_channels.resolve_class_names(args)
 
 
 def test_the_client_shows_names_not_folders(prepared):
@@ -183,7 +183,7 @@ def test_files_that_are_not_used_are_named(tmp_path, caplog):
     Image.new("L", (4, 4)).save(tmp_path / "train" / "stray.png")
     (tmp_path / "train" / "a" / "notes.txt").write_text("reader's notes")
     with caplog.at_level("WARNING", logger="train"):
-        paths, _ = data.list_channel(str(tmp_path / "train"), data.ClassNames(["a", "b"], "x"), "train")
+        paths, _ = code_channels.list_channel(str(tmp_path / "train"), code_channels.ClassNames(["a", "b"], "x"), "train")
     assert len(paths) == 6
     assert ("2 file(s) in the train channel are not images in a class folder and are not used: stray.png, "
             f"a{os.sep}notes.txt") in caplog.text

@@ -8,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+import channels as code_channels
 import data
 import images
 import layout
 import loaders
+import splits
 from conftest import CLASSES, make_image
 from errors import BadImageError, DataError
 
@@ -25,7 +27,7 @@ def write_json(path, obj):
 # ---------------------------------------------------------------- label_dict.json
 def test_label_dict_gives_names_in_index_order(tmp_path):
     path = write_json(tmp_path / "l.json", {"1": "pneumonia", "0": "normal"})
-    assert data.load_label_dict(path) == ["normal", "pneumonia"]
+    assert code_channels.load_label_dict(path) == ["normal", "pneumonia"]
 
 
 def test_shipped_label_dict_is_medmnist_shaped():
@@ -46,12 +48,12 @@ def test_shipped_label_dict_is_medmnist_shaped():
 ])
 def test_malformed_label_dict_is_a_clear_error(tmp_path, content, fragment):
     with pytest.raises(DataError, match=fragment):
-        data.load_label_dict(write_json(tmp_path / "l.json", content))
+        code_channels.load_label_dict(write_json(tmp_path / "l.json", content))
 
 
 def test_missing_label_dict_says_where_it_looked(tmp_path):
     with pytest.raises(DataError, match="label_dict.json not found at .*nothere"):
-        data.load_label_dict(str(tmp_path / "nothere" / "label_dict.json"))
+        code_channels.load_label_dict(str(tmp_path / "nothere" / "label_dict.json"))
 
 
 # ---------------------------------------------------------------- channel layout
@@ -70,7 +72,7 @@ def test_list_channel_ignores_hidden_and_non_images(tmp_path):
     (root / "normal" / "notes.txt").write_text("not an image")
     (root / ".hidden_folder").mkdir()
     (root / "README.md").write_text("a file at the channel root")
-    paths, labels = data.list_channel(str(root), CLASSES, "train")
+    paths, labels = code_channels.list_channel(str(root), CLASSES, "train")
     assert len(paths) == 6 and labels == [0, 0, 0, 1, 1, 1]
     assert all(p.endswith(".png") for p in paths)
 
@@ -79,34 +81,37 @@ def test_class_folder_not_in_label_dict_is_an_error(tmp_path):
     root = make_channel(tmp_path / "train")
     (root / "covid").mkdir()
     with pytest.raises(DataError, match="class folder 'covid' in train is not in label_dict.json"):
-        data.list_channel(str(root), CLASSES, "train")
+        code_channels.list_channel(str(root), CLASSES, "train")
 
 
 def test_channel_given_as_a_single_file_is_an_error(tmp_path):
     (tmp_path / "train.zip").write_bytes(b"PK")
     with pytest.raises(DataError, match="is a single file, not a folder"):
-        data.list_channel(str(tmp_path / "train.zip"), CLASSES, "train")
+        code_channels.list_channel(str(tmp_path / "train.zip"), CLASSES, "train")
 
 
 def test_empty_channel_is_an_error(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(DataError, match="holds no class folders"):
-        data.list_channel(str(tmp_path / "train"), CLASSES, "train")
+        code_channels.list_channel(str(tmp_path / "train"), CLASSES, "train")
 
 
 def test_class_folders_without_images_are_an_error(tmp_path):
     for name in CLASSES:
         (tmp_path / "train" / name).mkdir(parents=True)
     with pytest.raises(DataError, match="holds no images"):
-        data.list_channel(str(tmp_path / "train"), CLASSES, "train")
+        code_channels.list_channel(str(tmp_path / "train"), CLASSES, "train")
 
 
 def test_stratified_split_is_seeded_and_keeps_every_class():
     labels = [0] * 30 + [1] * 70
-    tr, va = data.stratified_split(labels, 0.1, seed=1)
-    assert data.stratified_split(labels, 0.1, seed=1) == (tr, va)
+    tr, va = splits.split_indices(labels, 0.1, seed=1)
+    assert splits.split_indices(labels, 0.1, seed=1) == (tr, va)
+    assert splits.split_indices(labels, 0.1, seed=2) != (tr, va)
     assert sorted(tr + va) == list(range(100)) and not set(tr) & set(va)
     assert sorted(labels[i] for i in va) == [0] * 3 + [1] * 7
+    tr, va = splits.split_indices([0, 0, 1, 2, 2, 2], 0.1, seed=0)  # every class with 2+ images has 1 held out
+    assert sorted([0, 0, 1, 2, 2, 2][i] for i in va) == [0, 2]
 
 
 # ---------------------------------------------------------------- image decoding
@@ -158,7 +163,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_decode_all_skips_and_counts_bad_files(tmp_path):
     root = make_channel(tmp_path / "train", per_class=4)
     (root / "normal" / "0.png").write_bytes(b"")
-    paths, labels = data.list_channel(str(root), CLASSES, "train")
+    paths, labels = code_channels.list_channel(str(root), CLASSES, "train")
     images, labs, bad = loaders.decode_all(loaders.ImageFileDataset(paths, labels, 1, 16, 10_000), workers=2)
     assert images.shape == (7, 1, 16, 16) and images.dtype == torch.uint8
     assert labs.tolist() == [0, 0, 0, 1, 1, 1, 1]

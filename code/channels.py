@@ -1,0 +1,310 @@
+"""What the channels hold, as train.py reads them: the class (or finding) names and where they come from, and each
+split's images with their targets and patients. Nothing here decodes a pixel (that is data.py and loaders.py).
+
+A channel is class folders (``<channel>/<class folder>/<image>``) or a manifest (``<channel>/labels.csv``:
+``image``, then ``label`` or one 0/1 column per finding, optional ``patient_id``; code/layout.py is the format's
+home). ``read_channels`` returns a ``Listing`` per split and the task: ``multiclass`` (one class per image) or
+``multilabel`` (any number of findings per image).
+"""
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import layout
+from errors import ConfigError, DataError
+
+logger = logging.getLogger("train")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPLITS = ("train", "val", "test")
+
+
+class Listing:
+    """One split: ``paths`` of its images, ``targets`` (a class index, or a tuple of 0/1 per finding), ``groups``
+    (patient ids, or None when the data names no patients) and ``names`` (each image's path relative to its
+    channel, with /: how per-image reports name it)."""
+
+    def __init__(self, paths, targets, groups=None, names=None):
+        self.paths, self.targets, self.groups = list(paths), list(targets), groups
+        self.names = list(names) if names is not None else list(self.paths)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def subset(self, indices):
+        return Listing([self.paths[i] for i in indices], [self.targets[i] for i in indices],
+                       [self.groups[i] for i in indices] if self.groups is not None else None,
+                       [self.names[i] for i in indices])
+
+
+# ==================================================================================================
+# Class names: where they come from, said in every message about classes
+# ==================================================================================================
+class ClassNames(list):
+    """Class names in index order, with ``source``: which label dict they came from (for messages)."""
+
+    def __init__(self, names, source):
+        super().__init__(names)
+        self.source = source
+
+    def describe(self):
+        return f"{self.source} {list(self)}"
+
+
+def read_label_dict(path, what):
+    """Class names from a label_dict.json file; DataError naming ``what`` when it is missing or malformed."""
+    if not os.path.isfile(path):
+        raise DataError(f"{what} not found at {path}; write one as {{\"0\": \"normal\", \"1\": \"pneumonia\"}} "
+                        "(index -> class name)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{what} at {path} is not valid JSON ({exc}); "
+                        'write it as {"0": "normal", "1": "pneumonia"}') from exc
+    try:
+        return layout.parse_label_dict(raw, source=f"{what} at {path}")
+    except layout.LayoutError as exc:
+        raise DataError(str(exc)) from exc
+
+
+def load_label_dict(path):
+    """Class names in index order from ``path`` (a label_dict.json)."""
+    return read_label_dict(path, layout.LABEL_DICT_FILE)
+
+
+def resolve_class_names(args, manifests=None):
+    """The class (finding) names of this run, and their source, by precedence: the ``label-dict`` hyperparameter (a
+    path as given, else relative to code/), then the train channel's own label_dict.json (what prepare_data writes:
+    the names travel with the data), then a train manifest's own names (its finding columns, or its sorted class
+    names), then code/label_dict.json. A label dict in another channel, or the train channel's beside the
+    hyperparameter, must name the same classes."""
+    manifests = manifests or {}
+    channel_files = {name: os.path.join(getattr(args, name), layout.LABEL_DICT_FILE) for name in SPLITS
+                     if getattr(args, name) and os.path.isfile(os.path.join(getattr(args, name),
+                                                                            layout.LABEL_DICT_FILE))}
+    train = manifests.get("train")
+    if args.label_dict:
+        path = args.label_dict if os.path.isfile(args.label_dict) else os.path.join(HERE, args.label_dict)
+        names = ClassNames(read_label_dict(path, "the label-dict hyperparameter's file"),
+                           f"the label dict {path} (label-dict hyperparameter)")
+    elif "train" in channel_files:
+        names = ClassNames(load_label_dict(channel_files["train"]),
+                           f"the train channel's label_dict.json ({channel_files['train']})")
+    elif train is not None:
+        found = train.findings if train.kind == "multi" else sorted(set(train.labels))
+        what = "finding columns" if train.kind == "multi" else "class names"
+        names = ClassNames(found, f"the {what} of the train channel's labels.csv ({train.path})")
+        if len(names) < (1 if train.kind == "multi" else 2):
+            raise DataError(f"the train channel's labels.csv ({train.path}) names {list(names)}: at least two classes "
+                            "are needed (or one finding column)")
+    else:
+        path = os.path.join(HERE, layout.LABEL_DICT_FILE)
+        names = ClassNames(load_label_dict(path), f"code/label_dict.json (the default: the train channel has no "
+                                                  f"{layout.LABEL_DICT_FILE})")
+    for channel, path in channel_files.items():
+        other = load_label_dict(path)
+        if other != list(names):
+            raise DataError(f"the {channel} channel's label_dict.json ({path}) names {other}, but this run's classes "
+                            f"come from {names.describe()}; make them the same (same names, same order)")
+    return names
+
+
+# ==================================================================================================
+# Listing a channel
+# ==================================================================================================
+def list_channel(root, classes, channel):
+    """Return (paths, labels) of the images under ``root/<class folder>/``, sorted for reproducibility.
+
+    A class folder is the class's name or its ``layout.folder_name`` ("normal, benign" or "normal_benign").
+    Hidden files and folders are skipped; other files that are not images in a class folder are named in a
+    warning and not used; a folder that is not a class is an error naming the label dict in use, as is a channel that is a file, missing, holds no class folders, or looks like
+    the data set's root (folders named train/val/test).
+    """
+    source = classes.describe() if isinstance(classes, ClassNames) else f"label_dict.json {list(classes)}"
+    if not os.path.exists(root):
+        raise DataError(f"the {channel} channel folder {root} does not exist; give the {channel} channel "
+                        f"as a folder of class folders (<{channel}>/<class name>/<image>)")
+    if not os.path.isdir(root):
+        raise DataError(f"the {channel} channel {root} is a single file, not a folder; upload a folder laid out "
+                        f"as <{channel}>/<class name>/<image> and point the channel at that folder's prefix")
+    entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
+    folders = [e for e in entries if os.path.isdir(os.path.join(root, e))]
+    if not folders:
+        raise DataError(f"the {channel} channel {root} holds no class folders; lay it out as "
+                        f"<{channel}>/<class folder>/<image> with the classes of {source}")
+    index = layout.class_folders(list(classes), source)
+    _refuse_data_set_root(root, channel, [f for f in folders if f not in index])
+    unknown = [f for f in folders if f not in index]
+    if unknown:
+        expected = sorted({layout.folder_name(c) for c in classes})
+        raise DataError(f"class folder {unknown[0]!r} in {channel} is not in {source}; class folders are the class "
+                        f"names or their folder names {expected}; add the class there or remove the folder")
+    paths, labels = [], []
+    unused = [e for e in entries if e not in folders and e != layout.LABEL_DICT_FILE]
+    for folder in folders:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if layout.is_image_file(name):
+                    found.append(os.path.join(dirpath, name))
+                elif not name.startswith("."):
+                    unused.append(os.path.relpath(os.path.join(dirpath, name), root))
+        if not found:
+            logger.warning("class folder %r in %s holds no images; it is ignored", folder, channel)
+        paths += found
+        labels += [index[folder]] * len(found)
+    if unused:
+        logger.warning("%d file(s) in the %s channel are not images in a class folder and are not used: %s%s",
+                       len(unused), channel, ", ".join(unused[:5]), ", ..." if len(unused) > 5 else "")
+    if not paths:
+        raise DataError(f"the {channel} channel {root} holds no images (.png, .jpg, ...) in its class folders; "
+                        "check that the upload put the images under <channel>/<class name>/")
+    return paths, labels
+
+
+def _refuse_data_set_root(root, channel, unknown_folders):
+    """A channel pointed at the data set's root (train/, val/, test/ inside) is a mistake to name, not a class."""
+    splits = [f for f in unknown_folders if layout.channel_role(f) in layout.CHANNEL_ROLES]
+    if splits:
+        raise DataError(f"the {channel} channel {root} holds folders named {splits}: it looks like the data set's root, "
+                        f"not its {channel} split; point each channel at its own prefix, e.g. fit({{'train': "
+                        "'s3://bucket/data/train/', 'val': 's3://bucket/data/val/'}) (or --data DIR for local_train)")
+
+
+# ==================================================================================================
+# Manifests
+# ==================================================================================================
+def read_manifests(args):
+    """``{split: layout.Manifest}`` for the channels that hold a labels.csv; DataError for a malformed one."""
+    out = {}
+    for name in SPLITS:
+        root = getattr(args, name)
+        path = os.path.join(root, layout.MANIFEST_FILE) if root else None
+        if path and os.path.isfile(path):
+            try:
+                out[name] = layout.read_manifest(path)
+            except layout.LayoutError as exc:
+                raise DataError(str(exc)) from exc
+    return out
+
+
+def decide_task(requested, manifests):
+    """``multilabel`` when asked, or (``auto``) when the train channel's manifest has finding columns; else
+    ``multiclass``. A request the data cannot meet is a ConfigError."""
+    multi = {name: m.kind == "multi" for name, m in manifests.items()}
+    task = requested if requested != "auto" else ("multilabel" if multi.get("train") else "multiclass")
+    if task == "multilabel" and not multi.get("train"):
+        raise ConfigError("task=multilabel needs a train channel with a labels.csv of 0/1 finding columns (image,"
+                          "finding_a,finding_b,...); class folders and a label column hold one class per image")
+    wrong = [n for n, is_multi in multi.items() if is_multi != (task == "multilabel")]
+    if wrong:
+        has = "finding columns" if multi[wrong[0]] else "a label column"
+        why = " (task=auto follows the train channel)" if requested == "auto" else ""
+        raise ConfigError(f"the {wrong[0]} channel's labels.csv has {has} but this run is {task}{why}; give every "
+                          "channel the same kind of labels")
+    return task
+
+
+def list_manifest(root, manifest, classes, channel, task, max_bad_fraction):
+    """A Listing of a manifest channel. Class names must be ``classes``' (single-label); finding columns must be
+    the same set (multi-label, reordered to ``classes``). Images the file lists but the channel lacks are skipped
+    and counted as unreadable images are (``max-bad-fraction``)."""
+    source = classes.describe() if isinstance(classes, ClassNames) else str(list(classes))
+    if task == "multilabel":
+        if sorted(manifest.findings) != sorted(classes):
+            raise DataError(f"the {channel} channel's labels.csv has the findings {manifest.findings}, but this run's "
+                            f"findings come from {source}; give every channel the same finding columns")
+        order = [manifest.findings.index(name) for name in classes]
+        targets = [tuple(row[k] for k in order) for row in manifest.values]
+    else:
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = sorted(set(manifest.labels) - set(index))
+        if unknown:
+            line = manifest.lines[manifest.labels.index(unknown[0])]
+            raise DataError(f"{manifest.path} line {line}: class {unknown[0]!r} is not in {source}; use those names "
+                            "or add the class to the label dict")
+        targets = [index[name] for name in manifest.labels]
+    paths = [os.path.join(root, *image.split("/")) for image in manifest.images]
+    present = [i for i, p in enumerate(paths) if os.path.isfile(p)]
+    listing = Listing(paths, targets, manifest.patients, manifest.images).subset(present)
+    _count_missing(manifest, len(paths) - len(present), [manifest.images[i] for i in set(range(len(paths))) -
+                                                          set(present)], channel, max_bad_fraction)
+    return listing
+
+
+def _count_missing(manifest, n_missing, missing, channel, max_bad_fraction):
+    if not n_missing:
+        return
+    what = (f"{n_missing} of the {len(manifest.images)} images that {manifest.path} lists are not in the {channel} "
+            f"channel (first: {sorted(missing)[0]!r})")
+    if n_missing / len(manifest.images) > max_bad_fraction:
+        raise DataError(f"{what}, above max-bad-fraction={max_bad_fraction}; upload them, remove their rows, or raise "
+                        "max-bad-fraction")
+    logger.warning("%s; they are skipped", what)
+
+
+def check_no_image_in_two_splits(listings, threads=8):
+    """The same image file (same bytes) in two splits is leakage: DataError naming both files."""
+    owner = {}
+    for name, listing in listings.items():
+        if listing is None:
+            continue
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            digests = list(pool.map(_digest, listing.paths))
+        for path, digest in zip(listing.paths, digests):
+            if digest in owner and owner[digest][0] != name:
+                other_split, other = owner[digest]
+                raise DataError(f"the same image is in {other_split} ({other}) and in {name} ({path}); an image may "
+                                "be in one split only: remove one of them")
+            owner.setdefault(digest, (name, path))
+
+
+def _digest(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+# ==================================================================================================
+# All channels
+# ==================================================================================================
+def channel_path(path, name, required):
+    """``path`` when it exists; None for an optional channel that was not given; else a DataError."""
+    if path and os.path.exists(path):
+        return path
+    if path and required is None:  # given explicitly (argument or SM_CHANNEL_*) but missing
+        raise DataError(f"the {name} channel {path} does not exist; check the channel's S3 prefix or the path")
+    if required:
+        raise DataError(f"no training data: the train channel {path} does not exist; pass a 'train' channel "
+                        "(fit({'train': 's3://...'})) or --train PATH laid out as <train>/<class name>/<image> or "
+                        "with a labels.csv")
+    return None
+
+
+def read_channels(args):
+    """(ClassNames, task, {split: Listing or None}) for the run's channels (see the module docstring)."""
+    roots = {"train": channel_path(args.train, "train", True)}
+    roots.update({name: channel_path(getattr(args, name), name, None) if getattr(args, name) else None
+                  for name in ("val", "test")})
+    manifests = read_manifests(args)
+    task = decide_task(getattr(args, "task", "auto"), manifests)
+    classes = resolve_class_names(args, manifests)
+    listings = {}
+    for name, root in roots.items():
+        if root is None:
+            listings[name] = None
+        elif name in manifests:
+            listings[name] = list_manifest(root, manifests[name], classes, name, task, args.max_bad_fraction)
+        else:
+            paths, labels = list_channel(root, classes, name)
+            names = [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
+            listings[name] = Listing(paths, labels, names=names)
+    if manifests:
+        check_no_image_in_two_splits(listings)
+    return classes, task, listings
