@@ -17,6 +17,7 @@ from loaders import CachedSplit, ImageFileDataset, StreamSplit, check_bad_fracti
 logger = logging.getLogger("train")
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+AUTO_MAX_SIZE = 224
 
 
 class Data:
@@ -53,7 +54,7 @@ def load_data(args, device):
     Image.MAX_IMAGE_PIXELS = None
     classes, task, listed = channels.read_channels(args)
     n_channels, size = images.probe(listed["train"].paths, args.max_image_pixels)
-    n_channels, size = args.in_channels or n_channels, args.image_size or size
+    n_channels, size = args.in_channels or n_channels, image_size(args.image_size, size)
     if listed["val"] is None:
         listed["train"], listed["val"] = hold_out_val(listed["train"], args.val_fraction, args.seed, task)
     check_every_class_is_trained(listed["train"], classes, task)
@@ -75,6 +76,17 @@ def load_data(args, device):
                 "findings" if task == "multilabel" else "classes", list(classes))
     logger.info("%s from %s", "findings" if task == "multilabel" else "classes", classes.source)
     return Data(train, val, test, n_channels, size, mean, std, streamed, classes, task)
+
+
+def image_size(requested, most_common):
+    """The side the model trains at: as asked, or (auto/0) the images' most common size, at most AUTO_MAX_SIZE
+    (larger images are resized down: set image-size to train bigger)."""
+    if requested not in ("auto", 0):
+        return requested
+    if most_common > AUTO_MAX_SIZE:
+        logger.info("image-size auto: the images are %d px, the model trains at %d px (set image-size to change it)",
+                    most_common, AUTO_MAX_SIZE)
+    return min(most_common, AUTO_MAX_SIZE)
 
 
 def hold_out_val(listing, fraction, seed, task):

@@ -22,6 +22,7 @@ import distributed
 import epoch_log
 import metrics
 import prediction
+import schedule
 import utils
 from ema import ModelEma
 from errors import ConfigError, DataError, NonFiniteError, Stopped
@@ -39,7 +40,7 @@ CHECKPOINT_FORMAT = 2  # bumped when the checkpoint's content changes shape
 class TrainState:
     """What a run has done, saved in every checkpoint (``to_dict``/``from_dict``): ``epoch`` completed epochs,
     ``global_step`` optimiser steps, the best validation score and its epoch, epochs without improvement,
-    the per-epoch history (what metrics.json and the learning curves show) and the peak lr in use."""
+    the per-epoch history (what metrics.json and the learning curves show) and the run's plan."""
 
     epoch: int = 0
     global_step: int = 0
@@ -48,7 +49,7 @@ class TrainState:
     bad_epochs: int = 0
     best_val: dict = None
     history: list = dataclasses.field(default_factory=list)
-    peak_lr: float = 0.0
+    plan: dict = None  # schedule.Plan.to_dict(): the run's length, batch size, lr, warm-up, EMA, patience
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -125,7 +126,7 @@ class EpochStats:
 # ==================================================================================================
 # Optimisation
 # ==================================================================================================
-def build_optimizer(args, model):
+def build_optimizer(args, model, lr):
     """AdamW (or SGD with Nesterov momentum), no weight decay on norms and biases; fused kernels on a GPU."""
     decay, no_decay = [], []
     for p in model.parameters():
@@ -133,23 +134,8 @@ def build_optimizer(args, model):
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if args.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True, **fused)
-    return torch.optim.AdamW(groups, lr=args.lr, **fused)
-
-
-def lr_at(step, *, peak, total_steps, warmup_steps):
-    """Learning rate of optimiser step ``step`` (0-based): linear warm-up to ``peak`` over ``warmup_steps``, then
-    cosine decay to 1% of the peak at ``total_steps``."""
-    if step < warmup_steps:
-        return peak * (step + 1) / (warmup_steps + 1)
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def steps_in_epoch(n_indices, batch_size, max_steps):
-    """Full batches of an epoch (the last partial one is dropped; one batch if the data is smaller)."""
-    steps = max(1, n_indices // batch_size)
-    return min(steps, max_steps) if max_steps else steps
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, **fused)
+    return torch.optim.AdamW(groups, lr=lr, **fused)
 
 
 def class_weights(labels, num_classes, mode, device):
@@ -207,19 +193,16 @@ class Trainer:
         self.device, self.amp_dtype, self.dist = device, amp_dtype, dist_info
         self.writer, self.stop, self.callbacks = writer, stop, list(callbacks)
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-        self.ema = ModelEma(model, args.ema) if args.ema > 0 else None
+        n_per_rank = math.ceil(len(data.train) / dist_info.world_size)
+        self.plan = schedule.make_plan(args, n_per_rank, dist_info.world_size)
+        self.ema = ModelEma(model, self.plan.ema) if self.plan.ema > 0 else None
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
-        self.optimizer = build_optimizer(args, model)
+        self.optimizer = build_optimizer(args, model, self.plan.lr)
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         self.task = data.task
         self.criterion = build_criterion(args, data.train.labels, len(classes), self.task, device)
-        n_per_rank = math.ceil(len(data.train) / dist_info.world_size)
-        self.batch_size = min(args.batch_size, n_per_rank)
-        self.steps_per_epoch = steps_in_epoch(n_per_rank, self.batch_size, args.max_steps_per_epoch)
-        self.total_steps = max(1, args.epochs * self.steps_per_epoch)
-        self.warmup_steps = min(int(args.warmup_epochs * self.steps_per_epoch), self.total_steps - 1)
         self.fingerprint = fingerprint(args, data, len(classes))
-        self.state = TrainState(peak_lr=args.lr)
+        self.state = TrainState(plan=self.plan.to_dict())
         self.best_weights = None
         self.start_epoch = 1  # the first epoch this process trains (after a resume: the one after the checkpoint)
         self._resume_step, self._partial = 0, None
@@ -273,10 +256,24 @@ class Trainer:
         state = dict(ckpt["train_state"])
         self.best_weights = state.pop("best_model", None)
         self.state = TrainState.from_dict(state)
-        if self.state.peak_lr != self.args.lr:  # a lower lr after a non-finite loss applies from here on
-            logger.warning("lr %g replaces the checkpoint's %g from here on", self.args.lr, self.state.peak_lr)
-            self.state.peak_lr = self.args.lr
+        self._restore_plan(schedule.Plan.from_dict(self.state.plan))
         self.start_epoch, self._resume_step, self._partial = ckpt["epoch"] + 1, ckpt["step"], ckpt["partial"]
+
+    def _restore_plan(self, saved):
+        """The checkpoint's plan goes on (a run cut by max-train-minutes stays cut); an lr or epochs set now, and
+        different, applies from here on (a lower lr after a non-finite loss); another batch size cannot."""
+        plan = self.plan
+        if self.args.batch_size != "auto" and self.args.batch_size != saved.batch_size:
+            raise ConfigError(f"the checkpoints in {self.args.checkpoint_dir} were trained with batch-size "
+                              f"{saved.batch_size}, this run asks for {self.args.batch_size}; resume with the same "
+                              "batch size, or use an empty checkpoint dir")
+        for name in ("lr", "epochs"):
+            if getattr(self.args, name) != "auto" and getattr(saved, name) != getattr(plan, name):
+                logger.warning("%s %g replaces the checkpoint's %g from here on", name, getattr(plan, name),
+                               getattr(saved, name))
+                saved = dataclasses.replace(saved, **{name: getattr(plan, name)})
+        self.plan = saved
+        self.state.plan = saved.to_dict()
 
     def _restore_rng(self, ckpt):
         if self._partial is None:
@@ -315,9 +312,13 @@ class Trainer:
         the EMA weights, logged, kept when it is the best so far, and checkpointed; early stopping and stop
         requests end the loop. Returns the TrainState."""
         self._emit("on_fit_start")
+        logger.info(self.plan.describe())
         epoch = self.start_epoch
-        while epoch <= self.args.epochs and not self._patience_exhausted():
+        while epoch <= self.plan.epochs and not self._patience_exhausted():
+            started = time.perf_counter()
             stats = self.train_one_epoch(epoch)
+            if epoch == 1 and stats.completed:
+                self._fit_in_time(time.perf_counter() - started)
             self._check_finite(epoch, stats)
             if not stats.completed:
                 self._stop_inside_epoch(epoch, stats)
@@ -329,7 +330,7 @@ class Trainer:
             self.save_checkpoint(epoch)
             if self._patience_exhausted():
                 logger.info("early stopping: no val improvement for %d epochs (patience=%d); best epoch %d",
-                            self.state.bad_epochs, self.args.patience, self.state.best_epoch)
+                            self.state.bad_epochs, self.plan.patience, self.state.best_epoch)
             if distributed.any_rank(self.stop.requested, self.dist, self.device):  # every rank leaves together
                 self.save_best_model()
                 raise Stopped(f"training stopped by {self.stop.reason or 'SIGTERM'} after epoch {epoch}; run again "
@@ -339,7 +340,19 @@ class Trainer:
         return self.state
 
     def _patience_exhausted(self):
-        return bool(self.args.patience and self.state.bad_epochs >= self.args.patience)
+        return bool(self.plan.patience and self.state.bad_epochs >= self.plan.patience)
+
+    def _fit_in_time(self, seconds):
+        """max-train-minutes: after the first epoch, cut the epochs so that training ends in time (every rank
+        takes rank 0's decision, so that all stop at the same epoch)."""
+        cut = schedule.cut_to_time(self.plan, seconds, self.args.max_train_minutes)
+        epochs = int(distributed.all_reduce_sum([cut.epochs if self.dist.is_main else 0], self.dist,
+                                                self.device)[0])
+        if epochs != self.plan.epochs:
+            logger.info("max-train-minutes=%g: an epoch took %.1f s, so %d epochs instead of %d", self.args.max_train_minutes,
+                        seconds, epochs, self.plan.epochs)
+            self.plan = dataclasses.replace(cut, epochs=epochs)
+            self.state.plan = self.plan.to_dict()
 
     def _check_finite(self, epoch, stats):
         """A NaN or infinite training loss, or weights (raw or EMA) that became so although the loss was finite
@@ -360,7 +373,7 @@ class Trainer:
             kept += (f"; the checkpoint of epoch {epoch - 1} was kept: run again with the same checkpoint dir and a "
                      "lower lr to resume from it")
         weighting = ", or use class-weighting=none" if self.args.class_weighting != "none" else ""
-        raise NonFiniteError(f"{what}; lower lr (now {self.args.lr}) or turn amp off{weighting}; {kept}")
+        raise NonFiniteError(f"{what}; lower lr (now {self.plan.lr:g}) or turn amp off{weighting}; {kept}")
 
     def _stop_inside_epoch(self, epoch, stats):
         """A stop request cut the epoch short: checkpoint this exact step, save the best model, end the run."""
@@ -400,7 +413,8 @@ class Trainer:
             self.state.bad_epochs += 1
 
     def lr(self, step):
-        return lr_at(step, peak=self.state.peak_lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps)
+        return schedule.lr_at(step, peak=self.plan.lr, total_steps=self.plan.total_steps,
+                              warmup_steps=self.plan.warmup_steps)
 
     # ---------------------------------------------------------------------------------------- one epoch
     def epoch_indices(self, epoch):
@@ -417,8 +431,8 @@ class Trainer:
         self.wrapped.train()
         self._emit("on_train_epoch_start", epoch)
         indices = self.epoch_indices(epoch)
-        bs = min(args.batch_size, len(indices))
-        steps = steps_in_epoch(len(indices), bs, args.max_steps_per_epoch)
+        bs = min(self.plan.batch_size, len(indices))
+        steps = schedule.steps_in_epoch(len(indices), bs, args.max_steps_per_epoch)
         indices = indices[:steps * bs]
         gen, loss_sum, seen = self._epoch_rng_and_sums(epoch)
         resume_step, self._resume_step, self._partial = self._resume_step, 0, None
@@ -494,38 +508,35 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def predict(self, model, split):
-        """(labels, probabilities, indices) of a whole split: each rank predicts a shard, then all are gathered
-        (``indices`` index ``split.names``; a streamed split drops its unreadable images here)."""
+        """(labels, logits, indices) of a whole split: each rank predicts a shard, then all are gathered (``indices``
+        index ``split.names``; a streamed split drops its unreadable images here). Non-finite logits, or the
+        unreadable images of a streamed split above max-bad-fraction, end the run."""
         model.eval()
         indices = list(range(self.dist.rank, len(split), self.dist.world_size))
-        all_idx, all_prob = [], []
-        for x, _, idx in split.batches(indices, max(self.args.batch_size, 256), self.device):
-            prob = prediction.probabilities(model, x, mean=self.data.mean, std=self.data.std,
-                                            tta=self.args.tta and self.args.hflip, multilabel=self.task == "multilabel",
-                                            memory_format=self.memory_format)
+        all_idx, all_out = [], []
+        for x, _, idx in split.batches(indices, max(self.plan.batch_size, 256), self.device):
+            out = prediction.logits(model, x, mean=self.data.mean, std=self.data.std,
+                                    tta=self.args.tta and self.args.hflip, memory_format=self.memory_format)
             all_idx.append(idx.numpy())
-            all_prob.append(prob.cpu().numpy())
+            all_out.append(out.cpu().numpy())
         idx = np.concatenate(all_idx) if all_idx else np.zeros(0, dtype=np.int64)
-        prob = np.concatenate(all_prob) if all_prob else np.zeros((0, len(self.classes)), dtype=np.float32)
-        idx, prob = distributed.gather_predictions(idx, prob, self.dist)
-        return split.labels.cpu().numpy()[idx], prob, idx
+        out = np.concatenate(all_out) if all_out else np.zeros((0, len(self.classes)), dtype=np.float32)
+        idx, out = distributed.gather_predictions(idx, out, self.dist)
+        name = "val" if split is self.data.val else "test"
+        if len(idx) < len(split):  # streamed: the unreadable images were found and dropped while reading
+            check_bad_fraction(len(split) - len(idx), len(split), self.args.max_bad_fraction, name)
+            if not len(idx):
+                raise DataError(f"none of the {len(split)} images in {name} could be read; check the files")
+        return split.labels.cpu().numpy()[idx], out, idx
 
-    def evaluate(self, model, split, name, keep_predictions=False, epoch=None):
-        """Metrics of ``model`` on a split (fp32, as deployed); ``keep_predictions`` adds per-image labels and
-        probabilities (ROC curves and error analysis without the model). Predictions that are not finite raise
+    def evaluate(self, model, split, name, epoch=None):
+        """Metrics of ``model`` on a split (fp32, as deployed, uncalibrated). Predictions that are not finite raise
         NonFiniteError (``epoch``: the epoch being validated, for the message)."""
-        labels, prob, idx = self.predict(model, split)
+        labels, logits, _ = self.predict(model, split)
+        prob = prediction.activate(torch.from_numpy(logits), self.task == "multilabel").numpy()
         if not np.isfinite(prob).all():
             when = f"after epoch {epoch}" if epoch else "with the kept weights"
             self.fail_non_finite(epoch or self.state.epoch,
                                  f"the model's predictions on {name} became NaN or infinite {when}")
-        if len(labels) < len(split):  # streamed: the unreadable images were found and dropped while reading
-            check_bad_fraction(len(split) - len(labels), len(split), self.args.max_bad_fraction, name)
-            if not len(labels):
-                raise DataError(f"none of the {len(split)} images in {name} could be read; check the files")
-        result = metrics.evaluate_predictions(labels, prob, task=self.task, classes=list(self.classes),
-                                              ordinal=getattr(self.args, "ordinal", False))
-        if keep_predictions:
-            result["predictions"] = {"images": [split.names[i] for i in idx], "labels": labels.tolist(),
-                                     "probabilities": np.round(prob, 6).tolist()}
-        return result
+        return metrics.evaluate_predictions(labels, prob, task=self.task, classes=list(self.classes),
+                                            ordinal=getattr(self.args, "ordinal", False))

@@ -57,6 +57,17 @@ def number(kind, low=None, low_inclusive=True, high=None):
     return parse
 
 
+def auto_or(parse):
+    """An argparse type: the word ``auto`` (any case), or what ``parse`` accepts."""
+    def parse_or_auto(value):
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        return parse(value)
+
+    parse_or_auto.__name__ = f"auto or {parse.__name__}"
+    return parse_or_auto
+
+
 def _env(environ, name, fallback):
     return environ.get(name) or fallback
 
@@ -65,23 +76,35 @@ _POS_INT, _POS_FLOAT = number(int, 1), number(float, 0, low_inclusive=False)
 # Every hyperparameter as (group, flag, argparse keywords): the one home of names, types, defaults and help texts
 # (the README's table is generated from it, and tests/test_docs.py checks the README against it).
 TABLE = [
-    ("training", "epochs", dict(type=_POS_INT, default=40, help="maximum epochs")),
-    ("training", "batch-size", dict(type=_POS_INT, default=128, help="images per step per process (per GPU)")),
-    ("training", "lr", dict(type=_POS_FLOAT, default=2e-3,
-                            help="peak learning rate (linear warm-up, then cosine decay to 1%%)")),
+    ("training", "epochs", dict(type=auto_or(_POS_INT), default="auto",
+                                help="maximum epochs; auto: enough for train-steps optimiser steps (5 to 300)")),
+    ("training", "train-steps", dict(type=_POS_INT, default=1500,
+                                     help="the optimiser-step budget that epochs=auto trains for")),
+    ("training", "max-train-minutes", dict(type=number(float, 0), default=0.0,
+                                           help="cut the epochs after the first one so training ends in time; "
+                                                "0: no limit")),
+    ("training", "batch-size", dict(type=auto_or(_POS_INT), default="auto",
+                                    help="images per step per process (per GPU); auto: the largest power of two "
+                                         "<= 128 giving 16+ steps an epoch")),
+    ("training", "lr", dict(type=auto_or(_POS_FLOAT), default="auto",
+                            help="peak learning rate (linear warm-up, then cosine decay to 1%%); auto: 0.002 x "
+                                 "sqrt(batch size / 128)")),
     ("training", "weight-decay", dict(type=number(float, 0), default=0.05,
                                       help="decoupled weight decay (not on norms and biases)")),
     ("training", "optimizer", dict(choices=("adamw", "sgd"), default="adamw",
                                    help="adamw, or sgd (Nesterov momentum 0.9)")),
-    ("training", "warmup-epochs", dict(type=number(float, 0), default=1.0, help="linear warm-up length")),
+    ("training", "warmup-epochs", dict(type=auto_or(number(float, 0)), default="auto",
+                                       help="linear warm-up length; auto: 3%% of the run's steps")),
     ("training", "label-smoothing", dict(type=number(float, 0, high=0.5), default=0.0,
                                          help="cross-entropy label smoothing")),
     ("training", "class-weighting", dict(choices=("none", "balanced"), default="none",
                                          help="balanced: weigh the loss by inverse class frequency")),
-    ("training", "patience", dict(type=number(int, 0), default=10,
-                                  help="epochs without a better val score before stopping; 0: never stop early")),
-    ("training", "ema", dict(type=number(float, 0, high=0.99999), default=0.995,
-                             help="decay of the weight EMA used for validation and the saved model; 0: off")),
+    ("training", "patience", dict(type=auto_or(number(int, 0)), default="auto",
+                                  help="epochs without a better val score before stopping; 0: never stop early; "
+                                       "auto: a quarter of the epochs (3+)")),
+    ("training", "ema", dict(type=auto_or(number(float, 0, high=0.99999)), default="auto",
+                             help="decay of the weight EMA used for validation and the saved model; 0: off; auto: "
+                                  "averages the last tenth of the run")),
     ("training", "seed", dict(type=number(int, 0), default=42,
                               help="seeds the held-out split, initialisation, augmentation and order")),
     ("model and data", "task", dict(choices=("auto", "multiclass", "multilabel"), default="auto",
@@ -94,8 +117,9 @@ TABLE = [
                                      help="an architecture of code/model_def.py's registry")),
     ("model and data", "pretrained", dict(type=str2bool, default=False,
                                           help="ImageNet weights for the torchvision models (downloaded then)")),
-    ("model and data", "image-size", dict(type=number(int, 0), default=0,
-                                          help="side in pixels; 0: the training images' most common size")),
+    ("model and data", "image-size", dict(type=auto_or(number(int, 0)), default="auto",
+                                          help="side in pixels; auto (or 0): the training images' most common "
+                                               "size, at most 224")),
     ("model and data", "in-channels", dict(type=int, choices=(0, 1, 3), default=0,
                                            help="1 or 3; 0: 3 when any sampled training image holds colour")),
     ("model and data", "augment", dict(type=str2bool, default=True,
@@ -104,6 +128,13 @@ TABLE = [
     ("model and data", "vflip", dict(type=str2bool, default=False, help="random vertical flips in augment")),
     ("model and data", "tta", dict(type=str2bool, default=False,
                                    help="average with the horizontal flip at evaluation and inference")),
+    ("evaluation", "calibrate", dict(type=str2bool, default=True,
+                                     help="temperature scaling fitted on val, applied at evaluation and inference")),
+    ("evaluation", "target-sensitivity", dict(type=number(float, 0, high=1), default=0.0,
+                                              help="binary and multi-label: the operating threshold is the highest "
+                                                   "with at least this val sensitivity; 0: Youden's J")),
+    ("evaluation", "bootstrap", dict(type=number(int, 0), default=1000,
+                                     help="resamples for the 95%% confidence intervals of the test metrics; 0: none")),
     ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
                                             help="held out of train (stratified, seeded) when there is no "
                                                  "val channel")),

@@ -21,7 +21,11 @@ resized to image_size x image_size (bilinear), scaled to [0, 1] and normalised w
 
 Response, one entry per image in request order:
   Accept application/json, */* or none:
-    {"predictions": [{"label": "pneumonia", "index": 1, "probabilities": {"normal": 0.1, "pneumonia": 0.9}}]}
+    {"predictions": [{"label": "pneumonia", "index": 1, "probabilities": {"normal": 0.1, "pneumonia": 0.9},
+                      "decision": {"rule": "Youden's J on val", "positive_class": "pneumonia", "threshold": 0.31}}]}
+    Probabilities are calibrated (model_config.json's temperature). A binary model's label is the positive class
+    when its probability reaches the operating threshold chosen on val (the decision says which); a model of more
+    classes answers the argmax class ({"decision": {"rule": "argmax"}}).
     multi-label models: {"predictions": [{"findings": ["Effusion"], "probabilities": {"Effusion": 0.81, ...},
     "thresholds": {"Effusion": 0.5, ...}}]} (a sigmoid probability per finding; listed when >= its threshold)
   Accept application/x-npy (what the SDK's PyTorchPredictor asks for by default): numpy.save of the
@@ -115,6 +119,8 @@ class LoadedModel:
         self.tta = bool(config.get("tta", False))
         self.multilabel = config.get("task") == "multilabel"
         self.thresholds = list(config.get("thresholds") or [])
+        self.temperature = config.get("temperature", 1.0)
+        self.threshold, self.threshold_rule = config.get("threshold"), config.get("threshold_rule", "argmax")
 
 
 def load_weights(model_dir, config):
@@ -307,7 +313,7 @@ def predict_fn(data, model):
     probs = probabilities(model, images)
     if model.multilabel:
         return {"predictions": [findings_answer(p, model.classes, model.thresholds) for p in probs]}
-    return {"predictions": [answer(p, model.classes) for p in probs]}
+    return {"predictions": [answer(p, model.classes, model.threshold, model.threshold_rule) for p in probs]}
 
 
 def to_batch(items, channels, size):
@@ -346,15 +352,22 @@ def probabilities(model, batch):
     for start in range(0, len(batch), BATCH_SIZE):
         x = batch[start:start + BATCH_SIZE].to(model.device)
         out.append(prediction.probabilities(model.model, x, mean=model.mean, std=model.std, tta=model.tta,
-                                            multilabel=model.multilabel).cpu())
+                                            multilabel=model.multilabel, temperature=model.temperature).cpu())
     return torch.cat(out).numpy()
 
 
-def answer(prob, classes):
-    """One image of a single-label model: the argmax class and every class's probability."""
-    index = int(np.argmax(prob))
-    return {"label": classes[index], "index": index,
-            "probabilities": {name: float(p) for name, p in zip(classes, prob)}}
+def answer(prob, classes, threshold=None, rule="argmax"):
+    """One image of a single-label model: its label and every class's (calibrated) probability. A binary model with
+    an operating threshold (chosen on val when it was trained) labels the positive class when its probability is
+    >= the threshold, and says so in ``decision``; other models label the argmax class."""
+    out = {"probabilities": {name: float(p) for name, p in zip(classes, prob)}}
+    if threshold is None:
+        index = int(np.argmax(prob))
+        out["decision"] = {"rule": "argmax"}
+    else:
+        index = int(prob[1] >= threshold)
+        out["decision"] = {"rule": rule, "positive_class": classes[1], "threshold": float(threshold)}
+    return {"label": classes[index], "index": index, **out}
 
 
 def findings_answer(prob, names, thresholds):

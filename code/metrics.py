@@ -123,3 +123,57 @@ def evaluate_predictions(y_true, y_prob, *, task, classes, ordinal=False):
             out.update(ordinal_metrics(y_true, y_prob))
     out["loss"] = log_loss(y_true, y_prob, task)
     return out
+
+
+def expected_calibration_error(y_true, y_prob, task="multiclass", bins=15):
+    """Expected calibration error with ``bins`` equal-width bins (Guo et al., ICML 2017): the mean over bins,
+    weighted by their share of the images, of |accuracy - confidence|. Multiclass: the top-label confidence against
+    whether the argmax is right; multi-label: each finding's probability against whether it is present, averaged
+    over findings."""
+    p = np.asarray(y_prob, dtype=np.float64)
+    if task == "multilabel":
+        y = np.asarray(y_true, dtype=np.float64)
+        return float(np.mean([_ece(p[:, k], y[:, k], bins) for k in range(p.shape[1])]))
+    y = np.asarray(y_true).astype(int)
+    return _ece(p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64), bins)
+
+
+def _ece(confidence, correct, bins):
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def binary_at_threshold(y_true, p_positive, threshold, positive_class=1):
+    """A binary decision at ``threshold`` (positive when p >= threshold): sensitivity, specificity, PPV, NPV,
+    accuracy, prevalence and the confusion matrix [[TN, FP], [FN, TP]]."""
+    y = np.asarray(y_true).astype(int) == positive_class
+    pred = np.asarray(p_positive, dtype=np.float64) >= threshold
+    tp, fp = int((pred & y).sum()), int((pred & ~y).sum())
+    fn, tn = int((~pred & y).sum()), int((~pred & ~y).sum())
+
+    def ratio(a, b):
+        return a / b if b else float("nan")
+
+    return {"threshold": float(threshold), "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+            "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn), "accuracy": ratio(tp + tn, len(y)),
+            "prevalence": ratio(tp + fn, len(y)), "confusion_matrix": [[tn, fp], [fn, tp]]}
+
+
+def bootstrap_ci(statistics, n, resamples=1000, seed=0, level=0.95):
+    """Percentile bootstrap confidence intervals (Efron & Tibshirani 1993): ``statistics(indices) -> {name: value}``
+    is recomputed on ``resamples`` resamples of the ``n`` images drawn with replacement (seeded, so the intervals
+    are reproducible). Returns ``{name: [low, high]}``; resamples where a value is undefined (e.g. an AUC of a
+    resample without positives) are left out of that value's interval."""
+    rng = np.random.default_rng(seed)
+    draws = {}
+    for _ in range(resamples):
+        for name, value in statistics(rng.integers(0, n, n)).items():
+            if value is not None and np.isfinite(value):
+                draws.setdefault(name, []).append(value)
+    tail = (1 - level) / 2 * 100
+    return {name: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] for name, v in draws.items()}

@@ -10,7 +10,11 @@ One schema, written by train.py (``write``) and read by inference.py and the cli
     mean, std      per-channel normalisation on the 0..1 scale
     tta            average the probabilities of the image and its horizontal flip
     task           "multiclass" (softmax over classes) or "multilabel" (a sigmoid per finding)
-    thresholds     multilabel: the probability at which each finding is reported (in class order)
+    temperature    temperature scaling fitted on val: probabilities are softmax (sigmoid) of logits / temperature
+                   (a float; one per finding for multilabel); 1.0 when not calibrated
+    threshold      binary: the operating threshold on the positive class's probability, chosen on val (the label
+                   is the positive class when p >= threshold); threshold_rule says how it was chosen
+    thresholds     multilabel: the probability at which each finding is reported (in class order), chosen on val
     format, weights, torch_version, hyperparameters
 """
 import json
@@ -20,7 +24,8 @@ from utils import atomic_write_json, json_safe
 
 FILE = "model_config.json"
 REQUIRED = ("architecture", "num_classes", "in_channels", "image_size", "mean", "std", "classes")
-OPTIONAL = {"tta": False, "format": "state_dict", "weights": "model.pth", "task": "multiclass"}
+OPTIONAL = {"tta": False, "format": "state_dict", "weights": "model.pth", "task": "multiclass", "temperature": 1.0,
+            "threshold": None, "threshold_rule": "argmax"}
 
 
 class ModelLoadError(RuntimeError):
@@ -37,6 +42,16 @@ def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyp
     if task == "multilabel":
         config["thresholds"] = [0.5] * len(classes)
     return config
+
+
+def with_decisions(config, decisions):
+    """The config with what evaluation.fit_decisions chose on val (temperature, threshold or thresholds)."""
+    out = dict(config, temperature=decisions.temperature, threshold_rule=decisions.rule)
+    if decisions.threshold is not None:
+        out["threshold"] = decisions.threshold
+    if decisions.thresholds is not None:
+        out["thresholds"] = list(decisions.thresholds)
+    return out
 
 
 def write(model_dir, config):

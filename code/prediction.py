@@ -11,21 +11,30 @@ def normalize(x, mean, std, memory_format=torch.contiguous_format):
     return ((x - m) / s).contiguous(memory_format=memory_format)
 
 
-def activate(logits, multilabel=False):
-    """Logits -> probabilities: softmax over classes, or a sigmoid per finding (multi-label)."""
-    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+def activate(logits, multilabel=False, temperature=1.0):
+    """Logits -> probabilities: softmax over classes, or a sigmoid per finding (multi-label), of ``logits / T``
+    (temperature scaling: a float, or one per finding)."""
+    t = torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
+    z = logits / t
+    return torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1)
 
 
 @torch.no_grad()
-def probabilities(model, images, *, mean, std, tta=False, multilabel=False, memory_format=torch.contiguous_format):
-    """uint8 NCHW images (on the model's device) -> float32 probabilities (N, K) on that device: softmax over the
-    classes, or one sigmoid per finding when ``multilabel``.
-
-    ``model`` must be in eval mode. Computed in fp32 whatever autocast would do, so that the figures train.py
-    reports are those of the fp32 weights in model.tar.gz. ``tta``: the mean of the image's and its horizontal
-    flip's probabilities."""
+def logits(model, images, *, mean, std, tta=False, memory_format=torch.contiguous_format):
+    """uint8 NCHW images (on the model's device) -> float32 logits (N, K) on that device. ``model`` must be in
+    eval mode; computed in fp32 whatever autocast would do, so that the figures train.py reports are those of the
+    fp32 weights in model.tar.gz. ``tta``: the mean of the image's and its horizontal flip's logits."""
     x = normalize(images.float().div_(255), mean, std, memory_format)
-    prob = activate(model(x).float(), multilabel)
+    out = model(x).float()
     if tta:
-        prob = (prob + activate(model(torch.flip(x, dims=[3])).float(), multilabel)) / 2
-    return prob
+        out = (out + model(torch.flip(x, dims=[3])).float()) / 2
+    return out
+
+
+@torch.no_grad()
+def probabilities(model, images, *, mean, std, tta=False, multilabel=False, temperature=1.0,
+                  memory_format=torch.contiguous_format):
+    """uint8 NCHW images -> float32 probabilities (N, K): ``activate(logits(...))``, the one path from pixels to
+    probabilities for train.py's evaluation and the endpoint."""
+    return activate(logits(model, images, mean=mean, std=std, tta=tta, memory_format=memory_format), multilabel,
+                    temperature)

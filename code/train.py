@@ -19,17 +19,20 @@ Outputs: ``<model-dir>/model.pth`` (state_dict), ``model_config.json``, ``label_
 (inference.py and the modules it imports, so model.tar.gz deploys as is); ``<output-data-dir>/metrics.json``;
 checkpoints in ``<checkpoint-dir>`` when there is one.
 """
+import dataclasses
 import logging
 import os
 import shutil
 import sys
 import time
 
+import numpy as np
 import torch
 
 import data as data_lib
 import distributed
 import epoch_log
+import evaluation
 import layout
 import model_config
 import model_def
@@ -131,26 +134,52 @@ class ModelWriter:
 
 
 def evaluate_and_save(trainer, args, writer, dist_info):
-    """Evaluate the kept weights on val and test; write the model and metrics.json (rank 0)."""
+    """The kept weights: calibrate and choose the operating point on val, report val and test, and write the model
+    (with those decisions in its model_config.json) and metrics.json (rank 0)."""
     trainer.eval_model.load_state_dict(trainer.best_weights)
-    val = trainer.evaluate(trainer.eval_model, trainer.data.val, "val")
-    state = trainer.state
-    metrics = {"val": val, "history": state.history, "best_epoch": state.best_epoch, "classes": list(trainer.classes),
-               "classes_from": trainer.classes.source, "task": trainer.task, "config": writer.config}
-    if trainer.data.test is not None:
-        test = trainer.evaluate(trainer.eval_model, trainer.data.test, "test", keep_predictions=True)
-        metrics["test_predictions"] = test.pop("predictions")
-        metrics["test"] = test
-        logger.info(epoch_log.test_line({f"test_{k}": test[m] for k, m in (
-            ("loss", "loss"), ("acc", "accuracy"), ("auc", "auc"), ("sensitivity", "sensitivity"),
-            ("specificity", "specificity"), ("kappa", "kappa"), ("mae", "mae")) if m in test}))
+    data, task, classes = trainer.data, trainer.task, list(trainer.classes)
+    predicted = {"val": trainer.predict(trainer.eval_model, data.val)}
+    if data.test is not None:
+        predicted["test"] = trainer.predict(trainer.eval_model, data.test)
+    for name, (_, logits, _) in predicted.items():
+        if not np.isfinite(logits).all():
+            trainer.fail_non_finite(trainer.state.epoch, f"the model's predictions on {name} are NaN or infinite")
+    decisions = evaluation.fit_decisions(*predicted["val"][:2], task=task, classes=classes, calibrate=args.calibrate,
+                                         target_sensitivity=args.target_sensitivity)
+    writer.config = model_config.with_decisions(writer.config, decisions)
+    metrics = {"history": trainer.state.history, "best_epoch": trainer.state.best_epoch, "classes": classes,
+               "classes_from": trainer.classes.source, "task": task, "config": writer.config,
+               "plan": trainer.plan.to_dict(), "steps": trainer.state.global_step, "epochs_run": trainer.state.epoch,
+               "decisions": dataclasses.asdict(decisions)}
+    for name, (labels, logits, idx) in predicted.items():
+        split = data.val if name == "val" else data.test
+        metrics[name], metrics[f"{name}_predictions"] = evaluation.report(
+            labels, logits, [split.names[i] for i in idx], decisions, task=task, classes=classes,
+            ordinal=args.ordinal, resamples=args.bootstrap if name == "test" else 0, seed=args.seed)
     if dist_info.is_main:
         writer.save(trainer.best_weights)
         path = os.path.join(args.output_data_dir, "metrics.json")
         utils.atomic_write_json(path, utils.json_safe(metrics))
-        summary = {"val_auc": val["auc"], "val_acc": val["accuracy"]}
-        summary.update({f"val_{k}": val[k] for k in ("kappa", "mae") if k in val})
-        logger.info(epoch_log.summary_line(state.best_epoch, summary, args.model_dir, path))
+    log_results(metrics, args, path if dist_info.is_main else None)
+
+
+def log_results(metrics, args, path):
+    """The test line and the summary line (epoch_log's formats: the metric definitions read them)."""
+    test = metrics.get("test")
+    if test is not None:
+        logger.info(epoch_log.test_line({f"test_{k}": test[m] for k, m in (
+            ("loss", "loss"), ("acc", "accuracy"), ("auc", "auc"), ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"), ("kappa", "kappa"), ("mae", "mae")) if m in test}))
+    decisions = metrics["decisions"]
+    if decisions["threshold"] is not None:
+        op = (test or metrics["val"])["operating_point"]
+        logger.info("operating point (%s): p(%s) >= %.4f; %s sensitivity %.4f specificity %.4f", decisions["rule"],
+                    op["positive_class"], op["threshold"], "test" if test else "val", op["sensitivity"],
+                    op["specificity"])
+    val = metrics["val"]
+    summary = {"val_auc": val["auc"], "val_acc": val["accuracy"]}
+    summary.update({f"val_{k}": val[k] for k in ("kappa", "mae") if k in val})
+    logger.info(epoch_log.summary_line(metrics["best_epoch"], summary, args.model_dir, path))
 
 
 # ==================================================================================================

@@ -18,8 +18,8 @@ from PIL import Image
 import channels as code_channels
 import data
 import errors
-import hyperparameters
 import loaders
+import schedule
 import train
 import utils
 from conftest import CLASSES, make_dataset, make_image, read_failure, run_local_train
@@ -348,8 +348,8 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_and_model_and_a_lower_lr_resu
     work, before, data = reuse(saved, tmp_path)
     result = run_local_train(data, work, ["epochs=3", "batch-size=16", "patience=0", "lr=1e30"])
     assert result.returncode != 0
-    default_lr = hyperparameters.parse_args([], environ={}).lr
-    assert f"lr 1e+30 replaces the checkpoint's {default_lr:g} from here on" in result.stdout
+    saved_lr = schedule.BASE_LR * (16 / schedule.BASE_BATCH) ** 0.5  # lr auto at batch 16, as the first job ran
+    assert f"lr 1e+30 replaces the checkpoint's {saved_lr:g} from here on" in result.stdout
     line = failure_line(work)
     assert line.startswith("the training loss became nan in epoch 3; lower lr (now 1e+30) or turn amp off; "
                            "the best model so far (epoch "), line
@@ -370,13 +370,14 @@ def test_a_broken_model_with_a_finite_loss_fails_and_saves_nothing(tmp_path):
                              "--batch-size", "64")
     assert code == 2
     assert failure.startswith("the model's ") and "became NaN or infinite" in failure, failure
-    assert failure.endswith("; lower lr (now 1000000000000.0) or turn amp off; no model was saved"), failure
+    assert failure.endswith("; lower lr (now 1e+12) or turn amp off; no model was saved"), failure
     assert not os.listdir(tmp_path / "job" / "model")
 
 
 def test_a_broken_model_never_replaces_the_saved_one(saved, tmp_path):
     work, before, data = reuse(saved, tmp_path)
-    result = run_local_train(data, work, ["epochs=3", "batch-size=128", "patience=0", "lr=1e12"])
+    # the saved job's batch size, one step an epoch: that step's loss is finite, the weights it leaves are not
+    result = run_local_train(data, work, SAVED_HPS[1:] + ["epochs=3", "lr=1e12", "max-steps-per-epoch=1"])
     assert result.returncode != 0
     line = failure_line(work)
     assert "became NaN or infinite" in line and "in epoch 3" in line or "after epoch 3" in line, line
@@ -389,7 +390,7 @@ def test_weights_that_become_non_finite_end_the_run_with_the_best_model_kept(tmp
 
     class BreakAWeight(engine.Callback):  # what an overflowing last update of epoch 2 does to a weight
         def on_step_end(self, trainer, epoch, step):
-            if (epoch, step) == (2, trainer.steps_per_epoch):
+            if (epoch, step) == (2, trainer.plan.steps_per_epoch):
                 with torch.no_grad():
                     next(trainer.model.parameters()).view(-1)[0] = float("inf")
 

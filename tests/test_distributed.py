@@ -25,8 +25,9 @@ from conftest import CODE, SCRIPTS, make_dataset, read_failure, run_local_train
 pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 EPOCHS = 3
-SINGLE = [f"epochs={EPOCHS}", "batch-size=16", "patience=0"]
-PER_RANK = [f"epochs={EPOCHS}", "batch-size=8", "patience=0"]  # x 2 processes = the same global batch
+# lr fixed (auto would give both the same lr, from the global batch, but a lower one that learns less in 3 epochs)
+SINGLE = [f"epochs={EPOCHS}", "batch-size=16", "patience=0", "lr=0.002"]
+PER_RANK = [f"epochs={EPOCHS}", "batch-size=8", "patience=0", "lr=0.002"]  # x 2 processes = the same global batch
 
 
 @pytest.fixture(scope="module")

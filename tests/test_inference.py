@@ -74,7 +74,8 @@ def training_eval(model_dir, paths, tta=True):
     net.load_state_dict(torch.load(os.path.join(model_dir, "model.pth"), weights_only=True))
     net = net.to(memory_format=torch.channels_last).eval()  # train.py evaluates in channels_last, 16 at a time
     prob = torch.cat([prediction.probabilities(net, pixels[i:i + 16], mean=config["mean"], std=config["std"],
-                                               tta=tta, memory_format=torch.channels_last)
+                                               tta=tta, temperature=config["temperature"],
+                                               memory_format=torch.channels_last)
                       for i in range(0, len(pixels), 16)]).numpy()
     return pixels, prob
 
@@ -170,10 +171,27 @@ def test_png_matches_training_evaluation(trained, model, reference):
     _, expected = reference
     predictions = [ask(model, read(p), "image/png")[0] for p in trained.test_paths]
     np.testing.assert_allclose(probs_of(predictions), expected, atol=TOL)
+    config = json.loads((trained.model_dir / "model_config.json").read_text())
     for p, prob in zip(predictions, expected):
-        assert set(p) == {"label", "index", "probabilities"}
-        assert p["index"] == int(np.argmax(prob)) and p["label"] == CLASSES[p["index"]]
+        assert set(p) == {"label", "index", "probabilities", "decision"}
+        # the label is the operating point's decision (chosen on val, in model_config.json), and the answer says so
+        assert p["decision"] == {"rule": config["threshold_rule"], "positive_class": "pneumonia",
+                                 "threshold": config["threshold"]}
+        assert p["index"] == int(prob[1] >= config["threshold"]) and p["label"] == CLASSES[p["index"]]
         assert list(p["probabilities"]) == CLASSES and abs(sum(p["probabilities"].values()) - 1) < 1e-5
+
+
+def test_served_probabilities_are_evaluations_own(trained, model):
+    """metrics.json's per-image test probabilities (calibrated with the temperature fitted on val) are what the
+    endpoint answers for the same files, within 1e-5."""
+    metrics = json.loads((trained.root / "output" / "data" / "metrics.json").read_text())
+    config = json.loads((trained.model_dir / "model_config.json").read_text())
+    assert config["temperature"] == metrics["decisions"]["temperature"] and config["temperature"] != 1.0
+    saved = metrics["test_predictions"]
+    paths = [os.path.join(trained.data, "test", *name.split("/")) for name in saved["images"]]
+    served = probs_of([ask(model, read(p), "application/x-image")[0] for p in paths])
+    np.testing.assert_allclose(served, np.asarray(saved["probabilities"]), atol=1e-5)
+    assert metrics["val_predictions"]["images"] and len(metrics["val_predictions"]["probabilities"]) == 16
 
 
 def test_jpeg_matches_training_decode_of_the_same_file(trained, model, tmp_path):

@@ -1,0 +1,90 @@
+"""After training: the decisions fitted on validation (temperature, operating thresholds) and the report of the kept
+model on val and test (metrics.json): calibrated probabilities, ECE, the operating point beside the argmax figures,
+bootstrap confidence intervals, and every image's prediction. Test data is only ever evaluated here, never fitted.
+"""
+import dataclasses
+
+import numpy as np
+import torch
+
+import calibration
+import metrics
+import prediction
+
+CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity")
+
+
+@dataclasses.dataclass
+class Decisions:
+    """Fitted on validation: the temperature (a float, or one per finding), the operating threshold(s) and the rule
+    that chose them; ``threshold`` is for the positive class of a binary task, ``thresholds`` per finding."""
+
+    temperature: object = 1.0
+    threshold: float = None
+    thresholds: list = None
+    rule: str = "argmax"
+
+
+def fit_decisions(labels, logits, *, task, classes, calibrate=True, target_sensitivity=0.0):
+    """Temperature (when ``calibrate``) and operating threshold(s) from the val split's labels and logits."""
+    multilabel = task == "multilabel"
+    temperature = calibration.fit_temperature(logits, labels, multilabel) if calibrate else (
+        [1.0] * len(classes) if multilabel else 1.0)
+    prob = probabilities(logits, task, temperature)
+    if multilabel:
+        chosen = [calibration.choose_threshold(labels[:, k] > 0.5, prob[:, k], target_sensitivity)
+                  for k in range(len(classes))]
+        return Decisions(temperature, thresholds=[t for t, _ in chosen], rule=chosen[0][1] if len(
+            {r for _, r in chosen}) == 1 else "per finding: " + "; ".join(r for _, r in chosen))
+    if len(classes) == 2:
+        threshold, rule = calibration.choose_threshold(labels == 1, prob[:, 1], target_sensitivity)
+        return Decisions(temperature, threshold=threshold, rule=rule)
+    return Decisions(temperature)
+
+
+def probabilities(logits, task, temperature):
+    """Calibrated probabilities from logits, by the endpoint's own function (prediction.activate)."""
+    return prediction.activate(torch.from_numpy(np.asarray(logits, dtype=np.float32)), task == "multilabel",
+                               temperature).numpy()
+
+
+def report(labels, logits, names, decisions, *, task, classes, ordinal=False, resamples=0, seed=0):
+    """Every figure of one split for metrics.json, and its per-image predictions (``names``: the images)."""
+    prob = probabilities(logits, task, decisions.temperature)
+    raw = probabilities(logits, task, 1.0)
+    if task == "multilabel":
+        out = metrics.multilabel_metrics(labels, prob, list(classes), decisions.thresholds)
+    else:
+        out = metrics.evaluate_predictions(labels, prob, task=task, classes=list(classes), ordinal=ordinal)
+    out["loss"] = metrics.log_loss(labels, prob, task)
+    out["ece"] = metrics.expected_calibration_error(labels, prob, task)
+    out["ece_uncalibrated"] = metrics.expected_calibration_error(labels, raw, task)
+    if decisions.threshold is not None:
+        out["operating_point"] = dict(metrics.binary_at_threshold(labels, prob[:, 1], decisions.threshold),
+                                      rule=decisions.rule, positive_class=classes[1])
+    if resamples:
+        out["ci95"] = confidence_intervals(labels, prob, decisions, task=task, classes=classes,
+                                           resamples=resamples, seed=seed)
+    predictions = {"images": list(names), "labels": np.asarray(labels).tolist(),
+                   "probabilities": np.round(prob, 6).tolist()}
+    return out, predictions
+
+
+def confidence_intervals(labels, prob, decisions, *, task, classes, resamples, seed):
+    """Bootstrap 95% intervals (seeded) of accuracy, AUC, sensitivity and specificity; for a binary task the
+    sensitivity and specificity at the operating threshold too (``op_sensitivity``, ``op_specificity``)."""
+    labels = np.asarray(labels)
+
+    def statistics(idx):
+        y, p = labels[idx], prob[idx]
+        if task == "multilabel":
+            m = metrics.multilabel_metrics(y, p, list(classes), decisions.thresholds)
+        else:
+            m = metrics.compute_metrics(y, p, positive_class=1 if len(classes) == 2 else None)
+        out = {k: m[k] for k in CI_METRICS}
+        if decisions.threshold is not None:
+            op = metrics.binary_at_threshold(y, p[:, 1], decisions.threshold)
+            out.update(op_sensitivity=op["sensitivity"], op_specificity=op["specificity"])
+        return out
+
+    return metrics.bootstrap_ci(statistics, len(labels), resamples=resamples, seed=seed)

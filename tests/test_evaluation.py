@@ -1,0 +1,145 @@
+"""Defaults that hold on data they were not tuned on: the training length follows a step budget (and warm-up,
+early stopping and the EMA follow the run's clock); temperature scaling and the operating threshold are fitted on
+val; the test metrics carry seeded bootstrap intervals."""
+import numpy as np
+import pytest
+
+import calibration
+import evaluation
+import hyperparameters
+import metrics
+import schedule
+
+
+def args_with(**overrides):
+    args = hyperparameters.parse_args([], environ={})
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+# ---------------------------------------------------------------- the training length
+@pytest.mark.parametrize("n, batch, epochs, steps_per_epoch", [
+    (60, 16, 300, 3),          # tiny: capped at 300 epochs (900 steps)
+    (300, 16, 84, 18),         # a 300-image set
+    (550, 32, 89, 17),         # the breast ultrasound set of the issue: 160 steps before
+    (4708, 128, 42, 36),       # PneumoniaMNIST's train split: about today's 40 epochs
+    (100_000, 128, 5, 781),    # large: 5 epochs, not 40, on a CPU
+])
+def test_the_default_length_is_a_step_budget(n, batch, epochs, steps_per_epoch):
+    plan = schedule.make_plan(args_with(), n)
+    assert (plan.batch_size, plan.epochs, plan.steps_per_epoch) == (batch, epochs, steps_per_epoch)
+    assert plan.total_steps == epochs * steps_per_epoch >= min(1500, 300 * steps_per_epoch)
+    assert plan.lr == pytest.approx(2e-3 * (batch / 128) ** 0.5)
+    assert plan.warmup_steps == max(10, round(0.03 * plan.total_steps))
+    assert plan.ema == pytest.approx(min(0.9999, max(0.9, 1 - 10 / plan.total_steps)))
+    assert plan.patience == max(3, round(epochs / 4))
+
+
+def test_auto_lr_follows_the_global_batch_of_all_processes():
+    one = schedule.make_plan(args_with(batch_size=16), 4000, world_size=1)
+    two = schedule.make_plan(args_with(batch_size=8), 2000, world_size=2)
+    assert one.lr == two.lr == pytest.approx(2e-3 * (16 / 128) ** 0.5)
+
+
+def test_numbers_the_user_sets_are_honoured():
+    plan = schedule.make_plan(args_with(epochs=7, batch_size=64, lr=0.01, warmup_epochs=1.0, ema=0.0, patience=0),
+                              1000)
+    assert (plan.epochs, plan.batch_size, plan.lr, plan.warmup_steps, plan.ema, plan.patience) == (
+        7, 64, 0.01, 15, 0.0, 0)
+    assert plan.auto == []
+
+
+def test_a_time_limit_cuts_the_epochs_after_the_first():
+    plan = schedule.make_plan(args_with(), 100_000)
+    assert schedule.cut_to_time(plan, seconds_per_epoch=60, max_minutes=0) is plan
+    cut = schedule.cut_to_time(plan, seconds_per_epoch=60, max_minutes=3.5)
+    assert cut.epochs == 3 and cut.total_steps == 3 * plan.steps_per_epoch
+    assert schedule.cut_to_time(plan, 60, 600) is plan
+
+
+def test_auto_is_a_hyperparameter_value():
+    args = hyperparameters.parse_args(["--epochs", "auto", "--batch-size", "32", "--lr", "AUTO"], environ={})
+    assert (args.epochs, args.batch_size, args.lr) == ("auto", 32, "auto")
+    with pytest.raises(Exception, match="expected a whole number"):
+        hyperparameters.parse_args(["--epochs", "many"], environ={})
+
+
+# ---------------------------------------------------------------- calibration and the operating point
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (4000, 3))
+    p = np.exp(z / 2.5)
+    p /= p.sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(3, p=row) for row in p])
+    assert calibration.fit_temperature(z, labels) == pytest.approx(2.5, rel=0.1)
+
+
+def test_per_finding_temperatures_for_multilabel():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 3, (3000, 2))
+    y = (rng.random((3000, 2)) < 1 / (1 + np.exp(-z / np.array([0.5, 2.0])))).astype(int)
+    t = calibration.fit_temperature(z, y, multilabel=True)
+    assert t[0] == pytest.approx(0.5, rel=0.15) and t[1] == pytest.approx(2.0, rel=0.15)
+
+
+def test_the_operating_threshold_is_chosen_on_val():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    threshold, rule = calibration.choose_threshold(y == 1, s)
+    assert rule == "Youden's J on val" and 0.6 < threshold <= 0.7  # between the two scores it separates
+    threshold, rule = calibration.choose_threshold(y == 1, s, target_sensitivity=1.0)
+    assert 0.3 < threshold <= 0.4 and rule == "target sensitivity 1 on val"  # every positive caught
+    assert calibration.choose_threshold(np.ones(3, bool), s[:3])[0] == 0.5
+
+
+def test_ece_by_hand():
+    prob = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+    y = np.array([0, 1, 1, 1])
+    # bins of 1/15: 0.9 -> right, 0.8 -> wrong, 0.7 -> right, 0.6 -> right (each alone in its bin)
+    expected = (abs(1 - 0.9) + abs(0 - 0.8) + abs(1 - 0.7) + abs(1 - 0.6)) / 4
+    assert metrics.expected_calibration_error(y, prob) == pytest.approx(expected)
+
+
+def report_of(seed, resamples=200):
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    logits = np.stack([np.zeros(300), (y * 2 - 1) * 1.5 + rng.normal(0, 1.5, 300)], 1)
+    decisions = evaluation.fit_decisions(y, logits, task="multiclass", classes=["normal", "pneumonia"])
+    return evaluation.report(y, logits, [f"{i}.png" for i in range(300)], decisions, task="multiclass",
+                             classes=["normal", "pneumonia"], resamples=resamples, seed=seed)
+
+
+def test_confidence_intervals_are_present_contain_the_estimate_and_are_seeded():
+    (out, predictions), (again, _), (other, _) = report_of(1), report_of(1), report_of(2)
+    for name in ("accuracy", "auc", "sensitivity", "specificity", "op_sensitivity", "op_specificity"):
+        low, high = out["ci95"][name]
+        point = out["operating_point"][name[3:]] if name.startswith("op_") else out[name]
+        assert low <= point <= high and high - low < 0.3, (name, low, point, high)
+    assert out["ci95"] == again["ci95"] and out["ci95"] != other["ci95"]
+    assert predictions["images"][0] == "0.png" and len(predictions["probabilities"]) == 300
+    op = out["operating_point"]
+    assert {"threshold", "sensitivity", "specificity", "ppv", "npv", "prevalence", "rule"} <= set(op)
+    assert out["ece"] <= out["ece_uncalibrated"] + 0.02  # calibrated on this very split: no worse
+
+
+def test_accuracy_stays_the_argmax_definition_beside_the_operating_point():
+    out, predictions = report_of(1, resamples=0)
+    prob = np.asarray(predictions["probabilities"])
+    y = np.asarray(predictions["labels"])
+    assert "ci95" not in out
+    assert out["accuracy"] == pytest.approx((prob.argmax(1) == y).mean())  # MedMNIST's ACC
+    threshold = out["operating_point"]["threshold"]
+    assert out["operating_point"]["accuracy"] == pytest.approx(((prob[:, 1] >= threshold) == (y == 1)).mean())
+
+
+def test_multilabel_thresholds_are_per_finding():
+    rng = np.random.default_rng(3)
+    y = (rng.random((400, 2)) < [0.1, 0.5]).astype(int)
+    logits = (y * 2 - 1) * 2 + rng.normal(0, 2, (400, 2))
+    d = evaluation.fit_decisions(y, logits, task="multilabel", classes=["a", "b"])
+    assert len(d.thresholds) == 2 and d.threshold is None and len(d.temperature) == 2
+    out, _ = evaluation.report(y, logits, list(range(400)), d, task="multilabel", classes=["a", "b"], resamples=50,
+                               seed=0)
+    assert [out["per_finding"][k]["threshold"] for k in ("a", "b")] == d.thresholds
+    assert set(out["ci95"]) == {"accuracy", "auc", "sensitivity", "specificity"}
