@@ -97,6 +97,10 @@ def resolve_class_names(args, manifests=None):
         found = train.findings if train.kind == "multi" else sorted(set(train.labels))
         what = "finding columns" if train.kind == "multi" else "class names"
         names = ClassNames(found, f"the {what} of the train channel's labels.csv ({train.path})")
+        if train.kind == "single" and len(names) == 2:
+            logger.warning("the two classes come from labels.csv in sorted order, so %r is the positive class "
+                           "(sensitivity, the operating point); add a label_dict.json to the train channel to choose",
+                           names[1])
         if len(names) < (1 if train.kind == "multi" else 2):
             raise DataError(f"the train channel's labels.csv ({train.path}) names {list(names)}: at least two classes "
                             "are needed (or one finding column)")

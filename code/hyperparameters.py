@@ -88,7 +88,7 @@ TABLE = [
                                          "<= 128 giving 16+ steps an epoch")),
     ("training", "lr", dict(type=auto_or(_POS_FLOAT), default="auto",
                             help="peak learning rate (linear warm-up, then cosine decay to 1%%); auto: 0.002 x "
-                                 "sqrt(batch size / 128)")),
+                                 "sqrt(global batch / 128), the global batch being batch-size x processes")),
     ("training", "weight-decay", dict(type=number(float, 0), default=0.05,
                                       help="decoupled weight decay (not on norms and biases)")),
     ("training", "optimizer", dict(choices=("adamw", "sgd"), default="adamw",
@@ -136,8 +136,8 @@ TABLE = [
     ("evaluation", "bootstrap", dict(type=number(int, 0), default=1000,
                                      help="resamples for the 95%% confidence intervals of the test metrics; 0: none")),
     ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
-                                            help="held out of train (stratified, seeded) when there is no "
-                                                 "val channel")),
+                                            help="held out of train when there is no val channel: stratified, "
+                                                 "seeded, and by patient when labels.csv has patient_id")),
     ("model and data", "max-bad-fraction", dict(type=number(float, 0, high=1), default=0.01,
                                                 help="unreadable images tolerated (skipped, counted) per split")),
     ("model and data", "max-image-pixels", dict(type=_POS_INT, default=64_000_000,
@@ -253,6 +253,24 @@ def parse_args(argv=None, environ=None):
 def defaults():
     """``{flag: default}`` of every hyperparameter that is not a path (what the notebook and README list)."""
     return {flag: kwargs["default"] for _, flag, kwargs in TABLE}
+
+
+def markdown_table():
+    """The README's hyperparameter table (name | default | meaning), one row per TABLE entry in order, defaults as
+    train.py reads them (auto, true/false, numbers); tests/test_docs.py checks README.md holds exactly this."""
+    def cell(text):
+        return str(text).replace("%%", "%").replace("|", "\\|")
+
+    rows = ["| name | default | meaning |", "|---|---|---|"]
+    for _, flag, kwargs in TABLE:
+        default = kwargs["default"]
+        shown = str(default).lower() if isinstance(default, bool) else default
+        meaning = kwargs.get("help", "")
+        choices = [str(c) for c in kwargs.get("choices") or ()]
+        if any(c not in meaning for c in choices):
+            meaning += f" (one of {', '.join(f'`{c}`' for c in choices)})"
+        rows.append(f"| `{flag}` | {cell(shown)} | {cell(meaning)} |")
+    return "\n".join(rows)
 
 
 def recorded(args):

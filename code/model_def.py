@@ -13,6 +13,9 @@ import torch
 from torch import nn
 
 MODELS = {}
+# the last convolutional stage of each architecture: what Grad-CAM heat maps explain (medimg.heatmaps)
+CAM_LAYERS = {"smallcnn": "stages", "resnet18_small": "layer4", "resnet18": "layer4", "resnet50": "layer4",
+              "densenet121": "features", "efficientnet_b0": "features"}
 
 
 def register(fn):
@@ -63,7 +66,7 @@ class SmallCNN(nn.Module):
 
     At 28 px: 28 -> 28 -> 14 -> 7. Works at any input size thanks to the adaptive pool. Widths (24, 48, 96),
     about 170k parameters: on PneumoniaMNIST val the same AUC and accuracy as (32, 64, 128) over 3 seeds
-    (0.9965 vs 0.9967, 0.970 vs 0.970) at 1.3-1.4x the training speed on a CPU (README, Performance).
+    (0.9965 vs 0.9967, 0.970 vs 0.970) at 1.3-1.4x the training speed on a CPU (docs/PERFORMANCE.md).
     """
 
     def __init__(self, num_classes, in_channels=1, widths=(24, 48, 96), dropout=0.1):

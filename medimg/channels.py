@@ -62,9 +62,28 @@ def class_names(channel_dir):
     return {}
 
 
-def list_images(channel_dir):
-    """``[(path, class name), ...]`` for the images under ``channel_dir/<class folder>/``, sorted; class names
-    come from the data's label dict (``class_names``), folder names stand in when there is none."""
+NO_FINDING = "no finding"
+
+
+def read_channel(channel_dir):
+    """``[(path, labels, row), ...]`` for a channel: ``labels`` is a tuple of class or finding names (one class; the
+    findings present, () for none), ``row`` the manifest row (None for class folders). Class folders: names from
+    the data's label dict (``class_names``), folder names standing in when there is none; labels.csv: its rows
+    whose image exists."""
+    manifest_path = os.path.join(channel_dir, layout.MANIFEST_FILE)
+    if os.path.isfile(manifest_path):
+        manifest = layout.read_manifest(manifest_path)
+        out = []
+        for row, image in enumerate(manifest.images):
+            path = os.path.join(channel_dir, *image.split("/"))
+            if not os.path.isfile(path):
+                continue
+            if manifest.kind == "single":
+                labels = (manifest.labels[row],)
+            else:
+                labels = tuple(f for f, v in zip(manifest.findings, manifest.values[row]) if v)
+            out.append((path, labels, row))
+        return out
     names = class_names(channel_dir)
     out = []
     for folder in sorted(os.listdir(channel_dir)):
@@ -73,13 +92,24 @@ def list_images(channel_dir):
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out += [(os.path.join(dirpath, f), names.get(folder, folder)) for f in sorted(filenames)
+            out += [(os.path.join(dirpath, f), (names.get(folder, folder),), None) for f in sorted(filenames)
                     if layout.is_image_file(f)]
     return out
 
 
+def caption(labels):
+    """How an image's labels read: its class, its findings joined by " + ", or "no finding"."""
+    return " + ".join(labels) if labels else NO_FINDING
+
+
+def list_images(channel_dir):
+    """``[(path, label), ...]`` for a channel's images, sorted as stored; ``label`` is ``caption`` of its labels."""
+    return [(path, caption(labels)) for path, labels, _ in read_channel(channel_dir)]
+
+
 def sample_images(channel_dir, per_class=4, seed=0):
-    """Up to ``per_class`` images of each class, picked reproducibly: ``[(path, class name), ...]``."""
+    """Up to ``per_class`` images of each label (class, or combination of findings), picked reproducibly:
+    ``[(path, label), ...]``."""
     by_class = {}
     for path, cls in list_images(channel_dir):
         by_class.setdefault(cls, []).append(path)
@@ -91,15 +121,20 @@ def sample_images(channel_dir, per_class=4, seed=0):
 
 
 def make_subset(data_dir, out_dir, per_class=16, seed=0):
-    """Copy up to ``per_class`` images of each class of each channel, in the same layout (and the label dicts),
-    to ``out_dir``."""
+    """Copy up to ``per_class`` images of each label of each channel, in the same layout, with the label dicts and
+    (manifest channels) the kept rows of labels.csv, to ``out_dir``."""
     shutil.rmtree(out_dir, ignore_errors=True)
     for ch in channels_in(data_dir):
         channel = os.path.join(data_dir, ch)
-        for path, _ in sample_images(channel, per_class, seed):
+        picked = {p for p, _ in sample_images(channel, per_class, seed)}
+        rows = [r for p, _, r in read_channel(channel) if p in picked]
+        for path in sorted(picked):
             dest = os.path.join(out_dir, ch, os.path.relpath(path, channel))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.copyfile(path, dest)
+        if rows and rows[0] is not None:
+            _write_rows(os.path.join(channel, layout.MANIFEST_FILE), sorted(rows),
+                        os.path.join(out_dir, ch, layout.MANIFEST_FILE))
         if os.path.isfile(os.path.join(channel, layout.LABEL_DICT_FILE)):
             shutil.copyfile(os.path.join(channel, layout.LABEL_DICT_FILE),
                             os.path.join(out_dir, ch, layout.LABEL_DICT_FILE))
@@ -108,14 +143,28 @@ def make_subset(data_dir, out_dir, per_class=16, seed=0):
     return out_dir
 
 
+def _write_rows(source, rows, dest):
+    m = layout.read_manifest(source)
+    pick = lambda values: [values[r] for r in rows] if values is not None else None  # noqa: E731
+    layout.write_manifest(dest, pick(m.images), labels=pick(m.labels), findings=m.findings, values=pick(m.values),
+                          patients=pick(m.patients))
+
+
 def class_counts(data_dir):
-    """``{channel: {class: images}}``."""
+    """``{channel: {class: images}}``; for multi-label channels ``{finding: images with it}`` (and how many have
+    none, under "no finding")."""
     counts = {}
     for ch in channels_in(data_dir):
         counts[ch] = {}
-        for _, cls in list_images(os.path.join(data_dir, ch)):
-            counts[ch][cls] = counts[ch].get(cls, 0) + 1
+        for _, labels, _ in read_channel(os.path.join(data_dir, ch)):
+            for name in labels or (NO_FINDING,):
+                counts[ch][name] = counts[ch].get(name, 0) + 1
     return counts
+
+
+def channel_sizes(data_dir):
+    """``{channel: images}``."""
+    return {ch: len(read_channel(os.path.join(data_dir, ch))) for ch in channels_in(data_dir)}
 
 
 # ==================================================================================================

@@ -20,8 +20,8 @@ image's own min..max when it has no window.
 Privacy: output images are named by their index in the split (``images/<n>.png``, numbered in CSV order), and
 labels.csv's ``patient_id`` is a salted hash of the PatientID (the first 16 hex digits of sha256(salt + PatientID),
 with a random salt made for this conversion and written nowhere). No PatientID, name, accession number or source
-file name is written to OUT or printed on stdout; the lines that must name a source file (bad or multi-frame files)
-are on stderr, with every PatientID that was read blanked out of them; CSV errors name the line, not the file.
+file name is written to OUT or printed anywhere: a bad or multi-frame file is named by its line in the labels CSV
+(a PACS path may hold a patient's name), and CSV errors name the line, not the file.
 
 Splits: the ``split`` column when the CSV has one (``--hold-out-test F`` then holds a test split out of train when
 no row is ``test``). Otherwise by patient (code/splits.py's ``split_indices`` with the hashed PatientIDs as groups,
@@ -530,11 +530,11 @@ def _read_all(table, dicom_dir, *, frame, window, bits):
             if pid:
                 loaded.ids.add(pid)
             pixels = to_pixels(ds, frame=frame, window=window, bits=bits)
-        except DicomFileError as exc:
-            loaded.bad.append((name, str(exc)))
+        except DicomFileError as exc:  # named by its CSV line: a PACS path may hold a patient's name
+            loaded.bad.append((f"the file on line {table.lines[i]}", str(exc)))
             continue
         except MultiFrameError as exc:
-            loaded.multi.append((name, str(exc)))
+            loaded.multi.append((f"the file on line {table.lines[i]}", str(exc)))
             continue
         loaded.images.append(pixels)
         loaded.keep.append(i)

@@ -4,6 +4,8 @@ import pytest
 import hyperparameters
 from errors import ConfigError
 
+pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
+
 ENV = {"SM_MODEL_DIR": "/opt/ml/model", "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
        "SM_CHANNEL_VAL": "/opt/ml/input/data/val", "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
        "SM_OUTPUT_DIR": "/opt/ml/output"}

@@ -1,4 +1,4 @@
-"""scripts/artifacts.py: safe extraction refuses traversal, absolute paths, links and devices; job artefacts
+"""medimg/artifacts.py: safe extraction refuses traversal, absolute paths, links and devices; job artefacts
 are downloaded beside each other; metrics and per-sample test probabilities for the ROC curve."""
 import io
 import json
@@ -164,6 +164,7 @@ def model_dir(tmp_path_factory):
     return str(root)
 
 
+@pytest.mark.slow  # a model server process
 def test_local_model_serves_with_its_own_code_and_leaves_imports_alone(model_dir, tmp_path):
     before = dict(sys.modules)
     model = artifacts.LocalModel(model_dir)

@@ -380,7 +380,7 @@ def test_a_broken_model_never_replaces_the_saved_one(saved, tmp_path):
     result = run_local_train(data, work, SAVED_HPS[1:] + ["epochs=3", "lr=1e12", "max-steps-per-epoch=1"])
     assert result.returncode != 0
     line = failure_line(work)
-    assert "became NaN or infinite" in line and "in epoch 3" in line or "after epoch 3" in line, line
+    assert "became NaN or infinite" in line and ("in epoch 3" in line or "after epoch 3" in line), line
     assert "the checkpoint of epoch 2 was kept" in line, line
     assert snapshot(work) == before  # the model and checkpoints of the good run, byte for byte
 

@@ -1,4 +1,4 @@
-"""scripts/channels.py: listing and sampling class folders, the smoke-test subset, and the upload to S3 that
+"""medimg/channels.py: listing and sampling class folders, the smoke-test subset, and the upload to S3 that
 happens once per content (manifest of sizes and SHA-256, content-addressed prefix)."""
 import json
 import os

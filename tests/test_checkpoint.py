@@ -1,10 +1,13 @@
 """Checkpoint I/O: atomic, the newest two kept, broken files skipped, weights_only loads."""
 import os
 
+import pytest
 import torch
 
 import checkpoints
 import utils
+
+pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
 
 
 def state(epoch):

@@ -17,6 +17,8 @@ import splits
 from conftest import CLASSES, make_image
 from errors import BadImageError, DataError
 
+pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
+
 
 def write_json(path, obj):
     with open(path, "w") as fh:

@@ -251,13 +251,13 @@ def test_multi_frame_file_refused_in_one_line_then_taken_with_frame(tmp_path, ca
     csv_path = single(tmp_path, ["cine/multi.dcm", "single.dcm"])
     code, _, err, out = convert(capsys, tmp_path, csv_path)
     line = one_line_error(code, err, out)
-    assert "cine/multi.dcm is a multi-frame file (3 frames)" in line and "--frame N" in line
+    assert "the file on line 2 is a multi-frame file (3 frames)" in line and "cine" not in line and "--frame N" in line
     code, _, err, out = convert(capsys, tmp_path, csv_path, "--frame", "1")
     assert code == 0, err
     assert_rounded(png(out, "train", 0), linear_window(RAMP[::-1], 64.5, 64), 255)  # frame 1 with its own window
     assert_rounded(png(out, "train", 1), linear_window(RAMP, 128, 256), 255)  # a single-frame file ignores --frame
     code, _, err, out = convert(capsys, tmp_path, csv_path, "--frame", "3", out=tmp_path / "out3")
-    assert "cine/multi.dcm has 3 frames, so --frame 3 is out of range (0..2)" in one_line_error(code, err, out)
+    assert "the file on line 2 has 3 frames, so --frame 3 is out of range (0..2)" in one_line_error(code, err, out)
 
 
 def write_good(tmp_path, n, split_every=4):
@@ -283,10 +283,12 @@ def test_unreadable_and_undecodable_files_are_counted_and_named_below_the_thresh
     assert code == 0, err
     warning = next(line for line in err.splitlines() if "skipped" in line)
     assert warning.startswith("prepare_data: warning: skipped 4 of the 40 files") and "at most 10%" in warning
-    assert "junk/notes.dcm (not a" in warning and "gone.dcm (missing)" in warning
+    # named by their line in the CSV (36 good rows, then notes, j2k, gone, mpeg2), never by their path
+    assert "the file on line 38 (not a" in warning and "the file on line 40 (missing)" in warning
+    assert "junk" not in warning and "gone.dcm" not in warning
     # a decoder that fails on the data (Pillow's OpenJPEG, where present) or none at all (MPEG2)
-    assert "junk/j2k.dcm (compressed as 'JPEG 2000 Image Compression (Lossless Only)'" in warning
-    assert "junk/mpeg2.dcm (compressed as 'MPEG2 Main Profile / Main Level' and no installed decoder" in warning
+    assert "the file on line 39 (compressed as 'JPEG 2000 Image Compression (Lossless Only)'" in warning
+    assert "the file on line 41 (compressed as 'MPEG2 Main Profile / Main Level' and no installed decoder" in warning
     assert "converted 36 of the 40 DICOM files" in stdout and "(4 skipped)" in stdout
     n_images = sum(len(os.listdir(os.path.join(out, s, "images"))) for s in ("train", "val"))
     assert n_images == 36 and len(read_rows(out, "val")) == 9
@@ -297,10 +299,10 @@ def test_too_many_bad_files_fail_in_one_line_naming_them(tmp_path, capsys):
     code, _, err, out = convert(capsys, tmp_path, write_csv(tmp_path / "l.csv", ["file", "label", "split"], rows))
     line = one_line_error(code, err, out)
     assert "2 of the 10 files" in line and "(more than 10%)" in line
-    assert "junk/notes.dcm" in line and "junk/j2k.dcm" in line
+    assert "the file on line 10" in line and "the file on line 11" in line and "junk" not in line
     code, _, err, out = convert(capsys, tmp_path, write_csv(tmp_path / "b.csv", ["file", "label", "split"],
                                                             write_bad(tmp_path / "x")[2:3]))
-    assert "none of the 1 files" in one_line_error(code, err, out) and "gone.dcm (missing)" in err
+    assert "none of the 1 files" in one_line_error(code, err, out) and "the file on line 2 (missing)" in err
 
 
 # ==================================================================================================
@@ -345,7 +347,8 @@ def test_patient_split_keeps_each_patient_in_one_split_and_no_identifier_leaves(
     assert hashes["val"] and hashes["test"]
     assert "2 files have no PatientID: each is taken as a patient of its own" in err
     assert "split by DICOM PatientID" in stdout
-    assert "skipped 1 of the 39 files" in err and "<PatientID>/broken.dcm (not a" in err  # named, id blanked out
+    # the bad file (under a folder named after its patient) is named by its CSV line, so no identifier leaves
+    assert "skipped 1 of the 39 files" in err and "the file on line 40 (not a" in err
     secrets = PIDS + [f"Smith^Pat{p:04d}" for p in range(12)] + [f"ACCN-55{p:04d}" for p in range(12)] + ["Smith"]
     for folder, _, names in os.walk(out):  # every written byte, names included
         for name in names:
@@ -530,7 +533,7 @@ def test_bundled_multi_frame_rt_dose_needs_a_frame(tmp_path, capsys):
     shutil.copy(path, tmp_path / "dcm" / "dose.dcm")
     csv_path = single(tmp_path, ["dose.dcm"])
     code, _, err, out = convert(capsys, tmp_path, csv_path)
-    assert "dose.dcm is a multi-frame file (15 frames)" in one_line_error(code, err, out)
+    assert "is a multi-frame file (15 frames)" in one_line_error(code, err, out)
     code, _, err, out = convert(capsys, tmp_path, csv_path, "--frame", "7")
     assert code == 0, err
     frame = pydicom.dcmread(path).pixel_array[7].astype(np.float64)

@@ -10,6 +10,8 @@ import hyperparameters
 import metrics
 import schedule
 
+pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
+
 
 def args_with(**overrides):
     args = hyperparameters.parse_args([], environ={})

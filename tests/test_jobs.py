@@ -1,4 +1,4 @@
-"""scripts/jobs.py: following a training job (status changes and the log, each line once), a failed job's
+"""medimg/jobs.py: following a training job (status changes and the log, each line once), a failed job's
 plain FailureReason, waiting for a tuning job, idempotent clean-up, stopping a warm pool, the resource log."""
 import json
 

@@ -6,6 +6,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 import metrics
 import utils
 
+pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
+
 
 def softmax(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))

@@ -4,6 +4,8 @@ import torch
 
 import model_def
 
+pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
+
 # torchvision's 224 px models are checked at 64 px to keep the suite fast: the shape logic is the same.
 SIZES = {"smallcnn": 28, "resnet18_small": 28}
 

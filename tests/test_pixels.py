@@ -15,6 +15,8 @@ import inference
 import loaders
 import train
 
+pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
+
 RED, GREEN = (196, 0, 0), (0, 100, 0)  # equal luma (0.299 * 196 = 0.587 * 100): the same grey
 
 
