@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 
 import channels
 import images
@@ -49,9 +48,6 @@ def load_data(args, device):
     """Read the channels (class names, task, listings: channels.read_channels), hold out val when there is no val
     channel, and decode the images once into memory when they fit (``cache-max-gb``), else stream them from disk
     every epoch. Returns Data."""
-    # images.open_image checks max-image-pixels from the header before decoding; Pillow's own fixed 89 Mpx check
-    # would otherwise refuse what the user allowed, with another message
-    Image.MAX_IMAGE_PIXELS = None
     classes, task, listed = channels.read_channels(args)
     n_channels, size = images.probe(listed["train"].paths, args.max_image_pixels)
     n_channels, size = args.in_channels or n_channels, image_size(args.image_size, size)

@@ -5,7 +5,6 @@ palette, grey, RGB, RGBA, CMYK, ...) into a uint8 array at the model's channels 
 the same pixels in train.py's evaluation and at the endpoint. ``open_image`` refuses images above a pixel limit
 from the header, before decoding (decompression bombs).
 """
-import warnings
 from collections import Counter
 
 import numpy as np
@@ -27,23 +26,36 @@ def open_image(fp, max_pixels):
     """Open and load an image (a path or a file object) of one of FORMATS, with a decompression-bomb guard.
 
     Returns a loaded ``PIL.Image``. Raises ImageTooLargeError above ``max_pixels`` (width x height, read from
-    the header), BadImageError for anything else Pillow cannot decode (corrupt, truncated, empty, not an image,
-    another format)."""
+    the header, before anything is decoded), BadImageError for anything else Pillow cannot decode (corrupt,
+    truncated, empty, not an image, another format). ``max_pixels`` is the one limit: Pillow's own check
+    (``Image.MAX_IMAGE_PIXELS``, a process-wide setting: a warning above 89 Mpx, an error above 179 Mpx) is turned
+    off, or it would refuse what the user allowed, with another message, depending on what ran before."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fp, formats=FORMATS)
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(f"{width}x{height} pixels is above the limit of {max_pixels}")
+        im = open_header(fp)
+        try:
+            check_pixels(im, max_pixels)
             im.load()
-            return im
+        except BaseException:
+            im.close()
+            raise
+        return im
     except BadImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"too many pixels ({exc})") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # Pillow's ways of saying corrupt/truncated
         raise BadImageError(f"cannot decode ({type(exc).__name__}: {exc})") from exc
+
+
+def open_header(fp):
+    """``Image.open`` of FORMATS only (the header is read, nothing decoded), with Pillow's own pixel limit off."""
+    Image.MAX_IMAGE_PIXELS = None
+    return Image.open(fp, formats=FORMATS)
+
+
+def check_pixels(im, max_pixels):
+    """Raise ImageTooLargeError when an opened (not yet decoded) image has more than ``max_pixels`` pixels."""
+    width, height = im.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(f"{width}x{height} pixels is above the limit of {max_pixels}")
 
 
 def to_uint8(arr):
@@ -108,7 +120,8 @@ def probe(paths, max_pixels, limit=256):
     colour, sizes = False, Counter()
     for path in paths[::step][:limit]:
         try:
-            with Image.open(path, formats=FORMATS) as im:
+            with open_header(path) as im:
+                check_pixels(im, max_pixels)  # before holds_colour decodes it
                 sizes[max(im.size)] += 1
                 colour = colour or holds_colour(im)
         except Exception:  # noqa: BLE001 - a bad file is counted when the data is decoded

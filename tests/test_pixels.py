@@ -70,6 +70,34 @@ def test_a_small_coloured_mark_on_a_grey_image_is_colour():
     assert images.holds_colour(im)
 
 
+def rgb_png_header(width, height):
+    """A few hundred bytes that claim a width x height RGB PNG (the pixels are not there)."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+
+
+def test_the_colour_probe_never_decodes_an_image_above_the_pixel_limit(tmp_path, monkeypatch):
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        disc(RED).save(paths[-1])
+    (tmp_path / "bomb.png").write_bytes(rgb_png_header(30_000, 30_000))  # 2.7 GB of RGB once decoded
+    paths.insert(0, str(tmp_path / "bomb.png"))
+    looked_at = []
+    real = images.holds_colour
+    monkeypatch.setattr(images, "holds_colour", lambda im: looked_at.append(im.size) or real(im))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own limit is not the one that counts
+    assert images.probe(paths, max_pixels=64_000_000) == (3, 28)
+    assert looked_at == [(28, 28)]  # the bomb (first) was skipped; the first colour image settles it
+    with pytest.raises(images.ImageTooLargeError, match="30000x30000 pixels is above the limit of 64000000"):
+        images.open_image(paths[0], 64_000_000)
+
+
 WRITERS = {  # name: (PIL image, format, save options)
     "palette-colour": (lambda: disc(RED).convert("P", palette=Image.ADAPTIVE), "PNG", {}),
     "rgba": (lambda: disc(GREEN).convert("RGBA"), "PNG", {}),
