@@ -1,18 +1,29 @@
 # make demo: install, then train on the embedded PneumoniaMNIST sample through the real SageMaker toolkit.
 # make test: install if needed, then run the whole suite; make test-fast: the unit tier only (well under a minute).
+# make install builds two client environments: .venv (SageMaker Python SDK v2, the training toolkit, moto, the
+# test tools) and .venv-sdk3 (SDK v3, for the tests that run the ModelTrainer path and its container drivers).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+VENV3 := .venv-sdk3
+PIP3 := $(VENV3)/bin/pip
+STAMP3 := $(VENV3)/.installed
+SDK3_PACKAGES := "sagemaker>=3,<4" ipykernel matplotlib pandas scikit-learn captum
+# code/ on the containers' oldest torch (the 2.6 training and inference images): make test-torch26
+VENV26 := .venv-torch26
+STAMP26 := $(VENV26)/.installed
+TORCH26_PIN := torch==2.6.0 torchvision==0.21.0
+TORCH26_TESTS := $(shell grep -l "mark.torch26" tests/test_*.py)
 # this project's own environments take this torch (from local disk here); Studio users keep their image's
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 DEMO_DATA := build/demo-data
 DEMO_WORK := build/demo-work
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install install-torch26 demo test test-fast test-torch26 bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(STAMP3)
 
 # Reinstall only when a requirements file or the package metadata changed (or the venv is new).
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -25,6 +36,32 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# SDK v3 client: the same torch (from local disk here, no second download), SDK v3 and what the notebook imports;
+# medimg without dependencies (it declares none; code/ is read from this checkout).
+$(STAMP3): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	test -x $(VENV3)/bin/python || $(PYTHON) -m venv $(VENV3)
+	$(PIP3) install --quiet --upgrade pip
+	$(PIP3) install --quiet $(TORCH_PIN)
+	$(PIP3) install --quiet $(SDK3_PACKAGES)
+	$(PIP3) install --quiet --no-deps -e .
+	touch $(STAMP3)
+
+# torch 2.6.0 from PyPI (about 3 GB of CUDA wheels), then requirements.txt as a Studio user installs it next to
+# their image's torch: it must keep that torch (tests/test_container_torch.py checks the version it runs on).
+install-torch26: $(STAMP26)
+
+$(STAMP26): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	test -x $(VENV26)/bin/python || $(PYTHON) -m venv $(VENV26)
+	$(VENV26)/bin/pip install --quiet --upgrade pip
+	$(VENV26)/bin/pip install --quiet $(TORCH26_PIN) pytest
+	$(VENV26)/bin/pip install --quiet -r requirements.txt
+	touch $(STAMP26)
+
+test-torch26: $(STAMP26)
+	MEDIMG_EXPECT_TORCH=2.6.0 $(VENV26)/bin/python -m pytest -q -m torch26 $(TORCH26_TESTS)
+
 $(DEMO_DATA)/train: data/pneumoniamnist_trainval.npz medimg/prepare_data.py | $(STAMP)
 	rm -rf $(DEMO_DATA)
 	$(PY) scripts/prepare_data.py --npz data/pneumoniamnist_trainval.npz --out $(DEMO_DATA).tmp
@@ -36,10 +73,10 @@ demo: $(STAMP) $(DEMO_DATA)/train
 	$(PY) scripts/local_train.py --data $(DEMO_DATA) --out $(DEMO_WORK)
 	$(PY) scripts/show_metrics.py $(DEMO_WORK)/output/data/metrics.json
 
-test: $(STAMP)
+test: $(STAMP) $(STAMP3)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(STAMP3)
 	$(PY) -m pytest -q -m "not slow"
 
 # make bench BENCH_ARGS="--quick" (or --only throughput,ceiling ...): see benchmarks/run.py --help

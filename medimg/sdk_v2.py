@@ -1,4 +1,11 @@
-"""SageMaker Python SDK v2 (``sagemaker`` < 3): the ``sagemaker.pytorch`` Estimator, made to deploy as is.
+"""SageMaker Python SDK v2 (``sagemaker`` < 3): a ``medimg.job.JobSpec`` as the ``sagemaker.pytorch`` Estimator,
+its HyperparameterTuner and its PyTorchModel endpoint.
+
+    session = sdk_v2.make_session(boto3.Session(region_name=region), default_bucket=bucket)
+    estimator, job_name = sdk_v2.start_job(spec, session)           # fit(spec.channels, wait=False)
+    tuner, tuning_job = sdk_v2.start_tuning(spec, session, TuningSpec(max_jobs=6))
+    predictor = sdk_v2.deploy(spec, estimator.model_data, session, endpoint_name=name)
+    sdk_v2.invoke(predictor, png_bytes)   # {"predictions": [...]}; sdk_v2.delete(session, name) cleans up
 
 The training images go to PyTorch 2.8; the inference images stop at 2.6 (SAGEMAKER_CONTRACT.md, "Versions"). So
 ``PyTorch(framework_version="2.8.0").deploy()`` fails in the SDK itself ("Unsupported pytorch version: 2.8.0"
@@ -6,27 +13,217 @@ for the inference image). ``Estimator`` is ``sagemaker.pytorch.PyTorch`` whose `
 ``deploy()`` calls) serves the trained model on the newest inference image not newer than the training one, with
 the SDK's own defaults otherwise: ``train.py`` as the entry point (it exports inference.py's handlers) and
 ``PyTorchPredictor``'s numpy serializer/deserializer (inference.py answers application/x-npy).
+
+The SDK is imported inside functions (and ``Estimator`` when first used), so this module imports with SDK v3
+installed too (``inference_version`` and the keyword builders work there).
 """
-from sagemaker.pytorch import PyTorch
+import json
+import logging
 
-INFERENCE_VERSIONS = ("2.6.0",)  # PyTorch inference images for Python 3.12, newest first
+from medimg import jobs
+from medimg.job import INFERENCE_VERSIONS, check_vpc, inference_version, unique_name  # noqa: F401 (API)
+from medimg.sdk import SAGEMAKER_CONFIG
 
-
-def inference_version(training_version):
-    """The inference image version for a model trained on ``training_version``: the newest one not newer."""
-    def key(v):
-        return tuple(int(p) for p in v.split("."))
-
-    for version in INFERENCE_VERSIONS:
-        if key(version) <= key(training_version):
-            return version
-    return training_version
+IMAGE_CONTENT_TYPE = "application/x-image"  # raw image bytes of any training format; inference.py decodes them
 
 
-class Estimator(PyTorch):
-    """``sagemaker.pytorch.PyTorch`` whose ``deploy()`` and ``create_model()`` work for a 2.7/2.8 training job."""
+def _estimator_class():
+    from sagemaker.pytorch import PyTorch
 
-    def create_model(self, *args, **kwargs):
-        model = super().create_model(*args, **kwargs)
-        model.framework_version = inference_version(self.framework_version)
-        return model
+    class Estimator(PyTorch):
+        """``sagemaker.pytorch.PyTorch`` whose ``deploy()`` and ``create_model()`` work for a 2.7/2.8 training job."""
+
+        def create_model(self, *args, **kwargs):
+            model = super().create_model(*args, **kwargs)
+            model.framework_version = inference_version(self.framework_version)
+            return model
+
+    Estimator.__module__, Estimator.__qualname__ = __name__, "Estimator"
+    return Estimator
+
+
+def __getattr__(name):
+    """``Estimator`` is built on first use (it subclasses SDK v2's PyTorch, absent under SDK v3)."""
+    if name == "Estimator":
+        globals()["Estimator"] = _estimator_class()  # later lookups find it without this hook
+        return globals()["Estimator"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _estimator():
+    return globals().get("Estimator") or __getattr__("Estimator")
+
+
+def make_session(boto_session=None, default_bucket=None):
+    """A ``sagemaker.Session`` with the SDK's telemetry off. Pass ``default_bucket``: without it the SDK asks STS
+    for the account at a fixed AWS address to name one."""
+    import sagemaker
+
+    return sagemaker.Session(boto_session=boto_session, default_bucket=default_bucket,
+                             sagemaker_config=SAGEMAKER_CONFIG)
+
+
+# ==================================================================================================
+# Training
+# ==================================================================================================
+def estimator_kwargs(spec):
+    """Keyword arguments of ``sagemaker.pytorch.PyTorch`` for ``spec`` (add ``sagemaker_session``): spot
+    (``use_spot_instances``, ``max_wait``) or warm pool (``keep_alive_period_in_seconds``) by mode, the checkpoint
+    location when given, ``distribution`` when torchrun is on, tags and the security settings only when set."""
+    kwargs = {
+        "entry_point": spec.entry_point, "source_dir": spec.source_dir, "role": spec.role,
+        "framework_version": spec.framework_version, "py_version": spec.py_version,
+        "instance_type": spec.instance_type, "instance_count": spec.instance_count, "volume_size": spec.volume_size,
+        "hyperparameters": dict(spec.hyperparameters), "metric_definitions": spec.metric_definitions,
+        "output_path": spec.output_path, "code_location": spec.code_location, "base_job_name": spec.base_job_name,
+        "max_run": spec.max_run,
+        "disable_profiler": True,  # the profiler and debugger hooks add nothing for this script
+        "debugger_hook_config": False,
+    }
+    if spec.spot:
+        kwargs.update(use_spot_instances=True, max_wait=spec.max_wait_seconds)
+    if spec.keep_alive:
+        kwargs["keep_alive_period_in_seconds"] = spec.keep_alive
+    if spec.checkpoint_s3_uri:  # local path: /opt/ml/checkpoints (train.py's default)
+        kwargs["checkpoint_s3_uri"] = spec.checkpoint_s3_uri
+    if spec.distribution:
+        kwargs["distribution"] = spec.distribution
+    if spec.tag_list:
+        kwargs["tags"] = spec.tag_list
+    kwargs.update(spec.security)  # JobSpec's names are the Estimator's
+    return kwargs
+
+
+def build_estimator(spec, session):
+    """The ``Estimator`` (PyTorch) for ``spec`` on ``session``."""
+    return _estimator()(sagemaker_session=session, **estimator_kwargs(spec))
+
+
+def start_job(spec, session, *, job_name=None, wait=False):
+    """Start the training job on ``spec.channels``: ``(estimator, job_name)``. ``job_name`` defaults to
+    ``<base_job_name>-<timestamp>`` (the SDK's ``name_from_base``). Raises ValueError when the spec has no
+    channels."""
+    if not spec.channels:
+        raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
+    estimator = build_estimator(spec, session)
+    job_name = job_name or unique_name(spec.base_job_name)
+    estimator.fit(dict(spec.channels), job_name=job_name, wait=wait)
+    return estimator, job_name
+
+
+# ==================================================================================================
+# Hyperparameter tuning
+# ==================================================================================================
+def parameter_ranges(ranges):
+    """``medimg.job.tuning_ranges`` as ``sagemaker.tuner`` parameter objects."""
+    from sagemaker.tuner import CategoricalParameter, ContinuousParameter
+
+    out = {}
+    for name, kind in ranges.items():
+        out[name] = (ContinuousParameter(kind[1], kind[2], scaling_type=kind[3]) if kind[0] == "continuous"
+                     else CategoricalParameter(list(kind[1])))
+    return out
+
+
+def tuner_kwargs(tuning, metric_definitions):
+    """Keyword arguments of ``sagemaker.tuner.HyperparameterTuner(estimator, **kwargs)`` for a TuningSpec."""
+    kwargs = {
+        "objective_metric_name": tuning.objective_metric_name, "objective_type": tuning.objective_type,
+        "hyperparameter_ranges": parameter_ranges(tuning.ranges),
+        "metric_definitions": [dict(d) for d in metric_definitions],
+        "max_jobs": int(tuning.max_jobs), "max_parallel_jobs": int(tuning.max_parallel_jobs),
+        "early_stopping_type": tuning.early_stopping, "strategy": tuning.strategy,
+    }
+    if tuning.base_tuning_job_name:
+        kwargs["base_tuning_job_name"] = tuning.base_tuning_job_name
+    return kwargs
+
+
+def tuner(spec, session, tuning):
+    """A ``HyperparameterTuner`` whose trials run ``spec.for_tuning()`` (no shared checkpoint location)."""
+    from sagemaker.tuner import HyperparameterTuner
+
+    return HyperparameterTuner(build_estimator(spec.for_tuning(), session),
+                               **tuner_kwargs(tuning, spec.metric_definitions))
+
+
+def start_tuning(spec, session, tuning, *, job_name=None):
+    """Start the tuning job on ``spec.channels``: ``(tuner, tuning_job_name)``; the name defaults to
+    ``<base_job_name>-hpo-<yymmdd-hhmm>`` (at most 32 characters, as SageMaker allows)."""
+    import sagemaker
+
+    if not spec.channels:
+        raise ValueError("the tuning job needs the channels: JobSpec(channels={'train': 's3://...', ...})")
+    job_name = job_name or sagemaker.utils.name_from_base(f"{spec.base_job_name}-hpo", max_length=32, short=True)
+    t = tuner(spec, session, tuning)
+    estimator_log = logging.getLogger("sagemaker.estimator")
+    level = estimator_log.level
+    estimator_log.setLevel(logging.ERROR)  # "No finished training job found associated with this estimator": the
+    try:                                   # tuner's estimator never trains itself, which is what it is for
+        t.fit(dict(spec.channels), job_name=job_name, wait=False)
+    finally:
+        estimator_log.setLevel(level)
+    return t, job_name
+
+
+# ==================================================================================================
+# Deployment
+# ==================================================================================================
+def model_security_kwargs(*, output_kms_key=None, subnets=None, security_group_ids=None,
+                          enable_network_isolation=False, **_training_only):
+    """The job's security settings (``**spec.security``) for ``PyTorchModel``: the repacked model.tar.gz encrypted
+    with ``output_kms_key``, the endpoint in the VPC, and network isolation. Only those that are set."""
+    out = {}
+    if output_kms_key:
+        out["model_kms_key"] = output_kms_key
+    check_vpc(subnets, security_group_ids)
+    if subnets:
+        out["vpc_config"] = {"Subnets": list(subnets), "SecurityGroupIds": list(security_group_ids)}
+    if enable_network_isolation:
+        out["enable_network_isolation"] = True
+    return out
+
+
+def deploy(spec, model_data, session, *, endpoint_name=None, instance_type="ml.m5.large", repack_location=None,
+           wait=True, poll=30):
+    """Deploy a job's model.tar.gz behind an endpoint (model, endpoint config and endpoint all named
+    ``endpoint_name``, default ``<base_job_name>-endpoint-<timestamp>``) with ``spec.source_dir``'s inference.py
+    on the PyTorch inference image for the job's version. The SDK repacks the model with that code (to
+    ``repack_location``, default the session's bucket). Returns the predictor: raw image bytes in
+    (application/x-image), JSON out. ``wait``: until InService, polling every ``poll`` seconds."""
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.pytorch import PyTorchModel
+    from sagemaker.serializers import IdentitySerializer
+
+    endpoint_name = endpoint_name or unique_name(f"{spec.base_job_name}-endpoint")
+    model = PyTorchModel(model_data=model_data, role=spec.role, entry_point="inference.py", source_dir=spec.source_dir,
+                         framework_version=inference_version(spec.framework_version), py_version=spec.py_version,
+                         name=endpoint_name, code_location=repack_location, sagemaker_session=session,
+                         **model_security_kwargs(**spec.security))
+    predictor = model.deploy(initial_instance_count=1, instance_type=instance_type, endpoint_name=endpoint_name,
+                             serializer=IdentitySerializer(IMAGE_CONTENT_TYPE), deserializer=JSONDeserializer(),
+                             wait=False, tags=spec.tag_list,
+                             **({"kms_key": spec.volume_kms_key} if spec.volume_kms_key else {}))
+    if wait:
+        session.wait_for_endpoint(endpoint_name, poll=poll)
+    return predictor
+
+
+def execution_role(session):
+    """This notebook's execution role (Studio), as the SDK finds it."""
+    import sagemaker
+
+    return sagemaker.get_execution_role(sagemaker_session=session)
+
+
+def invoke(predictor, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
+    """One request through the endpoint (by default an image file's bytes): inference.py's answer, parsed JSON
+    (or the raw bytes for another ``accept``)."""
+    data = predictor.sagemaker_session.sagemaker_runtime_client.invoke_endpoint(
+        EndpointName=predictor.endpoint_name, Body=body, ContentType=content_type, Accept=accept)["Body"].read()
+    return json.loads(data) if accept == "application/json" else data
+
+
+def delete(session, endpoint_name, out=print):
+    """Delete the endpoint, its config and its model (each step skips what is already gone)."""
+    return jobs.delete_endpoint_resources(session.sagemaker_client, endpoint_name=endpoint_name, out=out)

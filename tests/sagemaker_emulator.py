@@ -4,16 +4,25 @@ moto answers the SageMaker, S3, CloudWatch and Logs APIs but runs nothing: it ma
 Completed at once with no artefacts, replaces its MetricDefinitions, and its InvokeEndpoint returns canned
 text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this process and wraps moto so that
 
-* CreateTrainingJob is recorded as the client sent it (``training_requests``, the raw JSON body), and then,
-  when ``run_jobs``, the job really runs in a background thread: the uploaded sourcedir.tar.gz and the
-  channels are fetched from moto's S3, the real sagemaker-training toolkit runs the entry point on a fake
-  /opt/ml (scripts/local_train.py's ``stage_base_dir`` and ``toolkit_env``), checkpoints are restored from
-  and synced to the job's CheckpointConfig S3 URI, and ``model.tar.gz`` (the model dir) and
-  ``output.tar.gz`` (output/data) are put at ``<S3OutputPath>/<job>/output/``. Meanwhile the job is
-  InProgress; then Completed, or Failed with the failure file as FailureReason, as SageMaker reports it.
-  The job's log goes to CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<time>``)
-  and every MetricDefinitions regex is applied to it, line by line, into CloudWatch metrics
-  (``/aws/sagemaker/TrainingJobs``, dimension TrainingJobName) and FinalMetricDataList.
+* CreateTrainingJob is recorded as the client sent it (``training_requests``, the raw JSON body), a second job of
+  the same name is refused (ResourceInUse, as SageMaker does), and then, when ``run_jobs``, the job really runs in
+  a background thread: its channels are fetched from moto's S3 and
+
+  - an SDK v2 job (the Estimator: ``sagemaker_submit_directory`` = the uploaded sourcedir.tar.gz) runs through
+    the real sagemaker-training toolkit on a fake /opt/ml (medimg.local_train's ``stage_base_dir`` and
+    ``toolkit_env``) with ``python``;
+  - an SDK v3 job (ModelTrainer: a ContainerEntrypoint, the code in a ``code`` channel and the SDK's drivers in
+    ``sm_drivers``) runs its own container command through those uploaded drivers, their /opt/ml redirected to the
+    fake one (medimg.local_train's ``stage_v3_base``, ``v3_command``, ``v3_env``), with ``python_v3`` (default
+    ``python``) first on PATH as the image's python3/pip3/torchrun;
+
+  checkpoints are restored from and synced to the job's CheckpointConfig S3 URI (SM_CHECKPOINT_DIR stands in for
+  /opt/ml/checkpoints, which SageMaker creates), and ``model.tar.gz`` (the model dir) and ``output.tar.gz``
+  (output/data) are put at ``<S3OutputPath>/<job>/output/``. Meanwhile the job is InProgress; then Completed, or
+  Failed with the failure file as FailureReason, as SageMaker reports it. The job's log goes to CloudWatch Logs
+  (``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<time>``) and every MetricDefinitions regex is applied
+  to it, line by line, into CloudWatch metrics (``/aws/sagemaker/TrainingJobs``, dimension TrainingJobName) and
+  FinalMetricDataList.
 * CreateHyperParameterTuningJob is recorded (``tuning_requests``); moto's canned tuning result stands.
 * InvokeEndpoint runs the endpoint's model for real: the model's ModelDataUrl (the SDK's repacked
   model.tar.gz) is extracted like /opt/ml/model and served by ``medimg.serving.ModelServer`` (a process that
@@ -21,8 +30,13 @@ text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this pr
   per request, as the PyTorch inference toolkit does); an error with a ``BaseInferenceToolkitError`` status
   becomes SageMaker's ModelError (HTTP 424) carrying that status, anything else a 500 from the model.
 
+* DescribeModel, DescribeEndpointConfig and DescribeEndpoint leave out the empty objects moto adds
+  (``VpcConfig: {}``, ``DataCaptureConfig: {}``), which SageMaker does not send and sagemaker-core (SDK v3)
+  refuses.
+
 Only one emulator runs at a time (moto's classes are patched for its lifetime). Child processes reach it
-through ``emulator.env()`` (AWS_ENDPOINT_URL and fake credentials).
+through ``emulator.env()`` (AWS_ENDPOINT_URL, fake credentials, and SAGEMAKER_VALIDATE_ROLE=false: moto has no
+iam:SimulatePrincipalPolicy, which SDK v3's role check calls).
 """
 import base64
 import copy
@@ -73,6 +87,17 @@ def _extract(data, dest):
         tar.extractall(root, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(root)
 
 
+def _without_empty_objects(describe):
+    """A moto Describe* response method whose answer leaves out top-level ``{}`` values."""
+    def wrapper(handler):
+        result = describe(handler)
+        if isinstance(getattr(result, "result", None), dict):
+            result._result = {k: v for k, v in result.result.items() if v != {}}
+        return result
+
+    return wrapper
+
+
 class JobRun:
     def __init__(self, name, work):
         self.name, self.work = name, work
@@ -83,9 +108,12 @@ class JobRun:
 
 
 class SageMakerEmulator:
-    def __init__(self, workdir, *, run_jobs=True, job_timeout=600, python=sys.executable):
+    def __init__(self, workdir, *, run_jobs=True, job_timeout=600, python=sys.executable, python_v3=None):
+        """``python`` runs SDK v2 jobs (it needs the training toolkit) and serves endpoints (it needs medimg);
+        ``python_v3`` (default ``python``) is the python3 on PATH of SDK v3 jobs (it needs torch)."""
         self.workdir = os.path.abspath(workdir)
         self.run_jobs, self.job_timeout, self.python = run_jobs, job_timeout, python
+        self.python_v3 = python_v3 or python
         self.training_requests, self.tuning_requests, self.invocations = [], [], []
         self.jobs = {}
         self._raw_by_name = {}
@@ -134,7 +162,8 @@ class SageMakerEmulator:
         env = dict(os.environ if base is None else base)
         env.update(FAKE_CREDENTIALS)
         env.update({"AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                    "AWS_ENDPOINT_URL": self.url, "SAGEMAKER_SUPPRESS_V2_WARNING": "1"})
+                    "AWS_ENDPOINT_URL": self.url, "SAGEMAKER_VALIDATE_ROLE": "false"})
+        env.pop("SAGEMAKER_SUPPRESS_V2_WARNING", None)  # a child sees the SDK v2 warnings a real user would see
         env.pop("AWS_SECURITY_TOKEN", None)
         env.pop("AWS_PROFILE", None)
         return env
@@ -158,6 +187,7 @@ class SageMakerEmulator:
         setattr(owner, name, new)
 
     def _patch(self):
+        from moto.sagemaker import exceptions as sm_exceptions
         from moto.sagemaker import models as sm_models
         from moto.sagemaker import responses as sm_responses
         from moto.sagemakerruntime import responses as rt_responses
@@ -170,6 +200,10 @@ class SageMakerEmulator:
 
         def create_training_job_response(handler):
             raw = json.loads(handler.body)
+            if raw["TrainingJobName"] in _active._raw_by_name:  # SageMaker: names are unique per account/region
+                raise sm_exceptions.ResourceInUseException(
+                    f"Training job names must be unique within an AWS account and region, and a training job "
+                    f"with this name already exists ({raw['TrainingJobName']})")
             _active.training_requests.append(raw)
             _active._raw_by_name[raw["TrainingJobName"]] = raw
             return original_response(handler)
@@ -193,6 +227,8 @@ class SageMakerEmulator:
         self._patch_attr(backend_cls, "create_training_job", create_training_job_backend)
         self._patch_attr(response_cls, "create_hyper_parameter_tuning_job", create_tuning_job_response)
         self._patch_attr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+        for name in ("describe_model", "describe_endpoint_config", "describe_endpoint"):
+            self._patch_attr(response_cls, name, _without_empty_objects(getattr(response_cls, name)))
         # image bodies are bytes: keep moto from decoding them as UTF-8
         self._patch_attr(rt_responses.SageMakerRuntimeResponse, "use_raw_body", True)
 
@@ -235,56 +271,34 @@ class SageMakerEmulator:
         job.secondary_status = status
 
     def _execute(self, job, run):
+        """Stage the job's /opt/ml (SDK v2 or v3 launcher), run it, and upload what SageMaker uploads."""
         s3 = self.client("s3")
         name = job.training_job_name
-        hps = {k: json.loads(v) for k, v in (job.hyper_parameters or {}).items()}
-        if job.resource_config.get("InstanceCount", 1) != 1 or hps.get("sagemaker_torch_distributed_enabled"):
-            raise RuntimeError("the emulator runs single-instance jobs without distribution only")
+        spec = job.algorithm_specification or {}
+        if job.resource_config.get("InstanceCount", 1) != 1:
+            raise RuntimeError("the emulator runs single-instance jobs only")
         shutil.rmtree(run.work, ignore_errors=True)
-        base, channels_root = os.path.join(run.work, "opt_ml"), os.path.join(run.work, "channels")
+        base = os.path.join(run.work, "opt_ml")
         self._transition(job, "Downloading", "Downloading input data")
-        channels = []
-        for channel in job.input_data_config or []:
-            uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
-            bucket, prefix = _s3_parts(uri)
-            dest = os.path.join(channels_root, channel["ChannelName"])
-            os.makedirs(dest, exist_ok=True)
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    rel = obj["Key"][len(prefix):].lstrip("/")
-                    if rel and not rel.endswith("/"):
-                        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
-                        s3.download_file(bucket, obj["Key"], os.path.join(dest, rel))
-            channels.append(channel["ChannelName"])
-        code = local_train.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1")
-        shutil.rmtree(code)  # the job runs the uploaded sourcedir, not this checkout's code/
-        bucket, key = _s3_parts(hps["sagemaker_submit_directory"])
-        _extract(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), code)
-        local_train.write_json(os.path.join(base, "input", "config", "hyperparameters.json"),
-                               local_train.encode_hyperparameters(dict(hps, sagemaker_submit_directory=code)))
-        env = local_train.toolkit_env(base, run.work, 1)
+        if spec.get("ContainerEntrypoint"):  # SDK v3's ModelTrainer: its drivers are a channel
+            channels = self._download_channels(s3, job, os.path.join(base, "input", "data"))
+            argv, env = self._stage_v3(job, base, channels)
+        else:
+            channels_root = os.path.join(run.work, "channels")
+            channels = self._download_channels(s3, job, channels_root)
+            argv, env = self._stage_v2(s3, job, base, channels_root, channels)
         env.update(self._raw_by_name.get(name, {}).get("Environment") or {})
         env["TRAINING_JOB_NAME"] = name
-        checkpoints = os.path.join(run.work, "checkpoints")
+        checkpoints = os.path.join(base, "checkpoints")  # what /opt/ml/checkpoints is in the container
         ckpt_uri = (job.checkpoint_config or {}).get("S3Uri")
         if ckpt_uri:  # SageMaker restores the checkpoint prefix into the local path before the script starts
             os.makedirs(checkpoints, exist_ok=True)
             self._download_prefix(s3, ckpt_uri, checkpoints)
+            env["SM_CHECKPOINT_DIR"] = checkpoints  # train.py's stand-in for the literal /opt/ml/checkpoints
         else:
             env.pop("SM_CHECKPOINT_DIR", None)
         self._transition(job, "Training", "Training image download completed. Training in progress.")
-        timeout = min(self.job_timeout, (job.stopping_condition or {}).get("MaxRuntimeInSeconds") or self.job_timeout)
-        with open(os.path.join(run.work, "train.log"), "w+", encoding="utf-8") as log:
-            proc = subprocess.Popen([self.python, "-c", "from sagemaker_training.cli.train import main; main()"],
-                                    env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                run.returncode = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                run.returncode = proc.wait()
-                run.error = f"MaxRuntimeExceeded: the job ran past {timeout} s"
-            log.seek(0)
-            run.log = log.read()
+        self._run_process(job, run, argv, env, base)
         self._transition(job, "Uploading", "Uploading generated training model")
         if ckpt_uri:
             self._upload_dir(s3, checkpoints, ckpt_uri)
@@ -299,11 +313,67 @@ class SageMakerEmulator:
         elif run.returncode and not run.error:
             run.error = f"AlgorithmError: the training process exited with {run.returncode}"
 
+    def _download_channels(self, s3, job, root):
+        """Every input channel's S3 prefix into ``root/<channel>``; the channel names, in the job's order."""
+        channels = []
+        for channel in job.input_data_config or []:
+            dest = os.path.join(root, channel["ChannelName"])
+            os.makedirs(dest, exist_ok=True)
+            self._download_prefix(s3, channel["DataSource"]["S3DataSource"]["S3Uri"], dest)
+            channels.append(channel["ChannelName"])
+        return channels
+
+    def _stage_v2(self, s3, job, base, channels_root, channels):
+        """SDK v2: the toolkit's /opt/ml with the uploaded sourcedir.tar.gz as its code; (argv, env)."""
+        hps = {k: json.loads(v) for k, v in (job.hyper_parameters or {}).items()}
+        if hps.get("sagemaker_torch_distributed_enabled"):
+            raise RuntimeError("the emulator runs SDK v2 jobs without distribution only")
+        code = local_train.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1")
+        shutil.rmtree(code)  # the job runs the uploaded sourcedir, not this checkout's code/
+        bucket, key = _s3_parts(hps["sagemaker_submit_directory"])
+        _extract(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), code)
+        local_train.write_json(os.path.join(base, "input", "config", "hyperparameters.json"),
+                               local_train.encode_hyperparameters(dict(hps, sagemaker_submit_directory=code)))
+        argv = [self.python, "-c", "from sagemaker_training.cli.train import main; main()"]
+        return argv, local_train.toolkit_env(base, base, 1)
+
+    def _stage_v3(self, job, base, channels):
+        """SDK v3: the downloaded ``code`` and ``sm_drivers`` channels in place, the drivers redirected to
+        ``base``, and the job's own container command; (argv, env)."""
+        missing = [c for c in ("code", "sm_drivers") if c not in channels]
+        if missing:
+            raise RuntimeError(f"a job with a ContainerEntrypoint but without the {missing} channel(s): not a "
+                               "ModelTrainer job the emulator knows how to run")
+        local_train.stage_v3_base(base, {ch: None for ch in channels}, job.hyper_parameters or {}, ["algo-1"],
+                                  "algo-1")
+        spec = job.algorithm_specification
+        argv = local_train.v3_command(spec["ContainerEntrypoint"], spec.get("ContainerArguments"), base)
+        return argv, local_train.v3_env(self.python_v3, 1, job.training_job_name)
+
+    def _run_process(self, job, run, argv, env, base):
+        """Run the job's process (its own session, killed at MaxRuntimeInSeconds); its log into ``run.log``."""
+        timeout = min(self.job_timeout, (job.stopping_condition or {}).get("MaxRuntimeInSeconds") or self.job_timeout)
+        with open(os.path.join(run.work, "train.log"), "w+", encoding="utf-8") as log:
+            proc = subprocess.Popen(argv, env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                run.returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                run.returncode = proc.wait()
+                run.error = f"MaxRuntimeExceeded: the job ran past {timeout} s"
+            log.seek(0)
+            run.log = log.read()
+
     def _download_prefix(self, s3, uri, dest):
+        """Every object under the S3 folder ``uri`` into ``dest``, keeping sub-folders."""
         bucket, prefix = _s3_parts(uri.rstrip("/") + "/")
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                s3.download_file(bucket, obj["Key"], os.path.join(dest, obj["Key"][len(prefix):]))
+                rel = obj["Key"][len(prefix):]
+                if rel and not rel.endswith("/"):
+                    os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+                    s3.download_file(bucket, obj["Key"], os.path.join(dest, rel))
 
     def _upload_dir(self, s3, folder, uri):
         bucket, prefix = _s3_parts(uri.rstrip("/") + "/")

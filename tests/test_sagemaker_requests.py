@@ -1,12 +1,14 @@
-"""What the SageMaker SDK really sends for the notebook's other settings (warm pool, distribution, security),
-captured by the emulator on 127.0.0.1; and a job that fails for real, reported by its FailureReason."""
+"""What SDK v2 really sends for a JobSpec's other settings (warm pool, distribution, security), built by
+medimg.sdk_v2 and captured by the emulator on 127.0.0.1; and a job that fails for real, reported by its
+FailureReason. (SDK v3's requests: test_job.py and test_sdk_v3_jobs.py.)"""
 import json
 import os
+import re
 
 import pytest
 
-from medimg import job_config
-from medimg import jobs
+from medimg import jobs, sdk_v2
+from medimg.job import JobSpec
 from conftest import CODE, make_dataset
 from sagemaker_emulator import SageMakerEmulator
 
@@ -24,12 +26,8 @@ def sdk(tmp_path_factory):
         os.environ["AWS_ENDPOINT_URL"] = emu.url  # for the SDK's clients in this process
         try:
             import boto3
-            import sagemaker
 
-            session = sagemaker.Session(
-                boto_session=boto3.Session(region_name="us-east-1"), default_bucket=BUCKET,
-                sagemaker_config={"SchemaVersion": "1.0",
-                                  "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}})
+            session = sdk_v2.make_session(boto3.Session(region_name="us-east-1"), default_bucket=BUCKET)
             session.default_bucket()  # creates it in moto
             yield emu, session, tmp
         finally:
@@ -41,15 +39,15 @@ def sdk(tmp_path_factory):
 
 
 def submit(sdk, name, hyperparameters=None, inputs=None, **overrides):
-    from sagemaker.pytorch import PyTorch
-
     emu, session, _ = sdk
-    kwargs = job_config.estimator_kwargs(
-        role=ROLE, hyperparameters=hyperparameters or {"epochs": 1}, output_path=f"s3://{BUCKET}/p/jobs",
-        code_location=f"s3://{BUCKET}/p/code", base_job_name="req", source_dir=CODE, **overrides)
-    PyTorch(sagemaker_session=session, **kwargs).fit(inputs or {"train": f"s3://{BUCKET}/p/data/train/"},
-                                                     job_name=name, wait=False)
-    return next(r for r in emu.training_requests if r["TrainingJobName"] == name)
+    spec = JobSpec(role=ROLE, hyperparameters=hyperparameters or {"epochs": 1}, output_path=f"s3://{BUCKET}/p/jobs",
+                   code_location=f"s3://{BUCKET}/p/code", base_job_name="req", source_dir=CODE,
+                   channels=inputs or {"train": f"s3://{BUCKET}/p/data/train/"}, **overrides)
+    _, started = sdk_v2.start_job(spec, session, job_name=name)
+    assert started == name
+    request = next(r for r in emu.training_requests if r["TrainingJobName"] == name)
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == spec.metric_definitions
+    return request
 
 
 def test_warm_pool_request(sdk):
@@ -108,3 +106,58 @@ def test_failed_job_reports_the_scripts_failure_line(sdk):
     assert any("Reporting training FAILURE" in line for line in out)  # the job's log was shown
     desc = session.sagemaker_client.describe_training_job(TrainingJobName="req-fails")
     assert desc["TrainingJobStatus"] == "Failed" and "ModelArtifacts" in desc
+
+
+def test_job_names_are_unique(sdk):
+    """sdk_v2.start_job names a job <base>-<timestamp to the ms>; a second job of the same name is refused, as
+    SageMaker refuses it (ResourceInUse)."""
+    from botocore.exceptions import ClientError
+
+    emu, session, _ = sdk
+    spec = JobSpec(role=ROLE, hyperparameters={"epochs": 1}, output_path=f"s3://{BUCKET}/p/jobs",
+                   code_location=f"s3://{BUCKET}/p/code", base_job_name="req", source_dir=CODE, mode="on-demand",
+                   channels={"train": f"s3://{BUCKET}/p/data/train/"})
+    _, name = sdk_v2.start_job(spec, session)
+    assert re.fullmatch(r"req-\d{4}(-\d\d){5}-\d{3}", name)
+    with pytest.raises(ClientError, match="ResourceInUse"):
+        sdk_v2.start_job(spec, session, job_name=name)
+    assert [r["TrainingJobName"] for r in emu.training_requests].count(name) == 1
+
+
+def test_sdk_v2_deploy_serves_the_trained_model_and_delete_cleans_up(sdk, tmp_path):
+    """sdk_v2.deploy: the job's model.tar.gz repacked with code/inference.py on the 2.6.0 inference image, raw
+    image bytes in, inference.py's JSON out (the emulator serves the model for real); sdk_v2.delete removes it."""
+    from medimg import artifacts, channels
+
+    emu, session, tmp = sdk
+    data = make_dataset(tmp / "deploy-data", counts={"train": 6, "val": 2, "test": 2})
+    inputs, _ = channels.upload_channels(emu.client("s3"), data, f"s3://{BUCKET}/p/data", "deploy", log=lambda m: 0)
+    spec = JobSpec(role=ROLE, hyperparameters={"epochs": 1, "batch-size": 8}, output_path=f"s3://{BUCKET}/p/jobs",
+                   code_location=f"s3://{BUCKET}/p/code", base_job_name="req", source_dir=CODE, mode="on-demand",
+                   channels=inputs, tags={"project": "req"})
+    emu.run_jobs = True
+    try:
+        estimator, name = sdk_v2.start_job(spec, session, job_name="req-deploy")
+        emu.wait_for_jobs()
+    finally:
+        emu.run_jobs = False
+    assert emu.jobs[name].returncode == 0, emu.jobs[name].log[-3000:]
+    predictor = sdk_v2.deploy(spec, estimator.model_data, session, endpoint_name="req-endpoint",
+                              repack_location=f"s3://{BUCKET}/p/models", poll=1)
+    container = session.sagemaker_client.describe_model(ModelName="req-endpoint")["PrimaryContainer"]
+    assert container["Image"].endswith("/pytorch-inference:2.6.0-cpu-py312")
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["ModelDataUrl"].startswith(f"s3://{BUCKET}/p/models/")  # the SDK's repacked copy
+    image = os.path.join(data, "test", "pneumonia", "0.png")
+    with open(image, "rb") as fh:
+        got = sdk_v2.invoke(predictor, fh.read())["predictions"][0]
+    assert emu.invocations[-1]["content_type"] == "application/x-image"
+    local = artifacts.download_job_artifacts(emu.client("s3"), estimator.model_data, str(tmp_path / "artifacts"))
+    with artifacts.LocalModel(local["model"]) as model:
+        want = model.invoke(open(image, "rb").read(), "image/png")["predictions"][0]
+    assert got["label"] == want["label"]
+    assert abs(got["probabilities"]["pneumonia"] - want["probabilities"]["pneumonia"]) < 1e-6
+    assert sdk_v2.delete(session, "req-endpoint", out=lambda line: None) == {
+        "endpoint": True, "endpoint_config": True, "model": True}
+    assert "req-endpoint" not in [e["EndpointName"] for e in session.sagemaker_client.list_endpoints()["Endpoints"]]
+    assert "req-endpoint" not in [m["ModelName"] for m in session.sagemaker_client.list_models()["Models"]]

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import CODE, make_dataset
-from medimg import artifacts, channels, job_config
+from medimg import artifacts, channels
+from medimg.job import JobSpec
 from sagemaker_emulator import SageMakerEmulator
 
 pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
@@ -39,10 +40,13 @@ def job(tmp_path_factory):
                                   "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}})
             session.default_bucket()
             inputs, _ = channels.upload_channels(emu.client("s3"), data, f"s3://{BUCKET}/p/data", "d", log=lambda m: 0)
-            kwargs = job_config.estimator_kwargs(
-                role=ROLE, hyperparameters={"epochs": 2, "batch-size": 16}, output_path=f"s3://{BUCKET}/p/jobs",
-                code_location=f"s3://{BUCKET}/p/code", base_job_name="dflt", source_dir=CODE, mode="on-demand")
-            estimator = Estimator(sagemaker_session=session, **kwargs)
+            from medimg import sdk_v2
+
+            spec = JobSpec(role=ROLE, hyperparameters={"epochs": 2, "batch-size": 16},
+                           output_path=f"s3://{BUCKET}/p/jobs", code_location=f"s3://{BUCKET}/p/code",
+                           base_job_name="dflt", source_dir=CODE, mode="on-demand")
+            estimator = sdk_v2.build_estimator(spec, session)
+            assert isinstance(estimator, Estimator)
             estimator.fit(inputs, job_name="dflt-job", wait=False)
             emu.wait_for_jobs()
             assert emu.jobs["dflt-job"].returncode == 0, emu.jobs["dflt-job"].log[-3000:]

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from medimg import job_config
+import epoch_log
 import model_def
 import train
 from conftest import FAST_HPS, make_dataset, read_failure, run_local_train
@@ -76,7 +76,7 @@ def test_epoch_lines_match_the_notebook_metric_definitions(trained):
     _, result = trained
     lines = EPOCH_LINE.findall(result.stdout)
     assert len(lines) == 3
-    for definition in job_config.METRIC_DEFINITIONS:
+    for definition in epoch_log.metric_definitions():
         if definition["Name"].startswith("test_"):
             continue
         values = [re.search(definition["Regex"], line) for line in lines]
@@ -84,7 +84,7 @@ def test_epoch_lines_match_the_notebook_metric_definitions(trained):
         for line, v in zip(lines, values):  # the captured number is the one after the key
             assert f"{definition['Name']}={v.group(1)}" in line
     test_line = next(line for line in result.stdout.splitlines() if "test_acc=" in line)
-    m = re.search(next(d["Regex"] for d in job_config.METRIC_DEFINITIONS if d["Name"] == "test_auc"), test_line)
+    m = re.search(next(d["Regex"] for d in epoch_log.metric_definitions() if d["Name"] == "test_auc"), test_line)
     assert m and 0 <= float(m.group(1)) <= 1
 
 

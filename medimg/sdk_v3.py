@@ -1,0 +1,316 @@
+"""SageMaker Python SDK v3 (``sagemaker`` >= 3): a ``medimg.job.JobSpec`` as a ``ModelTrainer`` job, a v3
+``HyperparameterTuner``, and an endpoint made of sagemaker-core resources.
+
+    session = sdk_v3.make_session(boto3.Session(region_name=region), default_bucket=bucket)
+    trainer, job_name = sdk_v3.start_job(spec, session)              # ModelTrainer.train(wait=False)
+    tuner, tuning_job = sdk_v3.start_tuning(spec, session, TuningSpec(max_jobs=6))
+    endpoint = sdk_v3.deploy(spec, model_data, session, endpoint_name=name)
+    sdk_v3.invoke(endpoint, png_bytes)    # {"predictions": [...]}; sdk_v3.delete(session, name) cleans up
+
+What the job is, next to SDK v2's (SAGEMAKER_CONTRACT.md, "SDK v3 training"):
+
+- Same image (``pytorch-training:<framework_version>-<gpu|cpu>-<py_version>``), hyperparameters, channels, output
+  path (``<output_path>/<job>/output/model.tar.gz``), metric definitions, spot + ``max_wait`` or warm pool by
+  mode, checkpoint location, ``Torchrun()`` where v2 has ``torch_distributed``, VPC/isolation/encryption
+  (``Networking``), KMS keys, volume size and tags.
+- In the container no training toolkit runs: the SDK uploads ``code/`` as a channel ``code`` and its drivers as
+  ``sm_drivers``, and the drivers run ``python train.py --key value`` (dict order, ``true``/``false``).
+- Code location: v2 puts ``sourcedir.tar.gz`` at ``<code_location>/<job>/source/``; v3 uploads the files to the
+  session's default bucket under ``<key prefix>/<job>/input/code/``, so the key prefix is ``code_location``'s:
+  ``<code_location>/<job>/input/{code,sm_drivers}/`` (``code_location`` must be in the default bucket).
+- Job name: ``ModelTrainer.train()`` takes none; the SDK names the job ``<base_job_name>-YYYYMMDDHHMMSS``, so two
+  jobs of one base started within the same second collide (SageMaker answers ResourceInUse). ``start_job``
+  starts again in the next second when that happens.
+- Tuning: v3's tuner starts its trials without ModelTrainer's drivers (the training toolkit runs train.py, as
+  under v2) and drops network isolation, inter-container encryption, the volume key, keep-alive and the trials'
+  tags from their definition: an isolated or encrypted spec is refused rather than tuned without them.
+- Deployment: the job's model.tar.gz as it is (train.py put ``code/inference.py`` and its modules in it) on the
+  PyTorch inference image of ``medimg.job.inference_version`` (2.6.0 for a 2.8 job), with SAGEMAKER_PROGRAM=
+  inference.py; model, endpoint config and endpoint share the endpoint's name.
+
+The SDK is imported inside functions, so this module imports with SDK v2 installed too.
+"""
+import json
+import time
+
+from medimg import jobs
+from medimg.job import INFERENCE_ENVIRONMENT, inference_version, unique_name
+from medimg.sdk import SAGEMAKER_CONFIG
+
+IMAGE_CONTENT_TYPE = "application/x-image"  # raw image bytes of any training format; inference.py decodes them
+NAME_COLLISION_RETRIES = 3
+
+
+def make_session(boto_session=None, default_bucket=None):
+    """A v3 ``Session`` with the SDK's telemetry off. Pass ``default_bucket``: without it the SDK asks STS for the
+    account at a fixed AWS address to name one."""
+    from sagemaker.core.helper.session_helper import Session
+
+    return Session(boto_session=boto_session, default_bucket=default_bucket, sagemaker_config=SAGEMAKER_CONFIG)
+
+
+def region_of(session):
+    """The session's region (ValueError when its boto session has none)."""
+    region = session.boto_session.region_name
+    if not region:
+        raise ValueError("the boto3 session has no region: boto3.Session(region_name=...)")
+    return region
+
+
+def training_image(spec, region):
+    """The PyTorch training image URI of the spec's framework, Python and instance type (no network)."""
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(framework="pytorch", region=region, version=spec.framework_version,
+                               py_version=spec.py_version, instance_type=spec.instance_type, image_scope="training")
+
+
+def check_hyperparameters(hyperparameters):
+    """Raise ValueError for a value v3's drivers cannot pass on: they write each one as ``export K='<value>'`` into
+    a file the shell sources, so a ``'`` ends the quoting and the job fails before train.py starts."""
+    for key, value in hyperparameters.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if "'" in text or "'" in str(key):
+            raise ValueError(f"hyperparameter {key!r}: SDK v3's drivers cannot pass a value containing ' "
+                             f"(got {value!r}); write it without the quote")
+
+
+def code_key_prefix(spec, session):
+    """The S3 key prefix the SDK uploads ``code``/``sm_drivers`` under: ``code_location``'s key, without the
+    session's ``default_bucket_prefix`` (which the SDK puts in front itself). ValueError when ``code_location``
+    is not in the session's default bucket (v3 stages code there only)."""
+    bucket, _, key = spec.code_location[len("s3://"):].partition("/")
+    if not spec.code_location.startswith("s3://") or bucket != session.default_bucket():
+        raise ValueError(f"code_location {spec.code_location!r}: SDK v3 uploads the code to the session's default "
+                         f"bucket ({session.default_bucket()}); put code_location in it")
+    key, prefix = key.strip("/"), (session.default_bucket_prefix or "").strip("/")
+    if prefix:
+        if key != prefix and not key.startswith(prefix + "/"):
+            raise ValueError(f"code_location {spec.code_location!r} is outside the session's default bucket "
+                             f"prefix {prefix!r}")
+        key = key[len(prefix):].strip("/")
+    return key or None
+
+
+# ==================================================================================================
+# Training
+# ==================================================================================================
+def trainer_kwargs(spec, session):
+    """Keyword arguments of ``ModelTrainer`` for ``spec`` (the metric definitions and checkpoint location are set
+    with ``with_*``: ``build_trainer``)."""
+    from sagemaker.core.training.configs import (Compute, Networking, OutputDataConfig, SourceCode,
+                                                 StoppingCondition, Tag)
+    from sagemaker.train.distributed import Torchrun
+
+    check_hyperparameters(spec.hyperparameters)
+    kwargs = {
+        "training_image": training_image(spec, region_of(session)),
+        "source_code": SourceCode(source_dir=spec.source_dir, entry_script=spec.entry_point),
+        "compute": Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
+                           volume_size_in_gb=spec.volume_size, volume_kms_key_id=spec.volume_kms_key,
+                           enable_managed_spot_training=True if spec.spot else None,
+                           keep_alive_period_in_seconds=spec.keep_alive),
+        "stopping_condition": StoppingCondition(max_runtime_in_seconds=spec.max_run,
+                                                max_wait_time_in_seconds=spec.max_wait_seconds),
+        "output_data_config": OutputDataConfig(s3_output_path=spec.output_path, kms_key_id=spec.output_kms_key,
+                                               compression_type="GZIP"),
+        "hyperparameters": dict(spec.hyperparameters),
+        "base_job_name": spec.base_job_name,
+        "input_s3_key_prefix": code_key_prefix(spec, session),
+        "role": spec.role,
+        "sagemaker_session": session,
+    }
+    if spec.torchrun:
+        kwargs["distributed"] = Torchrun(process_count_per_node=spec.processes_per_host)
+    if spec.subnets or spec.enable_network_isolation or spec.encrypt_inter_container_traffic:
+        kwargs["networking"] = Networking(
+            subnets=spec.subnets, security_group_ids=spec.security_group_ids,
+            enable_network_isolation=True if spec.enable_network_isolation else None,
+            enable_inter_container_traffic_encryption=True if spec.encrypt_inter_container_traffic else None)
+    if spec.tags:
+        kwargs["tags"] = [Tag(key=k, value=v) for k, v in spec.tags.items()]
+    return kwargs
+
+
+def build_trainer(spec, session):
+    """The ``ModelTrainer`` for ``spec`` on a v3 ``session``, with its metric definitions and, when the spec has a
+    checkpoint location, its checkpoint config (local path /opt/ml/checkpoints, train.py's default)."""
+    from sagemaker.core.training.configs import CheckpointConfig, MetricDefinition
+    from sagemaker.train import ModelTrainer
+
+    trainer = ModelTrainer(**trainer_kwargs(spec, session))
+    trainer.with_metric_definitions([MetricDefinition(name=d["Name"], regex=d["Regex"])
+                                     for d in spec.metric_definitions])
+    if spec.checkpoint_s3_uri:
+        trainer.with_checkpoint_config(CheckpointConfig(s3_uri=spec.checkpoint_s3_uri))
+    return trainer
+
+
+def input_data(channels):
+    """``{name: s3 uri}`` as ModelTrainer's ``InputData`` list. ValueError when there are none."""
+    from sagemaker.core.training.configs import InputData
+
+    if not channels:
+        raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
+    return [InputData(channel_name=name, data_source=uri) for name, uri in channels.items()]
+
+
+def is_name_collision(exc):
+    """SageMaker's answer to a second job of the same name (ResourceInUse)."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    return error.get("Code") in ("ResourceInUse", "ResourceInUseException") or "already exists" in error.get(
+        "Message", "")
+
+
+def start_job(spec, session, *, wait=False):
+    """Start the training job on ``spec.channels``: ``(trainer, job_name)``. A job name the SDK gave out in the
+    same second as another job's (ResourceInUse) is retried in the next second, up to NAME_COLLISION_RETRIES
+    times; other errors are raised as the SDK raises them."""
+    from botocore.exceptions import ClientError
+
+    inputs, attempt = input_data(spec.channels), 0
+    while True:
+        trainer = build_trainer(spec, session)
+        try:
+            trainer.train(input_data_config=inputs, wait=wait, logs=wait)
+            return trainer, trainer._latest_training_job.training_job_name
+        except ClientError as exc:
+            attempt += 1
+            if not is_name_collision(exc) or attempt > NAME_COLLISION_RETRIES:
+                raise
+            time.sleep(1.0 - time.time() % 1.0 + 0.01)  # the SDK's names change every second
+
+
+def training_job(session, job_name):
+    """The ``sagemaker.core.resources.TrainingJob`` of an existing job (v3 has no ``ModelTrainer.attach``)."""
+    from sagemaker.core.resources import TrainingJob
+
+    return TrainingJob.get(training_job_name=job_name, session=session.boto_session, region=region_of(session))
+
+
+def model_data(session, job_name):
+    """The job's model.tar.gz URI (from DescribeTrainingJob's ModelArtifacts)."""
+    return training_job(session, job_name).model_artifacts.s3_model_artifacts
+
+
+# ==================================================================================================
+# Hyperparameter tuning
+# ==================================================================================================
+def parameter_ranges(ranges):
+    """``medimg.job.tuning_ranges`` as ``sagemaker.core.parameter`` objects."""
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter
+
+    out = {}
+    for name, kind in ranges.items():
+        out[name] = (ContinuousParameter(kind[1], kind[2], scaling_type=kind[3]) if kind[0] == "continuous"
+                     else CategoricalParameter(list(kind[1])))
+    return out
+
+
+def tuner(spec, session, tuning):
+    """A v3 ``HyperparameterTuner`` whose trials run ``spec.for_tuning()`` (no shared checkpoint location), with
+    the spec's metric definitions. ValueError for settings v3's tuner would silently drop from the trials
+    (network isolation, inter-container encryption, a volume KMS key)."""
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    dropped = [name for name in ("enable_network_isolation", "encrypt_inter_container_traffic", "volume_kms_key")
+               if getattr(spec, name)]
+    if dropped:
+        raise ValueError(f"SDK v3's HyperparameterTuner leaves {', '.join(dropped)} out of the trials' definition; "
+                         "tune without them (or with SDK v2), then train the chosen settings with them")
+    kwargs = {"base_tuning_job_name": tuning.base_tuning_job_name} if tuning.base_tuning_job_name else {}
+    return HyperparameterTuner(
+        model_trainer=build_trainer(spec.for_tuning(), session), objective_metric_name=tuning.objective_metric_name,
+        objective_type=tuning.objective_type, hyperparameter_ranges=parameter_ranges(tuning.ranges),
+        metric_definitions=spec.metric_definitions, strategy=tuning.strategy, max_jobs=int(tuning.max_jobs),
+        max_parallel_jobs=int(tuning.max_parallel_jobs), early_stopping_type=tuning.early_stopping,
+        tags=spec.tag_list, **kwargs)
+
+
+def start_tuning(spec, session, tuning, *, job_name=None):
+    """Start the tuning job on ``spec.channels``: ``(tuner, tuning_job_name)``; the name defaults to
+    ``<base_job_name>-hpo-<yymmdd-hhmm>`` (at most 32 characters, as SageMaker allows)."""
+    from sagemaker.core.common_utils import name_from_base
+
+    inputs = input_data(spec.channels)
+    job_name = job_name or name_from_base(f"{spec.base_job_name}-hpo", max_length=32, short=True)
+    t = tuner(spec, session, tuning)
+    t.tune(inputs=inputs, job_name=job_name, wait=False)
+    return t, job_name
+
+
+# ==================================================================================================
+# Deployment
+# ==================================================================================================
+def inference_image(spec, region, instance_type):
+    """The PyTorch inference image for a model of ``spec`` (``inference_version``: 2.6.0 for a 2.8 job)."""
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(framework="pytorch", region=region, version=inference_version(spec.framework_version),
+                               py_version=spec.py_version, instance_type=instance_type, image_scope="inference")
+
+
+def _only_set(**kwargs):
+    """The keyword arguments that are set (unset ones keep the API's defaults)."""
+    return {k: v for k, v in kwargs.items() if v}
+
+
+def execution_role(session):
+    """This notebook's execution role (Studio), as the SDK finds it."""
+    from sagemaker.core.helper.session_helper import get_execution_role
+
+    return get_execution_role(sagemaker_session=session)
+
+
+def deploy(spec, model_data_url, session, *, endpoint_name=None, instance_type="ml.m5.large", wait=True, poll=30,
+           repack_location=None):
+    """Deploy a job's model.tar.gz as it is: a Model (the inference image, SAGEMAKER_PROGRAM=inference.py from
+    the tarball's ``code/``, the spec's VPC and network isolation), an EndpointConfig (one instance of
+    ``instance_type``, the volume KMS key) and an Endpoint, all named ``endpoint_name`` (default
+    ``<base_job_name>-endpoint-<timestamp>``) and tagged as the job. Returns the
+    ``sagemaker.core.resources.Endpoint``; ``wait``: until InService, polling every ``poll`` seconds.
+    ``repack_location`` is SDK v2's (where it repacks the model with the code); v3 needs none: the job's
+    model.tar.gz already holds code/inference.py, and it is refused when given, so that nothing is ignored."""
+    if repack_location:
+        raise ValueError("SDK v3 deploys model.tar.gz as it is: there is nothing to repack to repack_location")
+    from sagemaker.core.resources import Endpoint, EndpointConfig, Model
+    from sagemaker.core.shapes import ContainerDefinition, ProductionVariant, Tag, VpcConfig
+
+    region, boto = region_of(session), session.boto_session
+    name = endpoint_name or unique_name(f"{spec.base_job_name}-endpoint")
+    tags = [Tag(key=k, value=v) for k, v in spec.tags.items()] if spec.tags else None
+    Model.create(model_name=name, execution_role_arn=spec.role, session=boto, region=region, **_only_set(
+        primary_container=ContainerDefinition(image=inference_image(spec, region, instance_type),
+                                              model_data_url=model_data_url,
+                                              environment=dict(INFERENCE_ENVIRONMENT, SAGEMAKER_REGION=region)),
+        vpc_config=VpcConfig(subnets=spec.subnets, security_group_ids=spec.security_group_ids) if spec.subnets
+        else None, enable_network_isolation=spec.enable_network_isolation, tags=tags))
+    EndpointConfig.create(endpoint_config_name=name, session=boto, region=region, **_only_set(
+        production_variants=[ProductionVariant(variant_name="AllTraffic", model_name=name, initial_instance_count=1,
+                                               instance_type=instance_type)],
+        kms_key_id=spec.volume_kms_key, tags=tags))
+    endpoint = Endpoint.create(endpoint_name=name, endpoint_config_name=name, session=boto, region=region,
+                               **_only_set(tags=tags))
+    if wait:
+        endpoint.wait_for_status("InService", poll=poll)
+    return endpoint
+
+
+def endpoint(session, endpoint_name):
+    """The ``sagemaker.core.resources.Endpoint`` of an existing endpoint."""
+    from sagemaker.core.resources import Endpoint
+
+    return Endpoint.get(endpoint_name=endpoint_name, session=session.boto_session, region=region_of(session))
+
+
+def invoke(endpoint_resource, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
+    """One request: inference.py's JSON answer (``accept`` application/json), else the raw bytes."""
+    response = endpoint_resource.invoke(body=body, content_type=content_type, accept=accept)
+    data = response.body.read()
+    return json.loads(data) if accept == "application/json" else data
+
+
+def delete(session, endpoint_name, out=print):
+    """Delete the endpoint, its config and its model (each step skips what is already gone)."""
+    return jobs.delete_endpoint_resources(session.boto_session.client("sagemaker"), endpoint_name=endpoint_name,
+                                          out=out)
