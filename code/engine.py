@@ -44,7 +44,7 @@ class TrainState:
 
     epoch: int = 0
     global_step: int = 0
-    best_score: float = -math.inf
+    best_score: list = dataclasses.field(default_factory=lambda: [-math.inf, -math.inf])  # [val AUC, -val loss]
     best_epoch: int = 0
     bad_epochs: int = 0
     best_val: dict = None
@@ -403,8 +403,10 @@ class Trainer:
         return val
 
     def _keep_if_best(self, epoch, val):
-        score = val["auc"] if math.isfinite(val["auc"]) else -val["loss"]
-        if score > self.state.best_score:
+        """Keep the epoch with the best val AUC, ties (a saturated AUC of 1.0, a small val split) going to the lower
+        val loss; without an AUC (val holds one class), the lower val loss."""
+        score = [val["auc"] if math.isfinite(val["auc"]) else -math.inf, -val["loss"]]
+        if score > list(self.state.best_score):
             self.state.best_score, self.state.best_epoch, self.state.bad_epochs = score, epoch, 0
             self.state.best_val = val
             self.best_weights = {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}

@@ -71,6 +71,16 @@ def parse_epoch(line):
     return values if all(k in values for k in EPOCH_KEYS) and "epoch=" in line else None
 
 
+HEADLINE_PREFIXES = ("plan: ", "data: ", "best epoch ", "operating point ", "resumed from ", "early stopping",
+                     "max-train-minutes=", "test_loss=", "no val channel")
+
+
+def is_headline(message):
+    """Whether a log message (after its time and level) is one a reader of a job's log needs: the data and the
+    plan, every epoch line, the kept epoch, the test line, the operating point, a resume or an early stop."""
+    return message.startswith(HEADLINE_PREFIXES) or parse_epoch(message) is not None
+
+
 def metric_definitions(*, test=True, ordinal=False):
     """SageMaker ``MetricDefinitions`` (``[{"Name", "Regex"}]``) for the keys a run logs: the epoch keys, the
     ordinal ones when ``ordinal``, the test ones when the job has a test channel (a definition that never

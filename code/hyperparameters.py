@@ -276,3 +276,10 @@ def markdown_table():
 def recorded(args):
     """The hyperparameters of a run as saved in model_config.json: everything but the paths."""
     return {k: v for k, v in vars(args).items() if k not in PATHS}
+
+
+if __name__ == "__main__":  # python code/hyperparameters.py: the defaults as JSON, for the client (medimg.job)
+    import sys
+
+    json.dump(defaults(), sys.stdout)
+    sys.stdout.write("\n")

@@ -3,13 +3,18 @@ ships to SageMaker (``code/`` is what ships).
 
     channels      local data folders: list, sample, subset, upload to S3 once per content
     container     code/'s contract modules (data layout, log lines), loaded from the files that ship
-    job_config    the training job's settings: metric definitions, Estimator and tuner arguments
-    jobs          follow a job's status and log; clean up endpoints and warm pools
+    job           one description of a training job (JobSpec, TuningSpec): every rule, both SDK majors
+    sdk           which SageMaker Python SDK major runs (v2 or v3), and its builder
+    sdk_v2        the JobSpec as a sagemaker.pytorch Estimator, tuner and PyTorchModel (SDK v2)
+    sdk_v3        the JobSpec as a ModelTrainer, v3 tuner and sagemaker-core endpoint (SDK v3)
+    jobs          follow a job's status and log (headline lines); metrics; clean up endpoints and warm pools
+    heatmaps      Grad-CAM heat maps of a trained model, computed in the model's own process
+    dicom         DICOM files to manifest channels of PNGs (prepare_data --dicom)
     artifacts     download and safely extract model.tar.gz / output.tar.gz; metrics tables; the local model
     serving       a model's own code/inference.py served in a separate process, as the inference container does
     plots         the notebook's figures
     prepare_data  MedMNIST .npz (or a download) -> channels          (also: scripts/prepare_data.py)
-    local_train   train.py on a fake /opt/ml through the real launcher (also: scripts/local_train.py)
+    local_train   train.py on a fake /opt/ml through the real launcher, v2 toolkit or v3 drivers (also: scripts/local_train.py)
     show_metrics  headline figures of a metrics.json                   (also: scripts/show_metrics.py)
 
 Install it with ``pip install -e .`` from the repository root (``make install`` does): it reads ``code/`` from

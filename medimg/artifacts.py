@@ -90,6 +90,8 @@ def download_job_artifacts(s3, model_data_uri, dest):
 # Metrics
 # ==================================================================================================
 METRIC_COLUMNS = ("n", "accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy", "loss")
+SHOWN = (("accuracy", "accuracy"), ("AUC", "auc"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
+         ("ECE", "ece"), ("kappa", "kappa"), ("grade MAE", "mae"))
 
 
 def load_metrics(output_dir):
@@ -106,11 +108,127 @@ def metrics_rows(metrics):
     return rows
 
 
-def metrics_table(metrics):
-    """The val/test metrics as a pandas DataFrame (one row per split)."""
+def _cell(value, interval=None, digits=3):
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"{text} ({interval[0]:.{digits}f}-{interval[1]:.{digits}f})" if interval else text
+
+
+def metrics_table(metrics, digits=3):
+    """The headline figures per split, as text with 3 decimals: test values carry their bootstrap 95% interval
+    (``metrics.json``'s ci95); ``accuracy`` is at argmax (MedMNIST's ACC), sensitivity and specificity too (the
+    operating point is in ``clinical_table``). A pandas DataFrame, one row per split."""
     import pandas as pd
 
-    return pd.DataFrame(metrics_rows(metrics)).set_index("split")
+    rows = []
+    for split in ("val", "test"):
+        if split not in metrics:
+            continue
+        m, ci = metrics[split], metrics[split].get("ci95", {})
+        row = {"split": split if split == "test" else "val (chose the epoch: optimistic)", "images": m["n"]}
+        row.update({label: _cell(m.get(key), ci.get(key), digits) for label, key in SHOWN if key in m})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("split")
+
+
+def _binary_rows(m, split, classes):
+    """Sensitivity, specificity, PPV, NPV, prevalence at argmax and at the operating point, for one split."""
+    (tn, fp), (fn, tp) = m["confusion_matrix"]
+    ratio = lambda a, b: a / b if b else None  # noqa: E731
+    argmax = {"decision": "argmax (p >= 0.5)", "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+              "PPV": ratio(tp, tp + fp), "NPV": ratio(tn, tn + fn), "prevalence": ratio(tp + fn, tn + fp + fn + tp)}
+    rows = [dict(split=split, **argmax)]
+    op, ci = m.get("operating_point"), m.get("ci95", {})
+    if op:
+        rows.append({"split": split, "decision": f"operating point p >= {op['threshold']:.3f} ({op['rule']})",
+                     "sensitivity": op["sensitivity"], "specificity": op["specificity"], "PPV": op["ppv"],
+                     "NPV": op["npv"], "prevalence": op["prevalence"],
+                     "_ci": {"sensitivity": ci.get("op_sensitivity"), "specificity": ci.get("op_specificity")}})
+    rows[0]["_ci"] = {"sensitivity": ci.get("sensitivity"), "specificity": ci.get("specificity")}
+    return rows
+
+
+def clinical_table(metrics, digits=3):
+    """What clinicians read, for a binary model: sensitivity, specificity, PPV, NPV and prevalence of the positive
+    class, at argmax and at the operating point chosen on val, for val and test (test with 95% intervals). None
+    for models of more classes or findings."""
+    import pandas as pd
+
+    classes = metrics["classes"]
+    if metrics.get("task") == "multilabel" or len(classes) != 2:
+        return None
+    rows = []
+    for split in ("val", "test"):
+        if split in metrics:
+            for row in _binary_rows(metrics[split], split, classes):
+                ci = row.pop("_ci")
+                rows.append({k: (_cell(v, ci.get(k), digits) if isinstance(v, float) or v is None else v)
+                             for k, v in row.items()})
+    table = pd.DataFrame(rows).set_index(["split", "decision"])
+    table.attrs["positive_class"] = classes[1]
+    return table
+
+
+def per_finding_table(metrics, split="test", digits=3):
+    """Multi-label models: per finding its prevalence, AUC, and sensitivity and specificity at its threshold."""
+    import pandas as pd
+
+    per = metrics[split]["per_finding"]
+    return pd.DataFrame([{"finding": name, "prevalence": _cell(v["prevalence"], None, digits),
+                          "positives": v["n_positive"], "AUC": _cell(v["auc"], None, digits),
+                          "threshold": _cell(v["threshold"], None, digits),
+                          "sensitivity": _cell(v["sensitivity"], None, digits),
+                          "specificity": _cell(v["specificity"], None, digits)} for name, v in per.items()]
+                        ).set_index("finding")
+
+
+def decided(metrics, probabilities):
+    """The class indices the model answers for rows of (calibrated) probabilities: the operating threshold of a
+    binary model, else the argmax."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    threshold = (metrics.get("decisions") or {}).get("threshold")
+    if threshold is not None:
+        return (probabilities[:, 1] >= threshold).astype(int)
+    return probabilities.argmax(axis=1)
+
+
+def confident_mistakes(metrics, split="test", limit=12):
+    """The images the model got wrong with the most confidence: ``[(image, true, answered, p(answered)), ...]``,
+    most confident first (single-label models; images are paths relative to the split's channel)."""
+    saved = metrics.get(f"{split}_predictions")
+    if not saved or metrics.get("task") == "multilabel":
+        return []
+    labels, prob = np.asarray(saved["labels"]), np.asarray(saved["probabilities"])
+    answered = decided(metrics, prob)
+    wrong = np.flatnonzero(answered != labels)
+    order = wrong[np.argsort(-prob[wrong, answered[wrong]])][:limit]
+    classes = metrics["classes"]
+    return [(saved["images"][i], classes[labels[i]], classes[answered[i]], float(prob[i, answered[i]]))
+            for i in order]
+
+
+def examples(metrics, split="test", per_class=2, mistakes=2, seed=0):
+    """Images of ``split`` to show or send to an endpoint: up to ``per_class`` right ones of each class and up to
+    ``mistakes`` wrong ones (when there are any): ``[(image, true class), ...]``."""
+    saved = metrics.get(f"{split}_predictions")
+    if not saved:
+        return []
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(saved["labels"])
+    if labels.ndim == 2:  # multi-label: a few images of each finding and some with none
+        picks = [rng.choice(np.flatnonzero(labels[:, k]), min(per_class, int(labels[:, k].sum())), replace=False)
+                 for k in range(labels.shape[1]) if labels[:, k].any()]
+        chosen = sorted({int(i) for part in picks for i in part})
+        return [(saved["images"][i], None) for i in chosen]
+    answered = decided(metrics, saved["probabilities"])
+    chosen = []
+    for c in range(len(metrics["classes"])):
+        right = np.flatnonzero((labels == c) & (answered == c))
+        chosen += rng.choice(right, min(per_class, len(right)), replace=False).tolist()
+    wrong = np.flatnonzero(answered != labels)
+    chosen += rng.choice(wrong, min(mistakes, len(wrong)), replace=False).tolist()
+    return [(saved["images"][i], metrics["classes"][labels[i]]) for i in sorted(set(chosen))]
 
 
 # ==================================================================================================
@@ -157,7 +275,8 @@ class LocalModel:
 
 
 def test_predictions(metrics, model_dir=None, test_dir=None):
-    """``(labels, probabilities, classes)`` for the test split, for ROC curves.
+    """``(labels, probabilities, classes)`` for the test split, for ROC curves (labels are (N, K) 0/1 for a
+    multi-label model).
 
     From metrics.json's ``test_predictions`` (``{"labels": [...], "probabilities": [[...], ...]}``) when
     train.py wrote them; else by running the trained model over the local test channel ``test_dir``.

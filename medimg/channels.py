@@ -50,6 +50,12 @@ def channels_in(data_dir):
     return [roles[r] for r in ROLE_ORDER if r in roles]
 
 
+def channel_folder(data_dir, role):
+    """The folder of ``data_dir`` that holds the ``role`` split ("train", "val", "test": a folder of that name or an
+    alias, layout.CHANNEL_ROLES), or None."""
+    return next((os.path.join(data_dir, ch) for ch in channels_in(data_dir) if layout.channel_role(ch) == role), None)
+
+
 def class_names(channel_dir):
     """``{class folder: class name}`` from the label dict the data carries (the channel's label_dict.json, else
     the data folder's); {} when there is none (folders are then shown as they are)."""

@@ -10,7 +10,10 @@
 """
 import json
 import os
+import re
 import time
+
+from medimg.container import epoch_log
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -36,8 +39,34 @@ def _log_streams(logs, job_name):
     return sorted(s["logStreamName"] for s in resp.get("logStreams", []))
 
 
-def _print_new_events(logs, job_name, tokens, out):
-    """Print log events not shown yet (``tokens``: stream -> next forward token), prefixed by host when >1."""
+LAUNCHER_OUTCOME = ("Reporting training SUCCESS", "Reporting training FAILURE", "Training Container Execution Completed",
+                    "An error occurred with exit code", "ExecuteUserScriptError")
+_LOG_PREFIX = re.compile(r"^\S+ \S+ (INFO|WARNING|ERROR|CRITICAL) ")  # train.py's "<date> <time> <LEVEL> "
+
+
+def headline(line):
+    """The part of a job's log line a reader needs, or None: train.py's headline lines (epoch_log.is_headline), its
+    warnings and errors, and the launcher's outcome (the toolkit's or SDK v3 drivers')."""
+    match = _LOG_PREFIX.match(line)
+    message = line[match.end():] if match else line
+    if match and match.group(1) != "INFO":
+        return line
+    if epoch_log.is_headline(message):
+        return message
+    marker = next((m for m in LAUNCHER_OUTCOME if m in line), None)
+    return line[line.index(marker):] if marker else None
+
+
+def log_location(region, job_name):
+    """Where the whole log is: the CloudWatch console's view of the job's log streams."""
+    group = LOG_GROUP.replace("/", "$252F")
+    return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/log-group/"
+            f"{group}$3FlogStreamNameFilter$3D{job_name}")
+
+
+def _print_new_events(logs, job_name, tokens, out, keep=None):
+    """Print log events not shown yet (``tokens``: stream -> next forward token), prefixed by host when >1;
+    ``keep(line)`` returns the text to show or None (default: every line)."""
     streams = _log_streams(logs, job_name)
     for stream in streams:
         while True:
@@ -47,7 +76,10 @@ def _print_new_events(logs, job_name, tokens, out):
             resp = logs.get_log_events(**kwargs)
             prefix = f"[{stream.split('/', 1)[-1]}] " if len(streams) > 1 else ""
             for event in resp.get("events", []):
-                out(prefix + event["message"].rstrip("\n"))
+                text = event["message"].rstrip("\n")
+                text = keep(text) if keep is not None else text
+                if text is not None:
+                    out(prefix + text)
             token = resp.get("nextForwardToken")
             if not resp.get("events") or token == tokens.get(stream):
                 tokens[stream] = token or tokens.get(stream)
@@ -55,9 +87,10 @@ def _print_new_events(logs, job_name, tokens, out):
             tokens[stream] = token
 
 
-def follow_training_job(sm, logs, job_name, *, poll=30, show_log=True, out=print):
-    """Wait until the training job ends, printing status changes (and its log when ``show_log``); return the
-    final DescribeTrainingJob response. Raises JobFailed (with the FailureReason) unless it Completed."""
+def follow_training_job(sm, logs, job_name, *, poll=30, show_log=True, full_log=False, out=print):
+    """Wait until the training job ends, printing status changes and (``show_log``) its log as it arrives: the
+    headline lines only (``headline``), or every line with ``full_log``. Returns the final DescribeTrainingJob
+    response; raises JobFailed (with the FailureReason) unless it Completed."""
     tokens, last = {}, None
     while True:
         desc = sm.describe_training_job(TrainingJobName=job_name)
@@ -66,7 +99,7 @@ def follow_training_job(sm, logs, job_name, *, poll=30, show_log=True, out=print
             out(f"{time.strftime('%H:%M:%S')} {job_name}: {state[0]} / {state[1]}")
             last = state
         if show_log:
-            _print_new_events(logs, job_name, tokens, out)
+            _print_new_events(logs, job_name, tokens, out, keep=None if full_log else headline)
         if desc["TrainingJobStatus"] in TERMINAL:
             break
         time.sleep(poll)
@@ -78,6 +111,37 @@ def follow_training_job(sm, logs, job_name, *, poll=30, show_log=True, out=print
             desc.get("EnableManagedSpotTraining") and billable is not None and seconds) else ""
         out(f"training time {seconds} s, billable {billable} s{saving}")
     return desc
+
+
+METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+
+
+def metric_series(cloudwatch, sm, job_name, names, period=60):
+    """The job's CloudWatch metrics (what SageMaker extracted from its log with the metric definitions): a pandas
+    DataFrame of ``timestamp`` (seconds since the job started), ``metric_name`` and ``value``, one row per
+    ``period``-second average, whichever SDK started the job."""
+    import datetime
+
+    import pandas as pd
+
+    desc = sm.describe_training_job(TrainingJobName=job_name)
+    start = desc.get("TrainingStartTime") or desc["CreationTime"]
+    end = (desc.get("TrainingEndTime") or datetime.datetime.now(datetime.timezone.utc)) + datetime.timedelta(
+        seconds=period)
+    rows = []
+    for name in names:
+        points = cloudwatch.get_metric_statistics(
+            Namespace=METRIC_NAMESPACE, MetricName=name, StartTime=start - datetime.timedelta(seconds=period),
+            EndTime=end, Period=period, Statistics=["Average"],
+            Dimensions=[{"Name": "TrainingJobName", "Value": job_name}])["Datapoints"]
+        rows += [{"timestamp": (p["Timestamp"] - start).total_seconds(), "metric_name": name, "value": p["Average"]}
+                 for p in points]
+    return pd.DataFrame(rows, columns=["timestamp", "metric_name", "value"])
+
+
+def model_data(sm, job_name):
+    """The S3 URI of a completed training job's model.tar.gz (whichever SDK started it)."""
+    return sm.describe_training_job(TrainingJobName=job_name)["ModelArtifacts"]["S3ModelArtifacts"]
 
 
 def wait_for_tuning_job(sm, name, *, poll=60, out=print):

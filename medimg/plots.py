@@ -60,7 +60,9 @@ def image_grid(items, cols=8, title=None):
     (grey 0 is black and 255 white); the title gives the images' size."""
     plt = _plt()
     rows, cols = _grid(len(items), cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
+    caption_lines = max((str(c).count("\n") + 1 for _, c in items), default=1)
+    width = 1.7 if caption_lines < 3 else 2.3
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, (1.6 + 0.18 * caption_lines) * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     sizes = set()
@@ -89,8 +91,11 @@ def learning_curves(history, best_epoch=None):
     score.set_ylabel("score")
     lr.plot(epochs, [h["lr"] for h in history], "-", color="grey")
     lr.set_ylabel("learning rate (end of epoch)")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (loss, score, lr):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {best_epoch}")
     loss.legend(fontsize=8)

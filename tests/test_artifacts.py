@@ -135,7 +135,10 @@ def test_metrics_rows_and_table():
     rows = artifacts.metrics_rows(METRICS)
     assert [r["split"] for r in rows] == ["val", "test"] and rows[1]["auc"] == 0.75 and rows[0]["n"] == 10
     table = artifacts.metrics_table(METRICS)
-    assert list(table.index) == ["val", "test"] and table.loc["test", "specificity"] == 1.0
+    assert list(table.index) == ["val (chose the epoch: optimistic)", "test"]
+    assert table.loc["test", "specificity"] == "1.000" and table.loc["test", "images"] == 4
+    with_ci = dict(METRICS, test=dict(METRICS["test"], ci95={"auc": [0.5, 1.0]}))
+    assert artifacts.metrics_table(with_ci).loc["test", "AUC"] == "0.750 (0.500-1.000)"
     assert artifacts.metrics_rows({"val": METRICS["val"]})[0]["split"] == "val"
 
 

@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from medimg import jobs
+from medimg.container import epoch_log
 
 
 class FakeLogs:
@@ -61,7 +62,7 @@ def test_follow_prints_status_changes_and_each_log_line_once():
                         status("Completed", "Completed", TrainingTimeInSeconds=100, BillableTimeInSeconds=30,
                                EnableManagedSpotTraining=True)], logs)
     out = []
-    desc = jobs.follow_training_job(sm, logs, "job", poll=0, out=out.append)
+    desc = jobs.follow_training_job(sm, logs, "job", poll=0, full_log=True, out=out.append)
     assert desc["TrainingJobStatus"] == "Completed"
     log_lines = [line for line in out if not line.startswith(("training time", "0", "1", "2"))]
     assert log_lines == ["a", "b", "c", "epoch=1", "epoch=2", "done"]
@@ -73,8 +74,27 @@ def test_follow_prefixes_hosts_of_multi_instance_jobs():
     logs = FakeLogs([{"job/algo-1-1": ["x"], "job/algo-2-1": ["y"]}])
     sm = FakeSageMaker([status("Completed", "Completed")], logs)
     out = []
-    jobs.follow_training_job(sm, logs, "job", poll=0, out=out.append)
+    jobs.follow_training_job(sm, logs, "job", poll=0, full_log=True, out=out.append)
     assert "[algo-1-1] x" in out and "[algo-2-1] y" in out
+
+
+def test_follow_shows_only_the_headline_lines_by_default():
+    epoch = epoch_log.epoch_line({"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.8, "val_auc": 0.9,
+                                  "lr": 0.001, "images_per_sec": 300.0})
+    lines = ["Invoking script with the following command:", "/opt/conda/bin/python3.12 train.py --epochs 5",
+             "2026-11-30 07:00:01 INFO data: train 300 images, val 60", "2026-11-30 07:00:01 INFO plan: 5 epochs",
+             "2026-11-30 07:00:02 INFO some detail nobody needs", f"2026-11-30 07:00:03 INFO {epoch}",
+             "2026-11-30 07:00:04 WARNING the val channel has 3 images of pneumonia",
+             "2026-11-30 07:00:05 INFO best epoch 1: val_auc=0.9; model saved to /opt/ml/model",
+             "2026-11-30 07:00:06,000 sagemaker-training-toolkit INFO     Reporting training SUCCESS"]
+    logs = FakeLogs([{"job/algo-1-1": lines}])
+    out = []
+    jobs.follow_training_job(FakeSageMaker([status("Completed", "Completed")], logs), logs, "job", poll=0,
+                             out=out.append)
+    assert out[1:] == ["data: train 300 images, val 60", "plan: 5 epochs", epoch,
+                       "2026-11-30 07:00:04 WARNING the val channel has 3 images of pneumonia",
+                       "best epoch 1: val_auc=0.9; model saved to /opt/ml/model", "Reporting training SUCCESS"]
+    assert jobs.headline("2026-11-30 07:00:02 INFO some detail nobody needs") is None
 
 
 def test_failed_job_raises_its_failure_reason():

@@ -1,7 +1,13 @@
-"""train.ipynb end to end, headless: papermill runs it in a real kernel against SageMaker emulated on
-127.0.0.1 (tests/sagemaker_emulator.py: moto, with training jobs and endpoints that really run), in spot
-mode, with the local smoke test, tuning and deployment on. Then: what the notebook sent, what landed in S3,
-what it showed, and that its clean-up deleted what it deployed. Also the committed notebook's hygiene."""
+"""train.ipynb end to end, headless, under SageMaker Python SDK v2 and v3: papermill runs it in a real kernel (the
+v2 client .venv, or .venv-sdk3) against SageMaker emulated on 127.0.0.1 (tests/sagemaker_emulator.py: moto, with
+training jobs that really run through the toolkit or ModelTrainer's drivers, and endpoints that really serve), with
+the smoke test, tuning and deployment on. Then: what each SDK sent, what landed in S3, what the notebook showed (a
+test split held out when the data had none, a readable train cell, the new figures, the endpoint's answers on test
+images), and that the clean-up deleted what it deployed. Also the committed notebook's hygiene.
+
+v2 runs on an .npz with train and val only (prepare_data holds a test split out); v3 on class folders whose images
+are TIFF and BMP, with the channel named "validation".
+"""
 import ast
 import io
 import json
@@ -13,25 +19,29 @@ import tarfile
 import types
 
 import nbformat
+import numpy as np
 import pytest
+from PIL import Image
 
-from medimg import job_config
+import epoch_log
 import hyperparameters
-from conftest import ROOT, make_dataset
+from conftest import ROOT, make_dataset, make_image
+from medimg.job import JobSpec, changed_hyperparameters
 from sagemaker_emulator import FAKE_CREDENTIALS, SageMakerEmulator
 
 pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
 
 NOTEBOOK = os.path.join(ROOT, "train.ipynb")
+PYTHON_V3 = os.path.join(ROOT, ".venv-sdk3", "bin", "python")
 ROLE = "arn:aws:iam::123456789012:role/MedImgSageMakerRole"
 BUCKET = "medimg-notebook-test"
 PREFIX = "nbtest"
-HYPERPARAMETERS = {  # as a user would edit them: every value differs from train.py's default
-    "model": "smallcnn", "pretrained": False, "epochs": 2, "batch-size": 16, "lr": 0.003, "weight-decay": 0.01,
-    "optimizer": "adamw", "warmup-epochs": 0.5, "label-smoothing": 0.05, "class-weighting": "balanced",
-    "patience": 0, "ema": 0, "image-size": 0, "augment": True, "hflip": True, "vflip": False, "tta": True,
-    "amp": False, "compile": False, "seed": 7,
-}
+# as a user would edit them: a few values changed, the rest left at train.py's defaults
+HYPERPARAMETERS = {"model": "smallcnn", "pretrained": False, "epochs": 3, "batch-size": 16, "lr": 0.003,
+                   "image-size": "auto", "class-weighting": "balanced", "augment": True, "tta": True,
+                   "target-sensitivity": 0.0, "ordinal": False, "seed": 7}
+SENT = {"epochs": 3, "batch-size": 16, "lr": 0.003, "class-weighting": "balanced", "tta": True, "seed": 7}
+MAX_TRAIN_CELL_LINES = 60
 
 
 def cell_with(nb, marker):
@@ -61,194 +71,263 @@ def untar(data):
         return {m.name: (tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("notebook")
-    data = make_dataset(tmp / "data" / "tiny", counts={"train": 24, "val": 8, "test": 8})
+def make_npz(path, seed=0):
+    """PneumoniaMNIST-shaped: train and val only (no test split), 16 px grey, two learnable classes."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", 48), ("val", 16)):
+        labels = np.arange(n) % 2
+        arrays[f"{split}_images"] = np.stack([np.asarray(make_image(int(y), rng)) for y in labels])
+        arrays[f"{split}_labels"] = labels.reshape(-1, 1).astype(np.uint8)
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def tiff_and_bmp_folders(root):
+    """Class folders of TIFF (train) and BMP (val, test) images, with the channel named "validation"."""
+    data = make_dataset(root / "png", counts={"train": 24, "val": 8, "test": 8})
+    for dirpath, _, names in os.walk(data):
+        for name in names:
+            if name.endswith(".png"):
+                src = os.path.join(dirpath, name)
+                ext = ".tif" if f"{os.sep}train{os.sep}" in src else ".bmp"
+                Image.open(src).save(os.path.splitext(src)[0] + ext)
+                os.unlink(src)
+    os.rename(os.path.join(data, "val"), os.path.join(data, "validation"))
+    for split in ("train", "validation", "test"):
+        with open(os.path.join(data, "label_dict.json")) as src, \
+                open(os.path.join(data, split, "label_dict.json"), "w") as dst:
+            dst.write(src.read())
+    return data
+
+
+def kernel_for(python, tmp):
+    """A Jupyter kernelspec that starts ``python`` (the v3 client env), found through JUPYTER_PATH."""
+    folder = tmp / "kernels" / "kernels" / "medimg-sdk3"
+    folder.mkdir(parents=True)
+    (folder / "kernel.json").write_text(json.dumps({
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "sdk3",
+        "language": "python"}))
+    return "medimg-sdk3", str(tmp / "kernels")
+
+
+@pytest.fixture(scope="module", params=["v2", "v3"])
+def run(request, tmp_path_factory):
+    sdk = request.param
+    tmp = tmp_path_factory.mktemp(f"notebook-{sdk}")
+    source = {"npz": make_npz(tmp / "breast.npz")} if sdk == "v2" else {"data_dir": tiff_and_bmp_folders(tmp / "d")}
     params = {
-        "role": ROLE, "bucket": BUCKET, "prefix": PREFIX, "region": "us-east-1", "base_job_name": "nbtest",
-        "data_dir": data, "work_dir": str(tmp / "work"), "mode": "spot", "wait": True, "poll_seconds": 1,
+        "role": ROLE, "bucket": BUCKET, "prefix": PREFIX, "region": "us-east-1", "base_job_name": f"nb{sdk}",
+        "sdk": sdk, "work_dir": str(tmp / "work"), "mode": "spot", "wait": True, "poll_seconds": 1,
         "run_local_smoke_test": True, "smoke_test_images_per_class": 6, "run_tuning": True, "tuning_max_jobs": 4,
         "tuning_max_parallel_jobs": 2, "deploy": True, "hyperparameters": HYPERPARAMETERS,
-        "tags": {"project": "nbtest", "owner": "ci"},
-    }
+        "tags": {"project": "nbtest", "owner": "ci"}, **source}
     params_file = tmp / "params.json"
     params_file.write_text(json.dumps(params))
     executed = tmp / "executed.ipynb"
-    with SageMakerEmulator(tmp / "emulator") as emu:
+    python = sys.executable if sdk == "v2" else PYTHON_V3
+    with SageMakerEmulator(tmp / "emulator", python_v3=PYTHON_V3) as emu:
         env = emu.env()
         env["OMP_NUM_THREADS"] = "1"
         env.pop("MPLBACKEND", None)  # the kernel's inline backend turns figures into image/png outputs
+        kernel = "python3"
+        if sdk == "v3":
+            kernel, env["JUPYTER_PATH"] = kernel_for(python, tmp)
         result = subprocess.run(
             [sys.executable, "-m", "papermill", NOTEBOOK, str(executed), "-f", str(params_file), "--cwd", ROOT,
-             "-k", "python3", "--no-progress-bar"],
-            env=env, capture_output=True, text=True, timeout=900)
+             "-k", kernel, "--no-progress-bar"], env=env, capture_output=True, text=True, timeout=900)
         emu.wait_for_jobs()
         nb = nbformat.read(str(executed), as_version=4) if executed.exists() else None
         if result.returncode != 0:
             failed = [text_of(c) for c in (nb.cells if nb else []) if any(
                 o.output_type == "error" for o in c.get("outputs", []))]
-            pytest.fail(f"papermill failed:\n{result.stderr[-4000:]}\n{''.join(failed)[-6000:]}")
+            pytest.fail(f"papermill ({sdk}) failed:\n{result.stderr[-4000:]}\n{''.join(failed)[-6000:]}")
         s3 = emu.client("s3")
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
                 for o in page.get("Contents", [])]
-        yield types.SimpleNamespace(emu=emu, nb=nb, keys=keys, s3=s3, sm=emu.client("sagemaker"), tmp=tmp,
-                                    data=data, raw=executed.read_text(), stderr=result.stderr)
+        yield types.SimpleNamespace(sdk=sdk, emu=emu, nb=nb, keys=keys, s3=s3, sm=emu.client("sagemaker"), tmp=tmp,
+                                    raw=executed.read_text(), stderr=result.stderr, python=python)
 
 
 def training_request(run):
-    assert len(run.emu.training_requests) == 1, [r["TrainingJobName"] for r in run.emu.training_requests]
-    return run.emu.training_requests[0]
+    requests = [r for r in run.emu.training_requests if r["TrainingJobName"].startswith(f"nb{run.sdk}-")
+                and not r.get("HyperParameters", {}).get("sagemaker_estimator_class_name")]
+    assert len(requests) == 1, [r["TrainingJobName"] for r in run.emu.training_requests]
+    return requests[0]
+
+
+def job_output(run, name):
+    job = training_request(run)["TrainingJobName"]
+    key = f"{PREFIX}/jobs/{job}/output/{name}"
+    return untar(run.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
 
 # ---------------------------------------------------------------- what was sent
-def test_training_request_carries_the_edited_hyperparameters(run):
-    request = training_request(run)
-    sent = request["HyperParameters"]
-    assert all(isinstance(v, str) for v in sent.values())  # the SDK JSON-encodes every value
-    assert {k: json.loads(sent[k]) for k in HYPERPARAMETERS} == HYPERPARAMETERS
-    assert json.loads(sent["sagemaker_program"]) == "train.py"
-    assert json.loads(sent["sagemaker_submit_directory"]) == (
-        f"s3://{BUCKET}/{PREFIX}/code/{request['TrainingJobName']}/source/sourcedir.tar.gz")
-    assert "sagemaker_torch_distributed_enabled" not in sent  # one GPU, one instance: no torchrun
-    # and train.py accepts them as the toolkit passes them (--key value, sorted)
-    argv = [a for k in sorted(HYPERPARAMETERS) for a in (f"--{k}", str(HYPERPARAMETERS[k]))]
-    args = hyperparameters.parse_args(argv, environ={})
-    assert (args.lr, args.batch_size, args.label_smoothing, args.tta, args.amp) == (0.003, 16, 0.05, True, False)
+def test_only_the_changed_hyperparameters_are_sent(run):
+    sent = training_request(run)["HyperParameters"]
+    assert all(isinstance(v, str) for v in sent.values())
+    ours = {k: v for k, v in sent.items() if not k.startswith("sagemaker_")}
+    def decode(value):  # v2 JSON-encodes every value; v3 sends strings bare
+        try:
+            return json.loads(value)
+        except ValueError:
+            assert run.sdk == "v3", value
+            return value
+
+    assert {k: decode(v) for k, v in ours.items()} == SENT  # "auto" and the other defaults are train.py's
+    assert changed_hyperparameters(HYPERPARAMETERS, hyperparameters.defaults()) == SENT
+    if run.sdk == "v2":
+        assert json.loads(sent["sagemaker_program"]) == "train.py"
+        assert json.loads(sent["sagemaker_submit_directory"]).endswith("/source/sourcedir.tar.gz")
+    else:  # v3: no toolkit; true/false and bare strings; ModelTrainer's drivers run train.py
+        assert sent["tta"] == "true" and sent["class-weighting"] == "balanced"
+        assert training_request(run)["AlgorithmSpecification"]["ContainerEntrypoint"] == ["/bin/bash"]
 
 
-def test_training_request_spot_checkpoints_metrics_and_placement(run):
+def test_channels_metrics_spot_and_placement(run):
     request = training_request(run)
     job = request["TrainingJobName"]
-    assert re.fullmatch(r"nbtest-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{3}", job)
+    assert re.fullmatch(rf"nb{run.sdk}-[0-9-]+", job)
     assert request["RoleArn"] == ROLE
-    assert request["AlgorithmSpecification"]["MetricDefinitions"] == job_config.METRIC_DEFINITIONS
     assert request["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.8.0-gpu-py312")
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    data_channels = sorted(c for c in channels if c not in ("code", "sm_drivers"))
+    assert data_channels == (["test", "train", "val"] if run.sdk == "v2" else ["test", "train", "validation"])
+    assert all(f"s3://{BUCKET}/{PREFIX}/data/" in channels[c] for c in data_channels)
+    if run.sdk == "v3":
+        assert {"code", "sm_drivers"} <= set(channels)
+    names = [d["Name"] for d in request["AlgorithmSpecification"]["MetricDefinitions"]]
+    assert names == [d["Name"] for d in epoch_log.metric_definitions(test=True)]  # a test channel: test metrics
     assert request["EnableManagedSpotTraining"] is True
     stop = request["StoppingCondition"]
     assert stop["MaxRuntimeInSeconds"] == 4 * 3600 and stop["MaxWaitTimeInSeconds"] >= stop["MaxRuntimeInSeconds"]
-    assert request["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/{PREFIX}/checkpoints/{job}"}
+    assert request["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/{PREFIX}/checkpoints/nb{run.sdk}-")
     assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
     assert request["ResourceConfig"]["InstanceCount"] == 1
     assert "KeepAlivePeriodInSeconds" not in request["ResourceConfig"]  # no warm pool with spot
-    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/{PREFIX}/jobs"
-    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
-    assert sorted(channels) == ["test", "train", "val"]
-    assert all(re.fullmatch(rf"s3://{BUCKET}/{PREFIX}/data/tiny-[0-9a-f]{{12}}/{ch}/", uri)
-               for ch, uri in channels.items()), channels
+    assert "sagemaker_torch_distributed_enabled" not in request["HyperParameters"]  # one GPU: no torchrun
     assert {"Key": "project", "Value": "nbtest"} in request["Tags"]
     for unset in ("VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption"):
-        assert not request.get(unset), unset  # security settings are sent only when set
+        assert not request.get(unset), unset
 
 
-def test_tuning_request_maximises_val_auc_over_lr_weight_decay_and_batch_size(run):
-    assert len(run.emu.tuning_requests) == 1
-    request = run.emu.tuning_requests[0]
-    config = request["HyperParameterTuningJobConfig"]
+def test_tuning_request(run):
+    requests = [r for r in run.emu.tuning_requests if r["HyperParameterTuningJobName"].startswith(f"nb{run.sdk}")]
+    assert len(requests) == 1
+    config = requests[0]["HyperParameterTuningJobConfig"]
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val_auc"}
-    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}
-    ranges = config["ParameterRanges"]
-    assert {r["Name"]: r["ScalingType"] for r in ranges["ContinuousParameterRanges"]} == {
-        "lr": "Logarithmic", "weight-decay": "Logarithmic"}
-    # framework estimators send categorical values JSON-encoded, as every hyperparameter value
-    assert [(r["Name"], [json.loads(v) for v in r["Values"]]) for r in ranges["CategoricalParameterRanges"]] == [
-        ("batch-size", ["64", "128", "256"])]
-    definition = request["TrainingJobDefinition"]
-    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == job_config.METRIC_DEFINITIONS
+    assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 4
+    assert {r["Name"] for r in config["ParameterRanges"]["ContinuousParameterRanges"]} == {"lr", "weight-decay"}
+    definition = requests[0]["TrainingJobDefinition"]
     assert "CheckpointConfig" not in definition  # tuning jobs must not share one checkpoint folder
-    static = definition["StaticHyperParameters"]
-    assert json.loads(static["epochs"]) == 2 and "lr" not in static and "batch-size" not in static
 
 
 # ---------------------------------------------------------------- what ran and landed in S3
-def test_job_ran_for_real_and_left_its_artefacts(run):
+def test_the_job_ran_and_left_its_artefacts(run):
     job = training_request(run)["TrainingJobName"]
     assert run.emu.jobs[job].returncode == 0, run.emu.jobs[job].log[-3000:]
-    base = f"{PREFIX}/jobs/{job}/output/"
-    model = untar(run.s3.get_object(Bucket=BUCKET, Key=base + "model.tar.gz")["Body"].read())
+    model = job_output(run, "model.tar.gz")
     assert {"model.pth", "model_config.json", "label_dict.json", "code/inference.py"} <= set(model)
     config = json.loads(model["model_config.json"])
-    assert config["hyperparameters"]["lr"] == 0.003 and config["hyperparameters"]["seed"] == 7
-    output = untar(run.s3.get_object(Bucket=BUCKET, Key=base + "output.tar.gz")["Body"].read())
-    metrics = json.loads(output["metrics.json"])
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2] and metrics["test"]["n"] == 16
-    assert any(k.startswith(f"{PREFIX}/checkpoints/{job}/") for k in run.keys)  # spot: synced checkpoints
-    assert sum(k.startswith(f"{PREFIX}/data/tiny-") and k.endswith(".png") for k in run.keys) == 80
-    assert any(k.startswith(f"{PREFIX}/data/tiny-") and k.endswith("/manifest.json") for k in run.keys)
-    assert any(k.startswith(f"{PREFIX}/models/") and k.endswith("model.tar.gz") for k in run.keys)  # repacked
+    assert config["hyperparameters"]["lr"] == 0.003 and config["threshold"] is not None
+    metrics = json.loads(job_output(run, "output.tar.gz")["metrics.json"])
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3] and metrics["test"]["n"] > 0
+    assert "ci95" in metrics["test"] and "operating_point" in metrics["test"]
+    checkpoints = training_request(run)["CheckpointConfig"]["S3Uri"][len(f"s3://{BUCKET}/"):]
+    assert any(k.startswith(checkpoints) and k.endswith(".pt") for k in run.keys)  # spot: synced checkpoints
 
 
-def test_metric_definitions_capture_the_numbers_train_py_logged(run):
-    """SageMaker's view of the job (the emulator applies the sent regexes to the real log, as SageMaker does)
-    agrees with metrics.json: each definition captured its own number."""
-    job = training_request(run)["TrainingJobName"]
-    final = {m["MetricName"]: m["Value"] for m in
-             run.sm.describe_training_job(TrainingJobName=job)["FinalMetricDataList"]}
-    assert set(final) == {d["Name"] for d in job_config.METRIC_DEFINITIONS}
-    output = untar(run.s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/jobs/{job}/output/output.tar.gz")["Body"].read())
-    metrics = json.loads(output["metrics.json"])
-    last, best = metrics["history"][-1], metrics["history"][metrics["best_epoch"] - 1]
-    assert final["epoch"] == 2
-    assert (final["train_loss"], final["val_loss"]) == (round(last["train_loss"], 4), round(last["val_loss"], 4))
-    assert final["lr"] == pytest.approx(last["lr"], rel=1e-5)
-    assert final["images_per_sec"] == round(last["images_per_sec"], 1)
-    # the last val_auc/val_acc SageMaker sees (the tuner's objective) is the saved best epoch's
-    assert (final["val_auc"], final["val_acc"]) == (round(best["val_auc"], 4), round(best["val_acc"], 4))
-    assert (final["test_auc"], final["test_acc"]) == (round(metrics["test"]["auc"], 4),
-                                                      round(metrics["test"]["accuracy"], 4))
+def test_a_test_split_is_held_out_when_the_data_has_none(run):
+    data = text_of(cell_with(run.nb, "channels.upload_channels"))
+    if run.sdk == "v2":  # the .npz had train and val only
+        assert re.search(r"the source has no test split: held out \d+ of 48 training images as test", data), data
+        header = next(line for line in data.splitlines() if line.split() == ["train", "val", "test"])
+        assert header and re.search(r"\d+ \(\d+%\)\s+\d+ \(\d+%\)\s+\d+ \(\d+%\)", data)  # counts with shares
+    assert "channels: train" in data and "no test channel" not in data
+    results = text_of(cell_with(run.nb, "artifacts.download_job_artifacts"))
+    assert re.search(r"^test\s+\d+\s+[0-9.]+ \([0-9.]+-[0-9.]+\)", results, re.MULTILINE), results  # with a CI
+    assert "operating point p >=" in results and "PPV" in results
 
 
-def test_endpoint_ran_the_trained_model(run, tmp_path):
+# ---------------------------------------------------------------- what the notebook showed
+def test_the_train_cell_shows_the_epochs_not_the_whole_log(run):
+    train_cell = text_of(cell_with(run.nb, "builder.start_job("))
+    lines = train_cell.strip().splitlines()
+    assert len(lines) <= MAX_TRAIN_CELL_LINES, train_cell
+    epochs = [epoch_log.parse_epoch(line) for line in lines if epoch_log.parse_epoch(line)]
+    assert [int(e["epoch"]) for e in epochs] == [1, 2, 3]
+    assert "best epoch" in train_cell and "test_loss=" in train_cell
+    assert "console.aws.amazon.com/cloudwatch" in train_cell  # where the whole log is
+    assert "SM_HPS" not in train_cell and "SM_TRAINING_ENV" not in train_cell
+    statuses = [line for line in lines if ": Completed / Completed" in line]
+    assert len(statuses) == 1
+    assert "Completed" not in text_of(cell_with(run.nb, "jobs.model_data(sm, job_name)")).split("model:")[0]
+
+
+def test_setup_shows_the_sdk_path_once_and_no_info_noise(run):
+    setup = text_of(cell_with(run.nb, "sdks.detect(sdk)"))
+    assert f"the {run.sdk} path" in setup
+    for cell in run.nb.cells:
+        out = text_of(cell) if cell.cell_type == "code" else ""
+        for noise in ("Not applying SDK defaults", "Found credentials", "Found endpoint for", "INFO:botocore"):
+            assert noise not in out, (noise, out[:300])
+    if run.sdk == "v2":  # the SDK's deprecation messages: said once, in plain words
+        assert setup.count("maintenance") == 1
+        assert "SageMakerV2DeprecationWarning" not in run.raw
+
+
+def test_the_smoke_test_says_pass_and_what_it_checked(run):
+    smoke = text_of(cell_with(run.nb, "medimg.local_train"))
+    assert f"smoke test PASSED ({run.sdk} launcher)" in smoke and "mean nothing" in smoke
+    assert "val_auc" not in smoke
+
+
+def test_the_figures_are_there(run):
+    nb = run.nb
+    assert len(images_of(cell_with(nb, "plots.image_grid(channels.sample_images"))) == 1
+    assert len(images_of(cell_with(nb, "plots.learning_curves"))) == 1
+    assert len(images_of(cell_with(nb, "plots.roc_curves"))) == 2  # confusion matrix and ROC with the point
+    assert len(images_of(cell_with(nb, "plots.reliability_curve"))) == 1
+    assert len(images_of(cell_with(nb, "plots.heatmap_grid"))) == 1
+    mistakes = cell_with(nb, "artifacts.confident_mistakes")
+    assert len(images_of(mistakes)) == 1 or "no mistakes to show" in text_of(mistakes)
+    cloudwatch = text_of(cell_with(nb, "jobs.metric_series"))
+    assert "too few CloudWatch points" in cloudwatch or len(images_of(cell_with(nb, "jobs.metric_series"))) == 1
+
+
+def test_the_endpoint_answered_test_images(run, tmp_path):
     from medimg import artifacts
 
-    calls = run.emu.invocations
-    assert len(calls) == 6 and all(c["status"] == 200 and c["content_type"] == "application/x-image" for c in calls)
-    job = training_request(run)["TrainingJobName"]
+    calls = [c for c in run.emu.invocations]
+    assert calls and all(c["status"] == 200 and c["content_type"] == "application/x-image" for c in calls)
+    demo = cell_with(run.nb, "builder.invoke(")
+    assert len(images_of(demo)) == 1
+    test_dir = (run.tmp / "work" / "data" / "breast" / "test" if run.sdk == "v2" else
+                run.tmp / "d" / "png" / "test")
+    test_files = {open(os.path.join(d, f), "rb").read() for d, _, names in os.walk(test_dir) for f in names
+                  if not f.endswith(".json")}
+    assert all(call["body"] in test_files for call in calls)  # test images only, never train's
     tar = tmp_path / "model.tar.gz"
+    job = training_request(run)["TrainingJobName"]
     tar.write_bytes(run.s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/jobs/{job}/output/model.tar.gz")["Body"].read())
-    model = artifacts.LocalModel(artifacts.safe_extract(str(tar), str(tmp_path / "model")))
-    for call in calls:
-        answer = json.loads(call["response"])
-        assert len(answer["predictions"]) == 1
-        got, want = answer["predictions"][0], model.invoke(call["body"], "image/png")["predictions"][0]
-        assert got["label"] == want["label"] and got["index"] == want["index"]
-        for name, p in want["probabilities"].items():
-            assert abs(got["probabilities"][name] - p) < 1e-6
-    assert len({json.loads(c["response"])["predictions"][0]["probabilities"]["pneumonia"] for c in calls}) > 1
+    with artifacts.LocalModel(artifacts.safe_extract(str(tar), str(tmp_path / "model"))) as model:
+        for call in calls:
+            got = json.loads(call["response"])["predictions"][0]
+            want = model.invoke(call["body"], "application/x-image")["predictions"][0]
+            assert got["label"] == want["label"] and got["decision"] == want["decision"]
+            for name, p in want["probabilities"].items():
+                assert abs(got["probabilities"][name] - p) < 1e-6
 
 
 def test_cleanup_deleted_what_deploy_created(run):
-    assert run.emu.invocations  # something was deployed
-    assert run.sm.list_endpoints()["Endpoints"] == []
-    assert run.sm.list_endpoint_configs()["EndpointConfigs"] == []
-    assert run.sm.list_models()["Models"] == []
+    assert run.emu.invocations
+    names = [e["EndpointName"] for e in run.sm.list_endpoints()["Endpoints"]]
+    assert not [n for n in names if n.startswith(f"nb{run.sdk}")]
     record = json.loads((run.tmp / "work" / "resources.json").read_text())
     assert record["endpoints"] == [] and record["training_jobs"] == [training_request(run)["TrainingJobName"]]
     cleanup = text_of(cell_with(run.nb, "jobs.delete_endpoint_resources"))
     for what in ("endpoint", "endpoint config", "model"):
-        assert re.search(rf"^{what} nbtest-endpoint-\S+: deleted$", cleanup, re.MULTILINE), cleanup
-
-
-# ---------------------------------------------------------------- what the notebook showed
-def test_outputs_show_data_log_metrics_and_figures(run):
-    nb = run.nb
-    assert len(images_of(cell_with(nb, "plots.image_grid(channels.sample_images(sample_dir"))) == 1
-    smoke = text_of(cell_with(nb, "medimg.local_train"))
-    assert "epoch=1 train_loss=" in smoke and "local_train: job succeeded" in smoke
-    assert "accuracy" in smoke and "auc" in smoke
-    log = text_of(cell_with(nb, "estimator.fit(inputs"))
-    assert re.search(r"epoch=2 train_loss=[0-9.]+ val_loss=[0-9.]+ val_auc=[0-9.]+", log)
-    assert "Completed / Completed" in log and "Reporting training SUCCESS" in log
-    results = text_of(cell_with(nb, "artifacts.download_job_artifacts"))
-    assert "best epoch" in results and re.search(r"^test\s+16\s+[0-9.]+", results, re.MULTILINE), results
-    assert len(images_of(cell_with(nb, "plots.learning_curves"))) == 1
-    assert len(images_of(cell_with(nb, "plots.roc_curves"))) == 2  # confusion matrix and ROC
-    cloudwatch = cell_with(nb, "TrainingJobAnalytics")
-    assert "val_auc" in text_of(cloudwatch) and len(images_of(cloudwatch)) == 1
-    tuning = text_of(cell_with(nb, "HyperparameterTuner("))
-    assert "best job:" in tuning
-    predictions = cell_with(nb, "predictor.predict(")
-    assert "predicted" in text_of(predictions) and len(images_of(predictions)) == 1
+        assert re.search(rf"^{what} nb{run.sdk}-endpoint-\S+: deleted$", cleanup, re.MULTILINE), cleanup
 
 
 def test_no_credentials_in_outputs_or_logs(run):
@@ -279,26 +358,27 @@ def test_committed_notebook_has_no_outputs_and_no_credentials(committed):
     assert not re.search(r"aws_secret_access_key|aws_session_token|SecretAccessKey", text, re.IGNORECASE)
 
 
-def test_parameters_cell_defaults(committed):
+def test_the_notebooks_hyperparameters_are_train_pys_defaults(committed):
+    """The dict shows the usual knobs at train.py's own defaults, so nothing is sent unless the user changes it, and
+    a default changed in train.py reaches every notebook user."""
     params = {}
     exec(parameters_cell(committed).source, {}, params)  # plain assignments only
-    assert (params["instance_type"], params["instance_count"]) == ("ml.g5.xlarge", 1)
-    assert (params["framework_version"], params["py_version"], params["mode"]) == ("2.8.0", "py312", "spot")
-    assert params["role"] is None and params["bucket"] is None
-    assert not params["enable_network_isolation"] and params["subnets"] is None
-    # every hyperparameter is a train.py flag, and train.py parses the defaults as the toolkit passes them
     hps = params["hyperparameters"]
-    flags = {o[2:] for a in hyperparameters.build_parser({})._actions for o in a.option_strings}
-    assert set(hps) <= flags
-    for name in ("model", "epochs", "batch-size", "lr", "weight-decay", "image-size", "pretrained", "patience",
-                 "label-smoothing", "class-weighting", "amp", "ema", "augment", "tta", "seed"):
+    defaults = hyperparameters.defaults()
+    assert changed_hyperparameters(hps, defaults) == {}
+    for name in ("model", "epochs", "batch-size", "lr", "image-size", "class-weighting", "tta", "seed"):
         assert name in hps, name
-    argv = [a for k in sorted(hps) for a in (f"--{k}", str(hps[k]))]
-    hyperparameters.parse_args(argv, environ={})
-    job_config.estimator_kwargs(role="r", hyperparameters=hps, output_path="s3://b/o", code_location="s3://b/c",
-                                base_job_name="b", mode=params["mode"])
+    assert (params["instance_type"], params["instance_count"], params["mode"]) == ("ml.g5.xlarge", 1, "spot")
+    assert (params["framework_version"], params["py_version"], params["sdk"]) == ("2.8.0", "py312", "auto")
+    assert params["role"] is None and params["bucket"] is None and not params["enable_network_isolation"]
+    JobSpec(role="r", hyperparameters=changed_hyperparameters(hps, defaults), output_path="s3://b/o",
+            code_location="s3://b/c", base_job_name="b", mode=params["mode"])
 
 
 def test_parameters_cell_holds_only_assignments(committed):
     tree = ast.parse(parameters_cell(committed).source)
     assert all(isinstance(node, ast.Assign) for node in tree.body)
+
+
+def test_no_sys_path_edits_in_the_notebook(committed):
+    assert not any("sys.path" in c.source for c in committed.cells if c.cell_type == "code")
