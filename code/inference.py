@@ -139,7 +139,7 @@ def model_fn(model_dir):
     config = model_config.read(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"],
-                                   pretrained=False)
+                                   pretrained=False, **config["architecture_options"])
     model.load_state_dict(load_weights(model_dir, config))
     model.to(device).eval()
     logger.info("loaded %s (%d classes, %d channel(s), %d px, tta=%s) on %s", config["architecture"],

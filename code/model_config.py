@@ -3,6 +3,7 @@
 One schema, written by train.py (``write``) and read by inference.py and the client (``read``):
 
     architecture   model_def registry name ("smallcnn", "resnet18", ...)
+    architecture_options  the architecture's own options (model_def.create_model), e.g. {"stem_stride": 2}
     num_classes    outputs of the model (classes, or findings for multi-label)
     classes        class (finding) names in output order
     in_channels    1 or 3
@@ -24,7 +25,7 @@ from utils import atomic_write_json, json_safe
 
 FILE = "model_config.json"
 REQUIRED = ("architecture", "num_classes", "in_channels", "image_size", "mean", "std", "classes")
-OPTIONAL = {"tta": False, "format": "state_dict", "weights": "model.pth", "task": "multiclass", "temperature": 1.0,
+OPTIONAL = {"architecture_options": {}, "tta": False, "format": "state_dict", "weights": "model.pth", "task": "multiclass", "temperature": 1.0,
             "threshold": None, "threshold_rule": "argmax"}
 
 
@@ -33,9 +34,10 @@ class ModelLoadError(RuntimeError):
 
 
 def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyperparameters, torch_version,
-          task="multiclass"):
+          task="multiclass", architecture_options=None):
     """The config of a trained model (a plain dict, the file's content)."""
-    config = {"architecture": architecture, "num_classes": len(classes), "classes": list(classes),
+    config = {"architecture": architecture, "architecture_options": dict(architecture_options or {}),
+              "num_classes": len(classes), "classes": list(classes),
               "in_channels": int(in_channels), "image_size": int(image_size), "mean": list(mean), "std": list(std),
               "tta": bool(tta), "task": task, "format": "state_dict", "weights": "model.pth",
               "torch_version": torch_version, "hyperparameters": dict(hyperparameters)}

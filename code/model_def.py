@@ -3,7 +3,9 @@
 Every architecture registers itself with ``@register``; ``train.py`` and ``inference.py`` build models
 only through ``create_model``, which rejects unknown names with the list of valid ones (the timm pattern).
 
-* ``smallcnn`` (default): a fast residual CNN for 28-64 px images, any input size.
+* ``smallcnn`` (default): a fast residual CNN for any input size from 28 to 224 px: its stem downsamples
+  larger images (``stem_stride``) so that its first stage works at 64 px or less, as ResNet's stem takes 224 px
+  to 56.
 * ``resnet18_small``: torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small inputs.
 * ``resnet18``, ``resnet50``, ``densenet121``, ``efficientnet_b0``: torchvision models for 224 px, with
   ImageNet weights when ``pretrained`` is on (downloaded then, and only then). 1-channel inputs are adapted
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 MODELS = {}
+OPTIONS = {"smallcnn": ("stem_stride",)}  # the options (keyword arguments) each architecture takes
 # the last convolutional stage of each architecture: what Grad-CAM heat maps explain (medimg.heatmaps)
 CAM_LAYERS = {"smallcnn": "stages", "resnet18_small": "layer4", "resnet18": "layer4", "resnet50": "layer4",
               "densenet121": "features", "efficientnet_b0": "features"}
@@ -23,14 +26,39 @@ def register(fn):
     return fn
 
 
-def create_model(name, num_classes, in_channels=1, pretrained=False):
+def create_model(name, num_classes, in_channels=1, pretrained=False, **options):
+    """Build a registered architecture. ``options`` are the architecture's own (``architecture_options``, saved in
+    model_config.json so the endpoint rebuilds the same network). Raises ValueError for an unknown name, option,
+    class count or channel count."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes (outputs) must be at least 1, got {num_classes}")
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-    return MODELS[name](num_classes=num_classes, in_channels=in_channels, pretrained=pretrained)
+    unknown = sorted(set(options) - set(OPTIONS.get(name, ())))
+    if unknown:
+        raise ValueError(f"{name} takes no option {unknown[0]!r}")
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **options)
+
+
+def architecture_options(name, image_size):
+    """The options ``create_model`` gets for images of ``image_size`` px a side (an int): for smallcnn the stem
+    stride (``stem_stride``); nothing for the torchvision models, whose own stems are made for 224 px."""
+    return {"stem_stride": stem_stride(image_size)} if name == "smallcnn" else {}
+
+
+MAX_FIRST_STAGE_SIZE = 64  # px: what SmallCNN's first stage sees at most (ResNet's sees 56 of 224)
+
+
+def stem_stride(image_size):
+    """1, 2 or 4: the smallest that brings ``image_size`` px down to MAX_FIRST_STAGE_SIZE or less (4 at most).
+    28 and 64 px: 1; 96 and 128 px: 2; 224 px: 4 (56 px, as ResNet). Compute then grows about linearly, not
+    quadratically, with the side above 64 px (docs/PERFORMANCE.md, image sizes)."""
+    stride = 1
+    while stride < 4 and image_size / stride > MAX_FIRST_STAGE_SIZE:
+        stride *= 2
+    return stride
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,14 +92,20 @@ class ResidualBlock(nn.Module):
 class SmallCNN(nn.Module):
     """Stem, three residual stages (each halves the resolution after the first), global pool, linear.
 
-    At 28 px: 28 -> 28 -> 14 -> 7. Works at any input size thanks to the adaptive pool. Widths (24, 48, 96),
+    At 28 px: 28 -> 28 -> 14 -> 7. Works at any input size thanks to the adaptive pool; ``stem_stride`` 2 or 4
+    (one or two stride-2 3x3 convolutions) for larger images: 224 px -> 56 -> 56 -> 28 -> 14. Widths (24, 48, 96),
     about 170k parameters: on PneumoniaMNIST val the same AUC and accuracy as (32, 64, 128) over 3 seeds
     (0.9965 vs 0.9967, 0.970 vs 0.970) at 1.3-1.4x the training speed on a CPU (docs/PERFORMANCE.md).
     """
 
-    def __init__(self, num_classes, in_channels=1, widths=(24, 48, 96), dropout=0.1):
+    def __init__(self, num_classes, in_channels=1, widths=(24, 48, 96), dropout=0.1, stem_stride=1):
         super().__init__()
-        self.stem = conv_bn_act(in_channels, widths[0])
+        if stem_stride not in (1, 2, 4):
+            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride!r}")
+        stem = [conv_bn_act(in_channels, widths[0], stride=min(stem_stride, 2))]
+        if stem_stride == 4:
+            stem.append(conv_bn_act(widths[0], widths[0], stride=2))
+        self.stem = stem[0] if len(stem) == 1 else nn.Sequential(*stem)
         stages, cin = [], widths[0]
         for i, w in enumerate(widths):
             stages.append(ResidualBlock(cin, w, stride=1 if i == 0 else 2))
@@ -90,10 +124,10 @@ class SmallCNN(nn.Module):
 
 
 @register
-def smallcnn(num_classes, in_channels=1, pretrained=False):
+def smallcnn(num_classes, in_channels=1, pretrained=False, stem_stride=1):
     if pretrained:
         raise ValueError("smallcnn has no pretrained weights; set pretrained to false or pick a torchvision model")
-    return SmallCNN(num_classes, in_channels)
+    return SmallCNN(num_classes, in_channels, stem_stride=stem_stride)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -94,7 +94,8 @@ def build_model(args, data, num_classes, device, dist_info):
     """(the model on its device, what the training step calls: the model, DDP around it, or compiled)."""
     utils.seed_everything(args.seed)  # the initial weights: the same seed gives the same model
     try:
-        model = model_def.create_model(args.model, num_classes, data.channels, args.pretrained)
+        model = model_def.create_model(args.model, num_classes, data.channels, args.pretrained,
+                                       **model_def.architecture_options(args.model, data.size))
     except ValueError as exc:
         raise ConfigError(f"invalid hyperparameter: {exc}") from exc
     except RuntimeError as exc:  # ImageNet weights that could not be downloaded
@@ -206,6 +207,7 @@ def run(args, callbacks=()):
 
     model, wrapped = build_model(args, data, len(classes), device, dist_info)
     config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
+                                architecture_options=model_def.architecture_options(args.model, data.size),
                                 image_size=data.size, mean=data.mean, std=data.std, tta=args.tta and args.hflip,
                                 hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
                                 task=data.task)

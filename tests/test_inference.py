@@ -70,7 +70,8 @@ def training_eval(model_dir, paths, tta=True):
     ds = loaders.ImageFileDataset(paths, [0] * len(paths), channels, size, 64_000_000)
     pixels, _, bad = loaders.decode_all(ds, workers=1)
     assert not bad
-    net = model_def.create_model(config["architecture"], config["num_classes"], channels)
+    net = model_def.create_model(config["architecture"], config["num_classes"], channels,
+                                 **config["architecture_options"])
     net.load_state_dict(torch.load(os.path.join(model_dir, "model.pth"), weights_only=True))
     net = net.to(memory_format=torch.channels_last).eval()  # train.py evaluates in channels_last, 16 at a time
     prob = torch.cat([prediction.probabilities(net, pixels[i:i + 16], mean=config["mean"], std=config["std"],
@@ -192,6 +193,27 @@ def test_served_probabilities_are_evaluations_own(trained, model):
     served = probs_of([ask(model, read(p), "application/x-image")[0] for p in paths])
     np.testing.assert_allclose(served, np.asarray(saved["probabilities"]), atol=1e-5)
     assert metrics["val_predictions"]["images"] and len(metrics["val_predictions"]["probabilities"]) == 16
+
+
+@pytest.mark.parametrize("image_size, stride", [(100, 2), (160, 4)])
+def test_a_model_trained_on_larger_images_is_served_with_its_own_stem(tmp_path, image_size, stride):
+    """train.py saves smallcnn's stem stride (model_config.json's architecture_options); the endpoint rebuilds
+    that network, and answers what evaluation computed for the same test files."""
+    data = make_dataset(tmp_path / "data", counts={"train": 8, "val": 4, "test": 4})
+    model_dir = tmp_path / "model"
+    cmd = [sys.executable, os.path.join(CODE, "train.py"), "--epochs", "1", "--image-size", str(image_size),
+           "--train", os.path.join(data, "train"), "--val", os.path.join(data, "val"), "--test",
+           os.path.join(data, "test"), "--model-dir", str(model_dir), "--output-data-dir", str(tmp_path / "out"),
+           "--output-dir", str(tmp_path / "output"), "--checkpoint-dir", ""]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    config = json.loads((model_dir / "model_config.json").read_text())
+    assert config["image_size"] == image_size and config["architecture_options"] == {"stem_stride": stride}
+    loaded = inference.model_fn(str(model_dir))  # load_state_dict is strict: the stem must be the trained one
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())["test_predictions"]
+    paths = [os.path.join(data, "test", *name.split("/")) for name in saved["images"]]
+    served = probs_of([ask(loaded, read(p), "application/x-image")[0] for p in paths])
+    np.testing.assert_allclose(served, np.asarray(saved["probabilities"]), atol=TOL)
 
 
 def test_jpeg_matches_training_decode_of_the_same_file(trained, model, tmp_path):

@@ -28,6 +28,39 @@ def test_smallcnn_takes_any_input_size():
             assert model(torch.randn(1, 1, size, size)).shape == (1, 2)
 
 
+@pytest.mark.parametrize("size, stride, first_stage", [(28, 1, 28), (64, 1, 64), (65, 2, 33), (96, 2, 48),
+                                                       (128, 2, 64), (129, 4, 33), (224, 4, 56), (512, 4, 128)])
+def test_smallcnn_stem_keeps_the_first_stage_at_64_px_or_less_up_to_256(size, stride, first_stage):
+    options = model_def.architecture_options("smallcnn", size)
+    assert options == {"stem_stride": stride}
+    model = model_def.create_model("smallcnn", 2, 1, **options).eval()
+    seen = []
+    model.stages[0].register_forward_hook(lambda m, i, out: seen.append(out.shape[-1]))
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, size, size)).shape == (1, 2)
+    assert seen == [first_stage]
+
+
+def test_architecture_options_are_the_architectures_own():
+    assert model_def.architecture_options("resnet18", 224) == {}
+    with pytest.raises(ValueError, match="resnet18 takes no option 'stem_stride'"):
+        model_def.create_model("resnet18", 2, 3, stem_stride=2)
+    with pytest.raises(ValueError, match="stem_stride must be 1, 2 or 4"):
+        model_def.create_model("smallcnn", 2, 1, stem_stride=3)
+
+
+def test_a_model_config_without_architecture_options_rebuilds_the_original_stem(tmp_path):
+    """Models saved before architecture_options existed had a stride-1 stem at every size."""
+    import model_config
+
+    config = {"architecture": "smallcnn", "num_classes": 2, "in_channels": 1, "image_size": 128, "mean": [0.5],
+              "std": [0.2], "classes": ["a", "b"]}
+    (tmp_path / model_config.FILE).write_text(__import__("json").dumps(config))
+    assert model_config.read(str(tmp_path))["architecture_options"] == {}
+    old = model_def.create_model("smallcnn", 2, 1)
+    assert old.state_dict().keys() == model_def.create_model("smallcnn", 2, 1, stem_stride=1).state_dict().keys()
+
+
 def test_unknown_model_lists_the_valid_ones():
     with pytest.raises(ValueError) as err:
         model_def.create_model("vgg99", 2)

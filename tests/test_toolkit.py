@@ -52,7 +52,9 @@ def test_model_files_rebuild_the_model(trained):
     assert len(config["mean"]) == 1 and len(config["std"]) == 1
     assert json.loads((model_dir / "label_dict.json").read_text()) == {"0": "normal", "1": "pneumonia"}
     state = torch.load(model_dir / "model.pth", weights_only=True)
-    model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"])
+    assert config["architecture_options"] == {"stem_stride": 1}
+    model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"],
+                                   **config["architecture_options"])
     model.load_state_dict(state)  # strict: same keys and shapes
 
 
