@@ -86,6 +86,35 @@ class Callback:
         pass
 
 
+class ProgressBar(Callback):
+    """A tqdm bar over each epoch's optimiser steps, on ``stream`` (stderr), for a person watching a local run.
+
+    ``wanted`` says when: on the main process, when the stream is a terminal. A job's log is not a terminal, so it
+    keeps the plain epoch lines (STYLE.md: "a progress bar (tqdm) when stderr is a terminal; plain lines in a job
+    log"); tqdm ships in the PyTorch training images."""
+
+    def __init__(self, stream):
+        self.stream, self.bar = stream, None
+
+    @staticmethod
+    def wanted(stream, is_main):
+        isatty = getattr(stream, "isatty", None)
+        return bool(is_main and isatty is not None and isatty())
+
+    def on_train_epoch_start(self, trainer, epoch):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=trainer.plan.steps_per_epoch, initial=trainer.resume_step, desc=f"epoch {epoch}",
+                        unit="step", file=self.stream, leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, trainer, epoch, step):
+        self.bar.update(step - self.bar.n)
+
+    def on_train_epoch_end(self, trainer, epoch, stats):
+        self.bar.close()
+        self.bar = None
+
+
 class StopRequest:
     """SIGTERM (SageMaker's stop, a spot reclaim, max_run) or a callback asks the loop to stop after the current
     step; the loop then checkpoints that exact step and ends with a ``Stopped`` error."""
@@ -212,6 +241,11 @@ class Trainer:
             getattr(callback, event)(self, *args)
 
     # ---------------------------------------------------------------------------------------- resume
+    @property
+    def resume_step(self):
+        """The step within ``start_epoch`` a mid-epoch resume starts from (0 otherwise), until that epoch starts."""
+        return self._resume_step
+
     def resume(self, folder):
         """Restore the newest loadable checkpoint in ``folder``, if any: model, optimiser, training state, RNG."""
         loaded = checkpoints.load_latest_checkpoint(folder) if folder else None

@@ -37,7 +37,7 @@ import layout
 import model_config
 import model_def
 import utils
-from engine import StopRequest, Trainer
+from engine import ProgressBar, StopRequest, Trainer
 from errors import ConfigError, Stopped, TrainingError, write_failure
 from hyperparameters import parse_args, recorded
 # estimator.deploy() serves the training entry point (SAGEMAKER_PROGRAM=train.py): the endpoint's handlers, here too
@@ -190,6 +190,8 @@ def run(args, callbacks=()):
     stop = StopRequest()  # first: a SIGTERM while the data loads still ends in a clean stop
     dist_info = distributed.init_distributed(args.dist_timeout)
     setup_logging(dist_info.rank)
+    if ProgressBar.wanted(sys.stderr, dist_info.is_main):  # a person at a terminal; never in a job's log
+        callbacks = [*callbacks, ProgressBar(sys.stderr)]
     device = select_device(args, dist_info)
     amp_dtype = autocast_dtype(args, device)
     if dist_info.is_main:
