@@ -171,10 +171,12 @@ def clinical_table(metrics, digits=3):
 
 
 def per_finding_table(metrics, split="test", digits=3):
-    """Multi-label models: per finding its prevalence, AUC, and sensitivity and specificity at its threshold."""
+    """Multi-label models: per finding (in the model's output order) its prevalence, AUC, and sensitivity and
+    specificity at its threshold."""
     import pandas as pd
 
-    per = metrics[split]["per_finding"]
+    per = metrics[split]["per_finding"]  # metrics.json's keys are sorted
+    per = {name: per[name] for name in [*metrics.get("classes", []), *sorted(per)] if name in per}
     return pd.DataFrame([{"finding": name, "prevalence": _cell(v["prevalence"], None, digits),
                           "positives": v["n_positive"], "AUC": _cell(v["auc"], None, digits),
                           "threshold": _cell(v["threshold"], None, digits),

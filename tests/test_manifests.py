@@ -211,6 +211,31 @@ def test_a_multilabel_manifest_job_reports_every_finding(multilabel_job):
 
 
 @pytest.mark.slow
+def test_the_notebook_views_of_a_multilabel_run(multilabel_job):
+    """What the notebook's results cells show for findings: the per-finding table and a ROC curve per finding, no
+    binary clinical table and no single-label mistakes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from medimg import plots
+
+    _, work, _ = multilabel_job
+    m = artifacts.load_metrics(str(work / "output" / "data"))
+    table = artifacts.per_finding_table(m)
+    assert list(table.index) == FINDINGS
+    assert list(table.columns) == ["prevalence", "positives", "AUC", "threshold", "sensitivity", "specificity"]
+    assert table.loc[FINDINGS[0], "AUC"] == f"{m['test']['per_finding'][FINDINGS[0]]['auc']:.3f}"
+    assert artifacts.clinical_table(m) is None and artifacts.confident_mistakes(m) == []
+    assert "test" in artifacts.metrics_table(m).index
+    labels, probs, classes = artifacts.test_predictions(m)
+    assert labels.shape == probs.shape == (30, len(FINDINGS)) and classes == FINDINGS
+    fig = plots.roc_curves(labels, probs, classes)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert [t.split(" (AUC")[0] for t in legend] == FINDINGS
+    assert artifacts.examples(m) and all(true is None for _, true in artifacts.examples(m))
+
+
+@pytest.mark.slow
 def test_the_endpoint_answers_findings_with_their_probabilities(multilabel_job):
     root, work, _ = multilabel_job
     with artifacts.LocalModel(str(work / "model")) as model:
@@ -267,3 +292,12 @@ def test_ordinal_grades_add_kappa_and_grade_error(tmp_path):
     names = {d["Name"] for d in epoch_log.metric_definitions(test=True, ordinal=True)}
     assert {"val_kappa", "val_mae", "test_kappa", "test_mae"} <= names
     assert re.search(r"test_kappa=[-0-9.]+ test_mae=[0-9.]+", result.stdout)
+    # the notebook's views: kappa and grade error beside the usual figures; mistakes in confidence order
+    table = artifacts.metrics_table(m)
+    assert table.loc["test", "kappa"] == f"{m['test']['kappa']:.3f}" and "grade MAE" in table.columns
+    mistakes = artifacts.confident_mistakes(m, limit=50)
+    labels = np.asarray(m["test_predictions"]["labels"])
+    answered = np.asarray(m["test_predictions"]["probabilities"]).argmax(1)
+    assert len(mistakes) == int((labels != answered).sum())
+    assert [p for *_, p in mistakes] == sorted((p for *_, p in mistakes), reverse=True)
+    assert all(true != said and true.startswith("grade ") for _, true, said, _ in mistakes)

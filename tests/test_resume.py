@@ -250,8 +250,8 @@ def test_a_checkpoint_whose_weights_no_longer_fit_is_refused_clearly(data, tmp_p
     assert train.main(common + ["--epochs", "1"]) == 0
     before = sorted(os.listdir(tmp_path / "ck"))
     monkeypatch.setitem(model_def.MODELS, "smallcnn",
-                        lambda num_classes, in_channels=1, pretrained=False: model_def.SmallCNN(
-                            num_classes, in_channels, widths=(8, 16, 32)))
+                        lambda num_classes, in_channels=1, pretrained=False, **options: model_def.SmallCNN(
+                            num_classes, in_channels, widths=(8, 16, 32), **options))
     assert train.main(common + ["--epochs", "2"]) == 2
     line = (tmp_path / "out" / "failure").read_text().splitlines()[0]
     assert line.startswith(f"the checkpoint {tmp_path / 'ck'}") and "does not fit this smallcnn model" in line, line
