@@ -26,10 +26,23 @@ PREFIX = "CEILING_RESULT "
 
 
 def parse_case(text):
-    """'resnet18@64:1' -> ('resnet18', 64, 1); channels default 1."""
+    """'resnet18@64:1' -> ('resnet18', 64, 1); channels default 1. 'smallcnn/s1@128' forces smallcnn's stem stride
+    (else the one train.py picks for the size)."""
     name, _, rest = text.partition("@")
     size, _, channels = rest.partition(":")
     return name, int(size), int(channels or 1)
+
+
+def build(case_name, size, channels):
+    """The model of a case, with the architecture options train.py gives it at ``size`` px."""
+    import model_def
+
+    name, _, stride = case_name.partition("/s")
+    # an older checkout (--code) has no architecture_options: its models take none
+    options = getattr(model_def, "architecture_options", lambda *_: {})(name, size)
+    if stride:
+        options["stem_stride"] = int(stride)
+    return model_def.create_model(name, 2, channels, **options)
 
 
 def bf16_supported(device):
@@ -76,9 +89,7 @@ def train_flops_per_image(model_name, size, channels, batch=2):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    import model_def
-
-    model = model_def.create_model(model_name, 2, channels).train()
+    model = build(model_name, size, channels).train()
     x = torch.randn(batch, channels, size, size)
     with FlopCounterMode(display=False) as counter:
         model(x).float().sum().backward()
@@ -94,9 +105,7 @@ def conv_speedup(model_name, size, channels, batch, device, repeats=3):
     apart from what decoding once saves. Returns seconds per batch and FLOP/s of each, and the speed-up."""
     import torch
 
-    import model_def
-
-    model = model_def.create_model(model_name, 2, channels).train()
+    model = build(model_name, size, channels).train()
     shapes = []
     hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, tuple(i[0].shape), o.numel())))
              for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

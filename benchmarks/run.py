@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """``make bench``: training speed, hardware ceiling, scaling and time to quality of code/train.py.
 
-    python benchmarks/run.py                      # everything (about 15 minutes on 2 idle cores)
+    python benchmarks/run.py                      # every section but dev (about 15 minutes on 2 idle cores)
     python benchmarks/run.py --quick              # fewer steps and sizes, stops the quality run at its target
     python benchmarks/run.py --only throughput,ceiling
     python benchmarks/run.py --out build/bench/results.json
+    python benchmarks/run.py --only dev                        # dev settings x 3 seeds (about 15-25 minutes)
+    python benchmarks/run.py --only dev --settings retina --seeds 1 --code /tmp/other-checkout/code
 
 Sections (``--only``):
 
@@ -19,6 +21,19 @@ Sections (``--only``):
   the in-memory budget (``--cache-max-gb`` tiny), which train.py streams from disk with workers.
 * ``quality``: wall time of train.py's default configuration (no hyperparameters) to reach val AUC 0.97 on the
   PneumoniaMNIST train/val split, and its final val AUC and accuracy.
+* ``sizes`` (not in the default set; ``--only sizes``): what image size costs. Training FLOPs per image of
+  smallcnn (with the stem stride train.py picks, and with the stride-1 stem of earlier versions) and of
+  torchvision's ResNet-18 at 28, 64, 128 and 224 px; and train.py (default hyperparameters but ``--model``) on
+  PneumoniaMNIST upsampled to 64 and 128 px: images/s and wall time to val AUC 0.97 (capped; the run is stopped
+  at the target). Upsampled images hold no more detail than 28 px ones: this measures cost, not what a higher
+  resolution can add.
+* ``dev`` (not in the default set; ``--only dev``): the quality of the defaults on the development settings of
+  ../shared/data/ (PneumoniaMNIST with its train split subsampled to 300 and 1,000 images, stratified by class
+  with a fixed subsample seed, and all 4,708; RetinaMNIST, 1,080 RGB images, 5 grades), each judged on its own
+  val split, never on a test split: train.py with default hyperparameters (only paths, ``--seed`` and
+  ``--checkpoint-dir ''``) for seeds 1, 2 and 3; per setting val accuracy and AUC (mean, sample standard
+  deviation and each seed), val ECE (15 equal-width bins on the top-class confidence, Guo et al. 2017),
+  optimiser steps, epochs run and wall time. ``--code DIR`` runs another checkout's train.py (before/after).
 
 Each measurement runs in its own process; the load average before each one and at the start and end is
 recorded, so a reader can judge a busy machine. Results: a table on stdout and a JSON file (``--out``).
@@ -29,6 +44,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -41,7 +57,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CODE = os.path.join(ROOT, "code")
 
-SECTIONS = ("ceiling", "throughput", "scaling", "quality")
+# section sizes: train.py's defaults with --model, on PneumoniaMNIST upsampled (bilinear) to each size
+SIZE_CASES = (("smallcnn", 28), ("smallcnn", 64), ("smallcnn", 128), ("resnet18", 64), ("resnet18", 128))
+SECTIONS = ("ceiling", "throughput", "scaling", "quality", "dev", "sizes")
+# dev takes 15-25 minutes more (--only dev), sizes 15-25 (--only sizes)
+DEFAULT_SECTIONS = ("ceiling", "throughput", "scaling", "quality")
 TARGET_RATIO = 3.0            # train.py vs the plain loop, default model at 28 px
 TARGET_CEILING_FRACTION = 0.30  # of the measured matmul ceiling of the step's dtype, default model
 TARGET_AUC = 0.97
@@ -51,19 +71,41 @@ MODES = {
     "full": dict(repeats=2, train_epochs=3, steps={"smallcnn": 30, "resnet18": 12, "*": 5}, plain_warmup=5,
                  plain_workers=(0, 2), scaling_sizes=(5_000, 20_000, 100_000), stream_size=20_000, scaling_steps=20,
                  matmul_sizes=(2048, 4096), matmul_repeats=5, ttq_stop_at_target=False, ttq_extra=(),
-                 batch_size=128, subsample=None, fp32_variant=True),
+                 batch_size=128, subsample=None, fp32_variant=True,
+                 dev_seeds=(1, 2, 3), dev_extra=(), dev_cap=None, dev_settings=None,
+                 size_cases=SIZE_CASES, size_cap_s=300, size_extra=(), flop_sizes=(28, 64, 128, 224)),
     "quick": dict(repeats=1, train_epochs=2, steps={"smallcnn": 15, "resnet18": 5, "*": 3}, plain_warmup=3,
                   plain_workers=(0,), scaling_sizes=(5_000, 20_000), stream_size=5_000, scaling_steps=10,
                   matmul_sizes=(2048,), matmul_repeats=3, ttq_stop_at_target=True, ttq_extra=(),
-                  batch_size=128, subsample=None, fp32_variant=False),
+                  batch_size=128, subsample=None, fp32_variant=False,
+                  dev_seeds=(1,), dev_extra=(), dev_cap=None, dev_settings=None,
+                  size_cases=SIZE_CASES, size_cap_s=120, size_extra=(), flop_sizes=(28, 64, 128, 224)),
     # the test suite's: tiny everything, only checks that the machinery runs and reports
     "smoke": dict(repeats=1, train_epochs=2, steps={"*": 1}, plain_warmup=1,
                   plain_workers=(0,), scaling_sizes=(64, 128), stream_size=64, scaling_steps=1,
                   matmul_sizes=(128,), matmul_repeats=1, ttq_stop_at_target=False, ttq_extra=("--epochs", "1"),
-                  batch_size=16, subsample=(96, 32), fp32_variant=False),
+                  batch_size=16, subsample=(96, 32), fp32_variant=False,
+                  # dev: train and val each cut to at most these many images (stratified), one epoch, one seed
+                  dev_seeds=(1,), dev_extra=("--epochs", "1"), dev_cap=(48, 40),
+                  dev_settings=("pneumonia-300", "retina"),
+                  size_cases=(("smallcnn", 28), ("smallcnn", 64)), size_cap_s=120, size_extra=("--epochs", "1"),
+                  flop_sizes=(28, 64)),
 }
 THREAD_ENV = {}  # set from --threads
 CASES = ("smallcnn@28", "resnet18@64")  # model@image size; ResNet-18 is torchvision's (stride-2 stem, max-pool)
+CHILD_PATHS = {"PYTHONPATH": CODE}  # the code/ every measurement process runs (--code)
+
+# The dev settings (section ``dev``): npz in --dev-data, train split cut to ``n_train`` (None: all), class names.
+DEV_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")  # the README's ../shared/data/
+DEV_SETTINGS = {
+    "pneumonia-300": dict(npz="pneumoniamnist_trainval.npz", n_train=300, classes=("normal", "pneumonia")),
+    "pneumonia-1000": dict(npz="pneumoniamnist_trainval.npz", n_train=1000, classes=("normal", "pneumonia")),
+    "pneumonia-all": dict(npz="pneumoniamnist_trainval.npz", n_train=None, classes=("normal", "pneumonia")),
+    "retina": dict(npz="retinamnist_trainval.npz", n_train=None, classes=("0", "1", "2", "3", "4")),
+}
+DEV_SUBSAMPLE_SEED = 1234  # fixed: every run seed and every checkout trains on the same subsample
+ECE_BINS = 15
+TRAIN_TIME_LIMIT_S = 300  # the issue's "defaults train PneumoniaMNIST 28 px in at most 5 minutes on 2 cores"
 
 
 # ==================================================================================================
@@ -99,7 +141,7 @@ def machine_info():
         if family and cpu_model:
             info["cpu"] += f" (family {family.group(1)} model {cpu_model.group(1)})"
         info["isa"] = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
-                                                       "amx_tile", "fma"))
+                                                       "amx_int8", "amx_tile", "fma"))
     except OSError:
         info["cpu"] = platform.processor()
     try:
@@ -116,7 +158,7 @@ class Child:
     def __init__(self, cmd, log_path, env=None, cwd=ROOT):
         self.cmd, self.log_path = [str(c) for c in cmd], log_path
         # code/ on the path, as in the container: probe.py, ceiling.py and plain_loop.py import its modules
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=CODE, **THREAD_ENV, **(env or {}))
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **CHILD_PATHS, **THREAD_ENV, **(env or {}))
         self.cwd = cwd
         self.lines = []  # (seconds since launch, text)
 
@@ -125,6 +167,7 @@ class Child:
         starts with ``prefix`` (None when ``prefix`` is None)."""
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         self.load_before = loadavg()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         with open(self.log_path, "w") as log:
             log.write("$ " + " ".join(self.cmd) + "\n")
@@ -149,6 +192,10 @@ class Child:
                 raise
             proc.wait()
         self.wall_s = time.perf_counter() - t0
+        self.load_after = loadavg()
+        # CPU seconds of the process (and any it waited for): less sensitive to a busy machine than wall time
+        done = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu_s = (done.ru_utime - usage.ru_utime) + (done.ru_stime - usage.ru_stime)
         self.returncode, self.stopped = proc.returncode, stopped
         if prefix is None:
             return None
@@ -404,7 +451,7 @@ def section_quality(args, mode, data, logs):
     work = os.path.join(args.build, "runs", "quality")
     if os.path.isdir(work):
         shutil.rmtree(work)
-    cmd = [sys.executable, os.path.join(ROOT, "code", "train.py"), "--train", os.path.join(data, "train"),
+    cmd = [sys.executable, os.path.join(args.code, "train.py"), "--train", os.path.join(data, "train"),
            "--val", os.path.join(data, "val"), "--model-dir", os.path.join(work, "model"),
            "--output-data-dir", os.path.join(work, "data"), "--output-dir", os.path.join(work, "output"),
            "--checkpoint-dir", "", *mode["ttq_extra"]]
@@ -437,6 +484,340 @@ def section_quality(args, mode, data, logs):
     elif not child.stopped:
         raise RuntimeError(f"the quality run wrote no metrics.json (rc {child.returncode}); see {child.log_path}")
     return out
+
+
+# ==================================================================================================
+# Section sizes: what the image size costs (FLOPs per image; images/s and time to val AUC 0.97)
+# ==================================================================================================
+def size_flops(args, mode, logs):
+    """Training FLOPs per image (benchmarks/ceiling.py's count) of smallcnn (train.py's stem, and stride 1) and
+    ResNet-18 at each of ``flop_sizes``: {case: FLOPs}."""
+    cases = []
+    for size in mode["flop_sizes"]:
+        cases += [f"smallcnn@{size}", f"smallcnn/s1@{size}", f"resnet18@{size}"]
+    child = Child([sys.executable, os.path.join(HERE, "ceiling.py"), "--cases", ",".join(cases), "--sizes", "64",
+                   "--repeats", "1"], os.path.join(logs, "sizes-flops.log"))
+    return child.run("CEILING_RESULT ")["flops_per_image"]
+
+
+def size_run(args, mode, model, size, data, logs):
+    """train.py (defaults, ``--model``) on ``data`` until val AUC >= TARGET_AUC or ``size_cap_s``: images/s and
+    the wall time of the first epoch at the target."""
+    work = os.path.join(args.build, "runs", "sizes", f"{model}-{size}")
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    cmd = [sys.executable, os.path.join(args.code, "train.py"), "--train", os.path.join(data, "train"),
+           "--val", os.path.join(data, "val"), "--model-dir", os.path.join(work, "model"),
+           "--output-data-dir", os.path.join(work, "data"), "--output-dir", os.path.join(work, "output"),
+           "--checkpoint-dir", "", "--model", model, *mode["size_extra"]]
+    epochs = []
+
+    def on_line(t, line):
+        values = epoch_log.parse_epoch(line)
+        if values:
+            epochs.append({"epoch": int(values["epoch"]), "wall_s": round(t, 2), "val_auc": values["val_auc"],
+                           "images_per_sec": values["images_per_sec"]})
+            return epochs[-1]["val_auc"] >= TARGET_AUC
+        return False
+
+    child = Child(cmd, os.path.join(logs, f"sizes-{model}-{size}.log"))
+    child.run(None, timeout=mode["size_cap_s"], on_line=on_line)
+    if not epochs:
+        tail = "\n".join(text for _, text in child.lines[-20:])
+        raise RuntimeError(f"sizes {model}@{size}: no epoch within {mode['size_cap_s']} s (rc {child.returncode}); "
+                           f"log {child.log_path}:\n{tail}")
+    reached = next((e for e in epochs if e["val_auc"] >= TARGET_AUC), None)
+    return {"model": model, "size": size, "images_per_sec": median([e["images_per_sec"] for e in epochs]),
+            "epochs": epochs, "reached": reached is not None, "wall_s_to_target": reached and reached["wall_s"],
+            "epoch_at_target": reached and reached["epoch"], "best_val_auc": max(e["val_auc"] for e in epochs),
+            "cap_s": mode["size_cap_s"], "load_before": child.load_before, "load_after": child.load_after,
+            "log": child.log_path}
+
+
+def section_sizes(args, mode, logs):
+    out = {"target_auc": TARGET_AUC, "flops_per_image": size_flops(args, mode, logs), "runs": []}
+    for model, size in mode["size_cases"]:
+        data = pneumonia(args.build, args.npz, size, mode["subsample"])
+        run = size_run(args, mode, model, size, data, logs)
+        out["runs"].append(run)
+        log(f"  {model}@{size}: {run['images_per_sec']:.0f} img/s, "
+            + (f"val AUC {TARGET_AUC} at epoch {run['epoch_at_target']}, {run['wall_s_to_target']:.0f} s"
+               if run["reached"] else f"best val AUC {run['best_val_auc']:.4f} in the {run['cap_s']} s cap"))
+    return out
+
+
+def render_sizes(s):
+    flops = s["flops_per_image"]
+    sizes = sorted({int(c.split("@")[1]) for c in flops})
+    rows = [[name, *(fmt(flops.get(f"{case}@{size}") and flops[f"{case}@{size}"] / 1e6, ".0f") for size in sizes)]
+            for case, name in (("smallcnn", "smallcnn (train.py's stem)"), ("smallcnn/s1", "smallcnn, stride-1 stem"),
+                               ("resnet18", "resnet18"))]
+    runs = [[f"{r['model']}@{r['size']}", f"{r['images_per_sec']:.0f}",
+             f"{r['wall_s_to_target']:.0f}" if r["reached"] else f"not in {r['cap_s']}",
+             fmt(r["epoch_at_target"], "d"), f"{r['best_val_auc']:.4f}",
+             " ".join(f"{v:.2f}" for v in r["load_before"] or [])] for r in s["runs"]]
+    return "\n".join([
+        "\nImage sizes: training MFLOPs per image (forward + backward, convolutions and matmuls):",
+        table(["model", *(f"{size} px" for size in sizes)], rows),
+        f"\ntrain.py (defaults but --model) on PneumoniaMNIST upsampled; stopped at val AUC {s['target_auc']}:",
+        table(["model@px", "train img/s (median epoch)", "s to target", "epoch", "best val AUC", "load before"],
+              runs)])
+
+
+# ==================================================================================================
+# Section dev: the defaults on the development settings (val splits only), several seeds
+# ==================================================================================================
+def dev_npz(name, folder):
+    """The npz ``name`` in ``folder`` (--dev-data), else in the repository's data/; None if neither has it."""
+    for candidate in (os.path.join(folder, name), os.path.join(ROOT, "data", name)):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def stratified_subsample(labels, n, seed):
+    """Sorted indices of ``n`` of ``labels`` drawn per class in proportion to the class counts (largest
+    remainders; at least one of every class), with their own ``seed``. All indices when ``n`` is None or covers
+    everything."""
+    import numpy as np
+
+    labels = np.asarray(labels).reshape(-1)
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    if n < len(classes):
+        raise ValueError(f"cannot keep every one of {len(classes)} classes in {n} images")
+    exact = n * counts / counts.sum()
+    take = np.maximum(1, np.floor(exact).astype(int))
+    for i in np.argsort(-(exact - np.floor(exact)), kind="stable"):  # largest remainders first
+        if take.sum() >= n:
+            break
+        if take[i] < counts[i]:
+            take[i] += 1
+    while take.sum() > n:  # only when the at-least-one rule overshot: trim the largest class
+        take[np.argmax(take)] -= 1
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
+
+
+def dev_data(args, mode, name):
+    """The class folders of dev setting ``name`` (train cut as the setting says, the npz's val as the val
+    channel, no test channel), written once with medimg.prepare_data.write_splits. Returns (folder, info)."""
+    import numpy as np
+
+    from medimg import prepare_data
+
+    setting = DEV_SETTINGS[name]
+    npz = dev_npz(setting["npz"], args.dev_data)
+    if npz is None:
+        raise RuntimeError(f"dev setting {name}: {setting['npz']} is in neither {args.dev_data} nor "
+                           f"{os.path.join(ROOT, 'data')}; give --dev-data or leave the setting out (--settings)")
+    cap_train, cap_val = mode["dev_cap"] or (None, None)
+    caps = [v for v in (setting["n_train"], cap_train) if v]
+    n_train = min(caps) if caps else None
+    spec = {"npz": os.path.abspath(npz), "n_train": n_train, "n_val": cap_val, "subsample_seed": DEV_SUBSAMPLE_SEED,
+            "classes": list(setting["classes"])}
+    folder = os.path.join(args.build, "dev-data", name + (f"-smoke{cap_train}x{cap_val}" if mode["dev_cap"] else ""))
+    spec_path = os.path.join(folder, "dev-spec.json")
+    if _done(folder) and os.path.isfile(spec_path):
+        with open(spec_path) as fh:
+            written = json.load(fh)
+        if written["spec"] == spec:
+            return folder, written["info"]
+    data = np.load(npz)
+    splits, info = {}, {"npz": os.path.basename(npz), "subsample_seed": DEV_SUBSAMPLE_SEED}
+    for split, cap in (("train", n_train), ("val", cap_val)):
+        images, labels = data[f"{split}_images"], data[f"{split}_labels"].reshape(-1)
+        idx = stratified_subsample(labels, cap, DEV_SUBSAMPLE_SEED)
+        splits[split] = (images[idx], labels[idx])
+        info[f"n_{split}"] = int(len(idx))
+        info[f"{split}_of"] = int(len(labels))
+        info[f"{split}_per_class"] = np.bincount(labels[idx], minlength=len(setting["classes"])).tolist()
+    info["image_shape"] = list(data["train_images"].shape[1:])
+    info["classes"] = list(setting["classes"])
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    prepare_data.write_splits(splits, list(setting["classes"]), folder)
+    with open(spec_path, "w") as fh:
+        json.dump({"spec": spec, "info": info}, fh, indent=2)
+    _mark(folder)
+    return folder, info
+
+
+def val_as_test_args(val):
+    """WORKAROUND for a train.py that writes no val ECE (before issue 13's commit 002e255, which added
+    ``metrics["val"]["ece"]``): such a train.py keeps per-image probabilities for the test channel only, so the
+    dev runs pass the val folder as both --val and --test. Model selection still sees val only; metrics.json's
+    "test" figures are then val's (same weights, same images) and serve only to compute the val ECE here
+    (``val_ece``). ``--val-as-test auto`` (``section_dev``) uses it only when the first run shows it is needed;
+    drop it with the need for before/after comparisons against such a checkout."""
+    return ["--val", val, "--test", val]
+
+
+def expected_calibration_error(labels, probabilities, bins=ECE_BINS):
+    """ECE as Guo et al. (2017) define it: the top-class confidence in ``bins`` equal-width bins ((i-1)/M, i/M],
+    sum over bins of |bin| / n * |accuracy(bin) - mean confidence(bin)|."""
+    import numpy as np
+
+    labels = np.asarray(labels).reshape(-1)
+    prob = np.asarray(probabilities, dtype=np.float64)
+    if not len(labels):
+        return None
+    confidence, predicted = prob.max(axis=1), prob.argmax(axis=1)
+    correct = (predicted == labels).astype(np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)
+
+
+def val_ece(metrics):
+    """(val ECE, where it came from): train.py's own figure when it writes one (of the probabilities it serves:
+    after temperature scaling where train.py fits one on val), else computed from the per-image predictions of
+    the test channel, which ``val_as_test_args`` made the val folder."""
+    val = metrics.get("val") or {}
+    if val.get("ece") is not None:
+        return float(val["ece"]), "metrics.json val.ece"
+    predictions = metrics.get("test_predictions")
+    if predictions:
+        return expected_calibration_error(predictions["labels"], predictions["probabilities"]), \
+            "harness, from the val folder passed as --test"
+    return None, None
+
+
+def run_steps(metrics, n_train):
+    """(optimiser steps, how they were found): metrics.json's ``steps`` when train.py writes it, else epochs run x
+    steps per epoch as code/engine.py counts them (full batches of min(batch size, n); the last partial batch is
+    dropped; at least one; capped by max-steps-per-epoch)."""
+    if metrics.get("steps") is not None:
+        return int(metrics["steps"]), "metrics.json"
+    hp = (metrics.get("config") or {}).get("hyperparameters") or {}
+    try:
+        bs = min(int(hp.get("batch_size", 128)), n_train)
+    except (TypeError, ValueError):  # "auto" without a steps figure: not countable from here
+        return None, None
+    per_epoch = max(1, n_train // bs)
+    if hp.get("max_steps_per_epoch"):
+        per_epoch = min(per_epoch, int(hp["max_steps_per_epoch"]))
+    return len(metrics["history"]) * per_epoch, "epochs x steps per epoch"
+
+
+def spread(values):
+    """mean, sample standard deviation (None for fewer than two values) and the values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "sd": None, "values": []}
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+    return {"mean": mean, "sd": sd, "values": values}
+
+
+def median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+DATA_LINE = re.compile(r"data: train=(\d+) val=(\d+)")
+
+
+def dev_run(args, mode, name, folder, info, seed, logs, val_as_test):
+    """train.py with default hyperparameters on one setting and seed, in its own process (``val_as_test``: with
+    ``val_as_test_args``). Returns a dict."""
+    work = os.path.join(args.build, "runs", "dev", name, f"seed{seed}")
+    val = os.path.join(folder, "val")
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    cmd = [sys.executable, os.path.join(args.code, "train.py"), "--train", os.path.join(folder, "train"),
+           *(val_as_test_args(val) if val_as_test else ["--val", val]), "--model-dir", os.path.join(work, "model"),
+           "--output-data-dir", os.path.join(work, "data"), "--output-dir", os.path.join(work, "output"),
+           "--checkpoint-dir", "", "--seed", seed, *mode["dev_extra"]]
+    child = Child(cmd, os.path.join(logs, f"dev-{name}-seed{seed}.log"))
+    child.run(None)
+    metrics_path = os.path.join(work, "data", "metrics.json")
+    if child.returncode != 0 or not os.path.isfile(metrics_path):
+        tail = "\n".join(text for _, text in child.lines[-20:])
+        raise RuntimeError(f"dev {name} seed {seed}: train.py exited {child.returncode}"
+                           f"{'' if os.path.isfile(metrics_path) else ' without metrics.json'}; "
+                           f"log {child.log_path}:\n{tail}")
+    with open(metrics_path) as fh:
+        metrics = json.load(fh)
+    n_train = info["n_train"]
+    for _, line in child.lines:  # train.py's own count after any hold-out (none here: there is a val channel)
+        found = DATA_LINE.search(line)
+        if found:
+            n_train = int(found.group(1))
+    steps, steps_from = run_steps(metrics, n_train)
+    ece, ece_from = val_ece(metrics)
+    test = (metrics.get("test") or {}) if val_as_test else {}
+    config = metrics.get("config") or {}
+    plan = metrics.get("plan") or {}
+    return {"seed": seed, "val_accuracy": metrics["val"]["accuracy"], "val_auc": metrics["val"]["auc"],
+            "val_ece": ece, "ece_from": ece_from,
+            # of the raw softmax: train.py's figure where it calibrates, else the same as val_ece (nothing to undo)
+            "val_ece_uncalibrated": metrics["val"].get("ece_uncalibrated",
+                                                       None if metrics.get("decisions") else ece),
+            "temperature": (metrics.get("decisions") or {}).get("temperature"),
+            "steps": steps, "steps_from": steps_from, "val_as_test": val_as_test,
+            "epochs_run": metrics.get("epochs_run", len(metrics["history"])), "best_epoch": metrics.get("best_epoch"),
+            "epochs_max": plan.get("epochs", (config.get("hyperparameters") or {}).get("epochs")),
+            "batch_size": plan.get("batch_size", (config.get("hyperparameters") or {}).get("batch_size")),
+            "plan": plan or None,
+            "n_train_seen": n_train, "in_channels": config.get("in_channels"), "image_size": config.get("image_size"),
+            "architecture": config.get("architecture"), "wall_s": round(child.wall_s, 2),
+            "cpu_s": round(child.cpu_s, 1), "train_images_per_sec_median": median(
+                [h["images_per_sec"] for h in metrics["history"] if h.get("images_per_sec")]),
+            # the trick's check: the val folder as --test must give val's own figures
+            "test_equals_val": (test.get("accuracy") == metrics["val"]["accuracy"]) if test else None,
+            "load_before": child.load_before, "load_after": child.load_after, "log": child.log_path,
+            "metrics": metrics_path}
+
+
+def section_dev(args, mode, logs):
+    """Every dev setting x seed; per setting the runs and their mean / sample sd."""
+    out = {"settings": {}, "seeds": list(args.seeds), "extra_args": list(mode["dev_extra"]) or "defaults",
+           "subsample_seed": DEV_SUBSAMPLE_SEED, "ece_bins": ECE_BINS, "code": code_version(args.code)}
+    prepared = {name: dev_data(args, mode, name) for name in args.settings}  # all data first: errors surface now
+    val_as_test = {"on": True, "off": False, "auto": None}[args.val_as_test]
+    for name, (folder, info) in prepared.items():
+        runs = []
+        for seed in args.seeds:
+            run = dev_run(args, mode, name, folder, info, seed, logs, bool(val_as_test))
+            if val_as_test is None:  # auto: the first run says whether this train.py reports a val ECE itself
+                val_as_test = run["val_ece"] is None
+                if val_as_test:
+                    log(f"  {name} seed {seed}: train.py wrote no val ECE; again with the val folder as --test too")
+                    run = dev_run(args, mode, name, folder, info, seed, logs, True)
+            runs.append(run)
+            log(f"  {name} seed {seed}: val acc {run['val_accuracy']:.4f}, AUC {run['val_auc']:.4f}, "
+                f"ECE {fmt(run['val_ece'], '.4f')}, {run['steps']} steps, {run['epochs_run']} epochs (best "
+                f"{run['best_epoch']}), {run['in_channels']} channel(s), {run['wall_s']:.0f} s "
+                f"(load {run['load_before']} -> {run['load_after']})")
+        keys = ("val_accuracy", "val_auc", "val_ece", "val_ece_uncalibrated", "steps", "epochs_run", "wall_s", "cpu_s")
+        out["settings"][name] = dict(info, runs=runs, **{key: spread([r[key] for r in runs]) for key in keys})
+    out["val_as_test"] = bool(val_as_test)
+    return out
+
+
+def code_version(folder):
+    """The git commit of the checkout that holds ``folder`` and whether ``folder`` differs from it."""
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", "-C", folder, *cmd], capture_output=True, text=True, timeout=30,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--", ".")
+    return {"dir": os.path.abspath(folder), "commit": commit,
+            "uncommitted_changes": None if changed is None else bool(changed)}
 
 
 # ==================================================================================================
@@ -473,12 +854,67 @@ def targets(results):
                 out.append({"name": f"step FLOP/s vs {row['ceiling_dtype']} matmul ceiling, {row['case']}",
                             "target": f">= {TARGET_CEILING_FRACTION:.0%}", "measured": f"{row['ceiling_fraction']:.0%}",
                             "met": row["ceiling_fraction"] >= TARGET_CEILING_FRACTION})
+    d = results.get("dev")
+    full = ((d or {}).get("settings") or {}).get("pneumonia-all")
+    if full and d["extra_args"] == "defaults":
+        slowest = max(full["runs"], key=lambda r: r["wall_s"])
+        load = slowest["load_before"][0] if slowest["load_before"] else None
+        cpus = results["machine"]["cpus"]
+        out.append({"name": f"defaults train PneumoniaMNIST 28 px (all {full['n_train']}) on {cpus} CPUs, slowest seed",
+                    "target": f"<= {TRAIN_TIME_LIMIT_S} s",
+                    "measured": f"{slowest['wall_s']:.0f} s (load {fmt(load, '.1f')} before it)",
+                    "met": slowest["wall_s"] <= TRAIN_TIME_LIMIT_S})
     q = results.get("quality")
     if q:
         out.append({"name": f"default configuration reaches val AUC {TARGET_AUC}",
                     "target": "reached", "measured": f"epoch {q['epoch']}, {q['wall_s']:.0f} s" if q["reached"]
                     else "not reached", "met": q["reached"]})
     return out
+
+
+def pm(stats, spec=".4f"):
+    """mean ± sd (sd left out with one value)."""
+    if stats["mean"] is None:
+        return "-"
+    return format(stats["mean"], spec) + ("" if stats["sd"] is None else " ± " + format(stats["sd"], spec))
+
+
+def render_dev(d, machine):
+    code = d["code"]
+    head = (f"\nDev settings: train.py at {code['dir']} (commit {(code['commit'] or '?')[:10]}"
+            f"{', with uncommitted changes' if code['uncommitted_changes'] else ''}), hyperparameters: "
+            f"{d['extra_args'] if d['extra_args'] == 'defaults' else ' '.join(d['extra_args'])}; val split only "
+            f"(no test channel); seeds {', '.join(map(str, d['seeds']))}; mean ± sample sd over seeds; ECE "
+            f"{d['ece_bins']} equal-width bins on the top-class confidence; on {machine.get('cpu')}, "
+            f"{machine['cpus']} CPUs, ISA {', '.join(machine.get('isa') or []) or '?'}")
+    rows, seeds = [], []
+    for name, st in d["settings"].items():
+        runs = st["runs"]
+        channels = sorted({r["in_channels"] for r in runs})
+        rows.append([name, st["n_train"], st["n_val"], len(st["classes"]), "/".join(map(str, channels)),
+                     pm(st["val_accuracy"]), pm(st["val_auc"]), pm(st["val_ece"]),
+                     pm(st.get("val_ece_uncalibrated") or {"mean": None}),
+                     "/".join(str(r["steps"]) for r in runs),
+                     "/".join(f"{r['epochs_run']}({r['best_epoch']})" for r in runs),
+                     "/".join(f"{r['wall_s']:.0f}" for r in runs)])
+        for r in runs:
+            seeds.append([name, r["seed"], f"{r['val_accuracy']:.4f}", f"{r['val_auc']:.4f}", fmt(r["val_ece"], ".4f"),
+                          r["steps"], r["epochs_run"], r["best_epoch"], f"{r['wall_s']:.1f}",
+                          fmt(r.get("cpu_s")), fmt(r.get("train_images_per_sec_median"), ".0f"),
+                          " ".join(f"{v:.2f}" for v in r["load_before"] or []),
+                          " ".join(f"{v:.2f}" for v in r["load_after"] or [])])
+    return "\n".join([
+        head + ":",
+        table(["setting", "train", "val", "classes", "channels", "val acc", "val AUC", "val ECE", "val ECE uncal.",
+               "steps", "epochs run (best)", "wall s"], rows),
+        "(val ECE: of the probabilities train.py serves; uncal.: of the raw softmax, the same where train.py does "
+        "not calibrate; a temperature fitted on val makes val's own ECE optimistic. Steps, epochs and wall time: one "
+        "value per seed; wall time from process launch to exit, start-up and decoding included)",
+        "\nEach run:",
+        table(["setting", "seed", "val acc", "val AUC", "val ECE", "steps", "epochs", "best", "wall s", "CPU s",
+               "train img/s (median epoch)", "load before", "load after"], seeds),
+        "(CPU s: user + system seconds of the run's process; train img/s: train.py's own per-epoch figure; both, "
+        "with the load averages, show how much a busy machine stretched the wall time)"])
 
 
 def render(results):
@@ -561,6 +997,11 @@ def render(results):
         if ips:  # how much of the machine the run had: a busy machine stretches the wall time
             parts.append(f"train.py's images/s over the epochs: median {ips[len(ips) // 2]:.0f}, "
                          f"min {ips[0]:.0f}, max {ips[-1]:.0f}; load average before the run {q['load_before']}")
+    d = results.get("dev")
+    if d:
+        parts.append(render_dev(d, results["machine"]))
+    if results.get("sizes"):
+        parts.append(render_sizes(results["sizes"]))
     tg = results.get("targets")
     if tg:
         parts.append("\nTargets:\n" + table(["target", "wanted", "measured", "met"],
@@ -574,7 +1015,8 @@ def render(results):
 # ==================================================================================================
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but dev)")
     p.add_argument("--quick", action="store_true", help="fewer steps and sizes; the quality run stops at its target")
     p.add_argument("--smoke", action="store_true", help="tiny everything (the test suite's check of the machinery)")
     p.add_argument("--threads", type=int, default=0,
@@ -583,6 +1025,17 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="JSON results (default: BUILD/results.json)")
     p.add_argument("--build", default=os.path.join(ROOT, "build", "bench"), help="data, runs and logs")
     p.add_argument("--npz", default=os.path.join(ROOT, "data", "pneumoniamnist_trainval.npz"))
+    p.add_argument("--code", default=CODE,
+                   help="the code/ folder whose train.py every measurement runs (default: this checkout's); "
+                        "e.g. a git worktree of an earlier commit for before/after figures")
+    p.add_argument("--dev-data", default=DEV_DATA, help="folder of the dev settings' npz files (section dev)")
+    p.add_argument("--settings", default=None,
+                   help=f"dev settings to run, comma-separated subset of {','.join(DEV_SETTINGS)} (default: all; "
+                        "--smoke: pneumonia-300,retina)")
+    p.add_argument("--seeds", default=None, help="dev seeds, comma-separated (default 1,2,3; --quick, --smoke: 1)")
+    p.add_argument("--val-as-test", choices=("auto", "on", "off"), default="auto",
+                   help="dev: also pass the val folder as --test, for the val ECE of a train.py that writes none "
+                        "(auto: when the first run shows it is needed)")
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -592,6 +1045,22 @@ def parse_args(argv=None):
     bad = [f"{m}@{s}" for m, s in args.cases if s not in (28, 64)]
     if bad:
         p.error(f"case {bad[0]}: the image size must be 28 (PneumoniaMNIST) or 64 (upsampled)")
+    mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    args.settings = ([s.strip() for s in args.settings.split(",") if s.strip()] if args.settings
+                     else list(mode["dev_settings"] or DEV_SETTINGS))
+    bad = [s for s in args.settings if s not in DEV_SETTINGS]
+    if bad:
+        p.error(f"unknown dev setting {bad[0]!r}; choose from {', '.join(DEV_SETTINGS)}")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else list(mode["dev_seeds"])
+    except ValueError:
+        p.error(f"--seeds: whole numbers, comma-separated (got {args.seeds!r})")
+    if not args.seeds or any(s < 0 for s in args.seeds):
+        p.error("--seeds: at least one seed, none negative")
+    args.code = os.path.abspath(args.code)
+    if not os.path.isfile(os.path.join(args.code, "train.py")):
+        p.error(f"--code {args.code}: no train.py there")
+    args.dev_data = os.path.abspath(args.dev_data)
     args.build = os.path.abspath(args.build)
     args.out = args.out or os.path.join(args.build, "results.json")
     return args
@@ -604,6 +1073,7 @@ def _terminated(signum, frame):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)  # so that the running measurement is ended too
+    CHILD_PATHS["PYTHONPATH"] = args.code
     if args.threads:
         THREAD_ENV.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -613,7 +1083,7 @@ def main(argv=None):
     results = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "mode": mode_name,
                "machine": machine_info(), "torch": torch_version(), "load_start": loadavg(),
                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()},
-               "sections": args.sections, "threads": args.threads or "default"}
+               "sections": args.sections, "threads": args.threads or "default", "code": code_version(args.code)}
     log(f"benchmarks ({mode_name}): {', '.join(args.sections)}; load average {results['load_start']}; "
         f"logs in {logs}")
     t0 = time.perf_counter()
@@ -639,6 +1109,13 @@ def main(argv=None):
     if "quality" in args.sections:
         log("quality: default configuration to val AUC 0.97")
         results["quality"] = section_quality(args, mode, datasets[28], logs)
+    if "dev" in args.sections:
+        log(f"dev: default train.py on {', '.join(args.settings)} x seeds {', '.join(map(str, args.seeds))} "
+            f"(code {args.code})")
+        results["dev"] = section_dev(args, mode, logs)
+    if "sizes" in args.sections:
+        log("sizes: FLOPs per image, and images/s and time to val AUC 0.97 at 28-128 px")
+        results["sizes"] = section_sizes(args, mode, logs)
     results["load_end"] = loadavg()
     results["elapsed_s"] = time.perf_counter() - t0
     results["targets"] = targets(results)

@@ -23,10 +23,10 @@ pytestmark = pytest.mark.slow  # real processes or trained models: not in make t
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One real run of make bench's throughput section on tiny settings: train.py (through the probe) and the
-    plain ImageFolder loop, each in its own process."""
+    """One real run of make bench's throughput and sizes sections on tiny settings: train.py (through the probe,
+    and as itself at 28 and 64 px) and the plain ImageFolder loop, each in its own process."""
     build = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--smoke", "--only", "throughput", "--cases",
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--smoke", "--only", "throughput,sizes", "--cases",
            "smallcnn@28", "--build", str(build)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -37,7 +37,7 @@ def smoke(tmp_path_factory):
 
 def test_smoke_run_writes_results_json(smoke):
     results, _ = smoke
-    assert results["mode"] == "smoke" and results["sections"] == ["throughput"]
+    assert results["mode"] == "smoke" and results["sections"] == ["throughput", "sizes"]
     assert results["machine"]["cpus"] >= 1 and results["machine"]["cpu"]
     assert len(results["load_start"]) == 3 and len(results["load_end"]) == 3
     (row,) = results["throughput"]
@@ -54,6 +54,119 @@ def test_smoke_run_prints_the_table(smoke):
     _, stdout = smoke
     assert "Training throughput, steady state" in stdout
     assert "smallcnn@28" in stdout and "Targets:" in stdout and "results.json" in stdout
+    assert "Image sizes: training MFLOPs per image" in stdout and "smallcnn, stride-1 stem" in stdout
+
+
+def test_sizes_section_counts_flops_and_times_train_py(smoke):
+    sizes = smoke[0]["sizes"]
+    flops = sizes["flops_per_image"]
+    assert set(flops) == {f"{m}@{s}" for m in ("smallcnn", "smallcnn/s1", "resnet18") for s in (28, 64)}
+    # at 28 and 64 px train.py's stem is the stride-1 one; a conv net's cost grows with the pixels
+    assert flops["smallcnn@64"] == flops["smallcnn/s1@64"]
+    assert flops["smallcnn@64"] / flops["smallcnn@28"] == pytest.approx((64 / 28) ** 2, rel=0.05)
+    assert [(r["model"], r["size"]) for r in sizes["runs"]] == [("smallcnn", 28), ("smallcnn", 64)]
+    for run in sizes["runs"]:
+        assert run["images_per_sec"] > 0 and [e["epoch"] for e in run["epochs"]] == [1]
+        assert run["reached"] == (run["epochs"][0]["val_auc"] >= bench.TARGET_AUC)
+
+
+def test_the_stride_of_a_flop_case_is_forced_by_its_name():
+    small = ceiling.train_flops_per_image("smallcnn", 128, 1)
+    stride1 = ceiling.train_flops_per_image("smallcnn/s1", 128, 1)
+    assert model_def.stem_stride(128) == 2 and 3.5 < stride1 / small < 4.5
+
+
+@pytest.fixture(scope="module")
+def dev_smoke(tmp_path_factory):
+    """One real run of the dev section on tiny settings: train.py with --epochs 1 on 48 training and 40 val
+    images of each setting (RetinaMNIST too when ../shared/data has it), one seed, each run in its own process."""
+    build = tmp_path_factory.mktemp("bench-dev")
+    settings = ["pneumonia-300"] + (["retina"] if bench.dev_npz("retinamnist_trainval.npz", bench.DEV_DATA) else [])
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--smoke", "--only", "dev", "--settings",
+           ",".join(settings), "--build", str(build)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(build / "results.json") as fh:
+        return json.load(fh), proc.stdout, settings
+
+
+def test_dev_smoke_run_writes_every_field(dev_smoke):
+    results, _, settings = dev_smoke
+    assert results["mode"] == "smoke" and results["sections"] == ["dev"]
+    assert len(results["load_start"]) == 3 and len(results["load_end"]) == 3 and results["machine"]["cpu"]
+    dev = results["dev"]
+    assert dev["seeds"] == [1] and dev["extra_args"] == ["--epochs", "1"] and dev["ece_bins"] == 15
+    assert dev["code"]["dir"] == os.path.join(ROOT, "code") and list(dev["settings"]) == settings
+    for name, st in dev["settings"].items():
+        assert st["n_train"] == 48 and st["n_val"] == 40 and sum(st["train_per_class"]) == 48
+        assert min(st["train_per_class"]) >= 1 and st["subsample_seed"] == bench.DEV_SUBSAMPLE_SEED
+        for key in ("val_accuracy", "val_auc", "val_ece", "steps", "epochs_run", "wall_s"):
+            assert st[key]["mean"] is not None and len(st[key]["values"]) == 1 and st[key]["sd"] is None, key
+        (run,) = st["runs"]
+        assert run["seed"] == 1 and 0 <= run["val_accuracy"] <= 1 and 0 <= run["val_auc"] <= 1
+        assert 0 <= run["val_ece"] <= 1 and run["ece_from"] and 0 <= run["val_ece_uncalibrated"] <= 1
+        # the val folder went in as --test too only if this train.py writes no val ECE of its own
+        assert run["val_as_test"] == dev["val_as_test"] == (run["ece_from"] != "metrics.json val.ece")
+        assert run["test_equals_val"] is not False
+        assert run["epochs_run"] == 1 and run["best_epoch"] == 1 and run["epochs_max"] == 1 and run["steps"] >= 1
+        if run["steps_from"] != "metrics.json":  # counted as engine.py does: 48 images, one full batch
+            assert run["steps"] == 1
+        assert run["in_channels"] == (3 if name == "retina" else 1)
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["train_images_per_sec_median"] > 0
+        assert len(run["load_before"]) == 3 and len(run["load_after"]) == 3
+        assert os.path.isfile(run["metrics"]) and os.path.isfile(run["log"])
+
+
+def test_dev_smoke_run_prints_the_table(dev_smoke):
+    results, stdout, settings = dev_smoke
+    assert "Dev settings: train.py at" in stdout and results["machine"]["cpu"] in stdout
+    header = next(line for line in stdout.splitlines() if line.startswith("setting ") and "val ECE" in line)
+    for column in ("train", "val", "classes", "channels", "val acc", "val AUC", "val ECE", "steps",
+                   "epochs run (best)", "wall s"):
+        assert column in header
+    assert "Each run:" in stdout and "CPU s" in stdout and "load before" in stdout and "results.json" in stdout
+    for name in settings:
+        row = next(line for line in stdout.splitlines() if line.startswith(name + " "))
+        assert len(row.split()) >= 11 and "1(1)" in row
+
+
+def test_expected_calibration_error_is_guo_et_al():
+    # confidences 0.9, 0.9 (one right), 0.58 (right), 0.55 (wrong): bins (0.8667, 0.9333] and (0.5333, 0.6]
+    labels = [0, 1, 0, 1]
+    prob = [[0.9, 0.1], [0.9, 0.1], [0.58, 0.42], [0.55, 0.45]]
+    expected = 2 / 4 * abs(0.5 - 0.9) + 2 / 4 * abs(0.5 - 0.565)
+    assert bench.expected_calibration_error(labels, prob) == pytest.approx(expected)
+    assert bench.expected_calibration_error([0, 1], [[1.0, 0.0], [0.0, 1.0]]) == 0.0
+    # train.py's own figure wins; else the predictions of the val folder passed as --test
+    assert bench.val_ece({"val": {"ece": 0.25}, "test_predictions": {"labels": labels, "probabilities": prob}}) == \
+        (0.25, "metrics.json val.ece")
+    assert bench.val_ece({"val": {}, "test_predictions": {"labels": labels, "probabilities": prob}})[0] == \
+        pytest.approx(expected)
+    assert bench.val_as_test_args("v") == ["--val", "v", "--test", "v"]
+
+
+def test_dev_subsample_is_stratified_and_seeded():
+    labels = [0] * 1214 + [1] * 3494
+    idx = bench.stratified_subsample(labels, 300, 7)
+    assert len(idx) == 300 and sorted(set(idx)) == list(idx)
+    assert sum(labels[i] == 0 for i in idx) == 77  # 300 x 1214 / 4708 = 77.4
+    assert list(idx) == list(bench.stratified_subsample(labels, 300, 7))
+    assert list(idx) != list(bench.stratified_subsample(labels, 300, 8))
+    assert len(bench.stratified_subsample(labels, None, 7)) == 4708
+    few = bench.stratified_subsample([0] * 98 + [1, 2], 10, 0)  # every class keeps an image
+    assert len(few) == 10 and {98, 99} <= set(few)
+
+
+def test_dev_steps_and_spread():
+    hp = {"batch_size": 128, "max_steps_per_epoch": 0}
+    metrics = {"history": [{}] * 40, "config": {"hyperparameters": hp}}
+    assert bench.run_steps(metrics, 300) == (80, "epochs x steps per epoch")  # 2 full batches of 128
+    assert bench.run_steps(metrics, 100)[0] == 40  # one batch of all 100
+    assert bench.run_steps(dict(metrics, steps=123), 300) == (123, "metrics.json")
+    s = bench.spread([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["sd"] == pytest.approx(1.0) and s["values"] == [1.0, 2.0, 3.0]
+    assert bench.spread([0.5])["sd"] is None
 
 
 def test_train_py_epoch_lines_are_parsed():
