@@ -183,10 +183,17 @@ def read_manifest(path):
     return out
 
 
+def is_relative_path(name):
+    """True when ``name`` (str) is a path inside a folder as a CSV column of paths must give it: not empty, ``/``
+    between folders, no leading ``/``, no ``..``, no backslash and no drive (``C:``). Used for labels.csv's
+    ``image`` and for the DICOM labels CSV's ``file`` (medimg.dicom)."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and ".." not in parts and ":" not in parts[0]
+
+
 def _manifest_row(out, path, line, row, columns, patient_col, seen):
     image = row[0].strip()
-    parts = image.split("/")
-    if not image or image.startswith("/") or "\\" in image or ".." in parts or ":" in parts[0]:
+    if not is_relative_path(image):
         raise LayoutError(f"{path} line {line}: image {image!r} must be a path relative to the channel, with / "
                           "between folders, inside the channel (no leading /, no ..)")
     if image in seen:

@@ -350,8 +350,7 @@ def read_labels(path, label_dict=None):
                                'that holds a comma ("normal, benign")')
         row = [cell.strip() for cell in row] + [""] * (len(header) - len(row))
         name = row[file_col]
-        parts = name.split("/")
-        if not name or name.startswith("/") or "\\" in name or ".." in parts or ":" in parts[0]:
+        if not layout.is_relative_path(name):
             raise PrepareError(f"{path} line {line}: the {FILE_COLUMN} must be a path relative to the DICOM folder, "
                                "with / between folders (no leading /, no ..)")
         if name in seen:

@@ -463,6 +463,7 @@ def test_finding_columns_make_a_multi_label_manifest(tmp_path, capsys):
     (["file", "a", "b"], ["a.dcm", "1", "2"], "line 2: b='2'; finding values must be 0 or 1"),
     (["file", "label", "other"], ["a.dcm", "x", "1"], "has a 'label' column beside other columns"),
     (["file", "label"], ["../a.dcm", "x"], "must be a path relative to the DICOM folder"),
+    (["file", "label"], ["sub\\a.dcm", "x"], "must be a path relative to the DICOM folder"),
     (["file", "label"], ["a.dcm", ""], "line 2 has no label"),
 ])
 def test_csv_errors_are_one_line_naming_the_problem(tmp_path, capsys, header, row, message):

@@ -72,11 +72,22 @@ MANIFEST_ERRORS = {
     "duplicate row": ("image,label\n0.png,benign\n1.png,malignant\n0.png,benign\n", "lines 2 and 4 both list '0.png'"),
     "climbing path": ("image,label\n../0.png,benign\n1.png,malignant\n", "line 2: image '../0.png' must be a path"),
     "absolute path": ("image,label\n/etc/0.png,benign\n1.png,malignant\n", "line 2: image '/etc/0.png'"),
+    "windows path": ("image,label\nscans\\0.png,benign\n1.png,malignant\n", "line 2: image 'scans\\\\0.png'"),
+    "drive letter": ("image,label\nC:/0.png,benign\n1.png,malignant\n", "line 2: image 'C:/0.png' must be a path"),
     "no image column": ("file,label\n0.png,benign\n", "must start with a header row whose first column is 'image'"),
     "label beside findings": ("image,label,a\n0.png,x,1\n", "has a 'label' column beside other columns"),
     "unquoted comma": ("image,label\n0.png,normal, benign\n", "line 2 has 3 fields for 2 columns; quote a value"),
     "no rows": ("image,label\n", "lists no images"),
 }
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("0.png", True), ("scans/a/0.png", True), ("ñandú α.png", True), ("a..b.png", True),
+    ("", False), ("/etc/0.png", False), ("../0.png", False), ("scans/../../0.png", False),
+    ("scans\\0.png", False), ("C:/0.png", False), ("C:0.png", False),
+])
+def test_one_rule_for_a_path_inside_a_channel(name, ok):
+    assert layout.is_relative_path(name) is ok
 
 
 @pytest.mark.parametrize("case", sorted(MANIFEST_ERRORS))
