@@ -177,9 +177,10 @@ def log_results(metrics, args, path):
         logger.info("operating point (%s): p(%s) >= %.4f; %s sensitivity %.4f specificity %.4f", decisions["rule"],
                     op["positive_class"], op["threshold"], "test" if test else "val", op["sensitivity"],
                     op["specificity"])
-    val = metrics["val"]
-    summary = {"val_auc": val["auc"], "val_acc": val["accuracy"]}
-    summary.update({f"val_{k}": val[k] for k in ("kappa", "mae") if k in val})
+    # the kept epoch's own line, as the model was selected on it (epoch_log's contract; for more than two classes
+    # metrics.json's val AUC, of the temperature-scaled probabilities, may differ from it in the third decimal)
+    kept = next(h for h in metrics["history"] if h["epoch"] == metrics["best_epoch"])
+    summary = {k: kept[k] for k in ("val_auc", "val_acc", "val_kappa", "val_mae") if k in kept}
     logger.info(epoch_log.summary_line(metrics["best_epoch"], summary, args.model_dir, path))
 
 
@@ -235,7 +236,8 @@ def main(argv=None, callbacks=()):
         write_failure(output_dir, str(exc))
         return SIGTERM_EXIT_CODE
     except TrainingError as exc:
-        logger.error("%s", exc, exc_info=True)
+        logger.error("%s", exc)  # the user's error: one line, no traceback (it is at DEBUG for this code's authors)
+        logger.debug("raised at", exc_info=True)
         write_failure(output_dir, str(exc))
         return 2
     except Exception as exc:  # noqa: BLE001 - anything unexpected still leaves one clear line

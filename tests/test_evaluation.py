@@ -145,3 +145,23 @@ def test_multilabel_thresholds_are_per_finding():
                                seed=0)
     assert [out["per_finding"][k]["threshold"] for k in ("a", "b")] == d.thresholds
     assert set(out["ci95"]) == {"accuracy", "auc", "sensitivity", "specificity"}
+
+
+# ---------------------------------------------------------------- the summary line
+def test_the_summary_line_repeats_the_kept_epochs_own_line(caplog):
+    """Three classes: temperature scaling moves metrics.json's one-vs-rest val AUC, but the summary (the tuner's
+    objective, SageMaker keeping a metric's last value) is the kept epoch's line, as the model was selected on it."""
+    import epoch_log
+    import train
+
+    history = [{"epoch": 1, "val_auc": 0.7683, "val_acc": 0.4333, "val_kappa": 0.21, "val_mae": 0.9},
+               {"epoch": 2, "val_auc": 0.7012, "val_acc": 0.4, "val_kappa": 0.1, "val_mae": 1.1}]
+    results = {"history": history, "best_epoch": 1, "decisions": {"threshold": None},
+               "val": {"auc": 0.7489, "accuracy": 0.4333, "kappa": 0.21, "mae": 0.9}}
+    with caplog.at_level("INFO", logger="train"):
+        train.log_results(results, args_with(model_dir="/opt/ml/model"), "/opt/ml/output/data/metrics.json")
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("best epoch ")]
+    assert len(summary) == 1
+    values = epoch_log.parse(summary[0])
+    assert values == {"val_auc": 0.7683, "val_acc": 0.4333, "val_kappa": 0.21, "val_mae": 0.9}, summary[0]
+    assert summary[0].startswith("best epoch 1: ")
