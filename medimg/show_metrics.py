@@ -1,17 +1,60 @@
 #!/usr/bin/env python
-"""Print the headline figures of a metrics.json written by train.py.
+"""Print the headline figures of a metrics.json written by train.py (README, "metrics.json").
 
     python scripts/show_metrics.py work/output/data/metrics.json
+
+For each of val and test: accuracy and AUC (with their bootstrap 95% intervals when the split has them), ECE,
+quadratic weighted kappa and MAE for ordinal grades; then, for a binary task, sensitivity and specificity at
+argmax (p >= 0.5, the MedMNIST definition) and at the operating point chosen on val (the threshold the endpoint
+uses), with PPV and NPV; for more classes, their means and the recall of each class; for multi-label tasks, each
+finding at its own threshold. Confusion matrices: rows are the true class, columns the predicted one. Undefined
+values (``null`` in the file) print as ``n/a``.
 """
 import json
 import sys
 
 
-def format_split(name, m):
-    line = f"{name:>5}: accuracy={m['accuracy']:.4f} auc={m['auc'] if m['auc'] is None else round(m['auc'], 4)}"
-    if "sensitivity" in m:
-        line += f" sensitivity={m['sensitivity']:.4f} specificity={m['specificity']:.4f}"
-    return line + f" (n={m['n']}) confusion_matrix={m['confusion_matrix']}"
+def _num(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(split, key):
+    interval = (split.get("ci95") or {}).get(key)
+    return f" [{_num(interval[0], 3)}, {_num(interval[1], 3)}]" if interval else ""
+
+
+def format_split(name, m, classes=()):
+    """The lines for one split's entry of metrics.json (``m``: its dict; ``classes``: metrics.json's names)."""
+    head = f"{name} (n={m['n']}): accuracy {_num(m['accuracy'])}{_ci(m, 'accuracy')}, AUC {_num(m['auc'])}" \
+           f"{_ci(m, 'auc')}"
+    if "ece" in m:
+        head += f", ECE {_num(m['ece'], 3)}"
+    if "kappa" in m:
+        head += f", quadratic weighted kappa {_num(m['kappa'])}, MAE {_num(m['mae'], 3)} grades"
+    lines = [head]
+    if "per_finding" in m:
+        for finding, v in m["per_finding"].items():
+            lines.append(f"    {finding}: AUC {_num(v['auc'])}, sensitivity {_num(v['sensitivity'])}, specificity "
+                         f"{_num(v['specificity'])} at p >= {_num(v['threshold'], 3)} (prevalence "
+                         f"{_num(v['prevalence'], 3)})")
+        return lines
+    op = m.get("operating_point")
+    if "per_class_recall" in m:  # more than two classes: argmax, sensitivity and specificity as macro means
+        names = list(classes) or list(range(len(m["per_class_recall"])))
+        recall = {c: None if r is None else round(r, 3) for c, r in zip(names, m["per_class_recall"])}
+        lines.append(f"    at argmax: sensitivity {_num(m['sensitivity'])}, specificity {_num(m['specificity'])} "
+                     f"(means over the classes), recall per class {recall}, "
+                     f"confusion matrix {m['confusion_matrix']}")
+    elif "sensitivity" in m:
+        lines.append(f"    at argmax (p >= 0.5): sensitivity {_num(m['sensitivity'])}{_ci(m, 'sensitivity')}, "
+                     f"specificity {_num(m['specificity'])}{_ci(m, 'specificity')}, confusion matrix "
+                     f"{m['confusion_matrix']}")
+    if op:
+        lines.append(f"    at the operating point p({op['positive_class']}) >= {_num(op['threshold'])} ({op['rule']}, "
+                     f"what the endpoint uses): sensitivity {_num(op['sensitivity'])}{_ci(m, 'op_sensitivity')}, "
+                     f"specificity {_num(op['specificity'])}{_ci(m, 'op_specificity')}, PPV {_num(op['ppv'])}, "
+                     f"NPV {_num(op['npv'])}, confusion matrix {op['confusion_matrix']}")
+    return lines
 
 
 def main(argv=None):
@@ -19,12 +62,19 @@ def main(argv=None):
     if len(argv) != 1:
         print("usage: show_metrics.py METRICS_JSON", file=sys.stderr)
         return 2
-    with open(argv[0], encoding="utf-8") as fh:
-        metrics = json.load(fh)
-    print(f"classes: {metrics['classes']}; best epoch {metrics['best_epoch']} of {len(metrics['history'])}")
+    try:
+        with open(argv[0], encoding="utf-8") as fh:
+            metrics = json.load(fh)
+    except (OSError, ValueError) as exc:
+        print(f"show_metrics: cannot read {argv[0]}: {exc}", file=sys.stderr)
+        return 2
+    print(f"classes: {metrics['classes']} ({metrics.get('task', 'multiclass')}); best epoch {metrics['best_epoch']} "
+          f"of {len(metrics['history'])}")
     for split in ("val", "test"):
         if split in metrics:
-            print(format_split(split, metrics[split]))
+            print("\n".join(format_split(split, metrics[split], metrics["classes"])))
+    if "test" not in metrics:
+        print("no test split: the val figures chose the epoch and the operating point, so they are optimistic")
     return 0
 
 
