@@ -65,7 +65,7 @@ test-torch26: $(STAMP26)
 $(DEMO_DATA)/train: data/pneumoniamnist_trainval.npz medimg/prepare_data.py | $(STAMP)
 	rm -rf $(DEMO_DATA)
 	$(PY) scripts/prepare_data.py --npz data/pneumoniamnist_trainval.npz --out $(DEMO_DATA).tmp
-	# the file's val split is the demo's test channel; train.py holds out its own val from train
+	@echo "make demo: the file's val split becomes the test channel; train.py holds out its own val from train"
 	mv $(DEMO_DATA).tmp/val $(DEMO_DATA).tmp/test
 	mv $(DEMO_DATA).tmp $(DEMO_DATA)
 

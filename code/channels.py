@@ -45,9 +45,10 @@ class Listing:
 class ClassNames(list):
     """Class names in index order, with ``source``: which label dict they came from (for messages)."""
 
-    def __init__(self, names, source):
+    def __init__(self, names, source, default=False):
         super().__init__(names)
         self.source = source
+        self.default = default  # code/label_dict.json: the data brought no names of its own
 
     def describe(self):
         return f"{self.source} {list(self)}"
@@ -107,7 +108,7 @@ def resolve_class_names(args, manifests=None):
     else:
         path = os.path.join(HERE, layout.LABEL_DICT_FILE)
         names = ClassNames(load_label_dict(path), f"code/label_dict.json (the default: the train channel has no "
-                                                  f"{layout.LABEL_DICT_FILE})")
+                                                  f"{layout.LABEL_DICT_FILE})", default=True)
     for channel, path in channel_files.items():
         other = load_label_dict(path)
         if other != list(names):
@@ -124,8 +125,9 @@ def list_channel(root, classes, channel):
 
     A class folder is the class's name or its ``layout.folder_name`` ("normal, benign" or "normal_benign").
     Hidden files and folders are skipped; other files that are not images in a class folder are named in a
-    warning and not used; a folder that is not a class is an error naming the label dict in use, as is a channel that is a file, missing, holds no class folders, or looks like
-    the data set's root (folders named train/val/test).
+    warning and not used; a folder that is not a class is an error naming the label dict in use (and, when that is
+    code/label_dict.json, where the data's own class names go), as is a channel that is a file, missing, holds no
+    class folders, or looks like the data set's root (folders named train/val/test).
     """
     source = classes.describe() if isinstance(classes, ClassNames) else f"label_dict.json {list(classes)}"
     if not os.path.exists(root):
@@ -144,8 +146,14 @@ def list_channel(root, classes, channel):
     unknown = [f for f in folders if f not in index]
     if unknown:
         expected = sorted({layout.folder_name(c) for c in classes})
+        if getattr(classes, "default", False):  # the user's own classes, no names given: say where they go
+            example = json.dumps(layout.label_dict_json(folders), ensure_ascii=False)
+            advice = (f"for your own classes put a {layout.LABEL_DICT_FILE} at the root of the train channel (index "
+                      f"-> class name, e.g. {example}) or pass the label-dict hyperparameter, or remove the folder")
+        else:
+            advice = "add the class there or remove the folder"
         raise DataError(f"class folder {unknown[0]!r} in {channel} is not in {source}; class folders are the class "
-                        f"names or their folder names {expected}; add the class there or remove the folder")
+                        f"names or their folder names {expected}; {advice}")
     paths, labels = [], []
     unused = [e for e in entries if e not in folders and e != layout.LABEL_DICT_FILE]
     for folder in folders:

@@ -66,7 +66,7 @@ def load_data(args, device):
                 split.to(device)
     mean, std = normalisation(args, splits["train"], n_channels, streamed)
     train, val, test = splits["train"], splits["val"], splits["test"]
-    logger.info("data: train=%d val=%d test=%s | %d channel(s), %dx%d px, %s (%.1f MB as uint8) | %s %s",
+    logger.info("data: train=%d val=%d test=%s | %d colour channel(s), %dx%d px, %s (%.1f MB as uint8) | %s %s",
                 len(train), len(val), len(test) if test is not None else "none", n_channels, size, size,
                 "streamed from disk" if streamed else "cached in memory", nbytes / 1e6,
                 "findings" if task == "multilabel" else "classes", list(classes))

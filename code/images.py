@@ -8,7 +8,7 @@ from the header, before decoding (decompression bombs).
 from collections import Counter
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from errors import BadImageError, DataError, ImageTooLargeError
 
@@ -41,6 +41,8 @@ def open_image(fp, max_pixels):
         return im
     except BadImageError:
         raise
+    except UnidentifiedImageError as exc:  # its text names a file object's address: not for a reader
+        raise BadImageError("cannot decode: no image format that Pillow reads was found in it") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # Pillow's ways of saying corrupt/truncated
         raise BadImageError(f"cannot decode ({type(exc).__name__}: {exc})") from exc
 

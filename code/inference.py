@@ -142,7 +142,7 @@ def model_fn(model_dir):
                                    pretrained=False, **config["architecture_options"])
     model.load_state_dict(load_weights(model_dir, config))
     model.to(device).eval()
-    logger.info("loaded %s (%d classes, %d channel(s), %d px, tta=%s) on %s", config["architecture"],
+    logger.info("loaded %s (%d classes, %d colour channel(s), %d px, tta=%s) on %s", config["architecture"],
                 config["num_classes"], config["in_channels"], config["image_size"], config.get("tta"), device)
     return LoadedModel(model, config, device)
 
@@ -239,7 +239,9 @@ def parse_json(data):
         return [ArrayInput(json_pixels(payload, "the JSON array", batch=True), batch=True)]
     if isinstance(payload, dict) and isinstance(payload.get("image"), str):
         return [decode_image(b64decode(payload["image"], '"image"'), '"image"')]
-    if isinstance(payload, dict) and isinstance(payload.get("instances"), list) and payload["instances"]:
+    if isinstance(payload, dict) and isinstance(payload.get("instances"), list):
+        if not payload["instances"]:
+            raise InferenceError(400, '"instances" is empty; send at least one image')
         return [json_instance(item, f"instance {i}") for i, item in enumerate(payload["instances"])]
     raise InferenceError(400, f"unexpected JSON {_shape_of(payload)}; send {JSON_SHAPES}")
 

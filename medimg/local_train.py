@@ -463,10 +463,13 @@ def report(work, code):
     if code and os.path.exists(failure):
         with open(failure, encoding="utf-8", errors="replace") as fh:
             print(f"  failure reason: {fh.readline().strip()}")
-    print(f"  model:       {os.path.join(work, 'model')}")
-    print(f"  metrics:     {os.path.join(work, 'output', 'data', 'metrics.json')}")
-    print(f"  checkpoints: {os.path.join(work, 'checkpoints')}")
-    print(f"  log:         {os.path.join(work, 'logs', 'train.log')}")
+    places = [("model", os.path.join(work, "model")),
+              ("metrics", os.path.join(work, "output", "data", "metrics.json")),
+              ("checkpoints", os.path.join(work, "checkpoints")),
+              ("log", os.path.join(work, "logs", "train.log"))]
+    for what, path in places:  # only what the job left (a failed job may leave checkpoints to resume from)
+        if os.path.isfile(path) or (os.path.isdir(path) and os.listdir(path)):
+            print(f"  {what + ':':12} {path}")
 
 
 def main(argv=None):

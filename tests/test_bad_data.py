@@ -265,7 +265,9 @@ def test_a_test_class_missing_from_label_dict_is_an_error(tmp_path):
     code, failure = run_main(tmp_path, data, "--test", os.path.join(data, "test"))
     assert code == 2
     assert failure == (f"class folder 'covid' in test is not in {DEFAULT}; class folders are the class names or "
-                       "their folder names ['normal', 'pneumonia']; add the class there or remove the folder")
+                       "their folder names ['normal', 'pneumonia']; for your own classes put a label_dict.json at "
+                       'the root of the train channel (index -> class name, e.g. {"0": "covid", "1": "normal", '
+                       '"2": "pneumonia"}) or pass the label-dict hyperparameter, or remove the folder')
 
 
 def test_a_test_class_never_seen_in_training_is_an_error(tmp_path):

@@ -83,6 +83,10 @@ def test_an_unknown_channel_fails_the_job_with_one_line(tmp_path):
     assert result.returncode != 0
     assert read_failure(tmp_path / "work").splitlines()[0].startswith(
         "the channel 'holdout' is not one train.py reads; it reads train (train or training)")
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out, out  # the user's error is one line, not a stack
+    assert "failure reason: the channel 'holdout'" in result.stdout and "  log:" in result.stdout
+    assert "  model:" not in result.stdout and "  metrics:" not in result.stdout  # nothing was saved: not named
 
 
 @pytest.mark.slow

@@ -357,7 +357,7 @@ BAD_INPUTS = {
     "ragged": (json.dumps([[1, 2], [3]]), "application/json", 400, "rectangular"),
     "strings": (json.dumps([["a", "b"]]), "application/json", 400, "dtype"),
     "wrong keys": (json.dumps({"inputs": [[1]]}), "application/json", 400, "unexpected JSON"),
-    "no instances": (json.dumps({"instances": []}), "application/json", 400, "unexpected JSON"),
+    "no instances": (json.dumps({"instances": []}), "application/json", 400, '"instances" is empty'),
     "string instance": (json.dumps({"instances": ["abc"]}), "application/json", 400, "instance 0"),
     "batch instance": (json.dumps({"instances": [np.zeros((2, 2, 4, 4)).tolist()]}), "application/json", 400,
                        "one image"),
@@ -372,6 +372,7 @@ def test_bad_requests_are_refused_with_a_status_and_one_line(name):
     body, content_type, status, words = BAD_INPUTS[name]
     code, message = status_of(inference.input_fn, body, content_type)
     assert (code, words in message) == (status, True), message
+    assert " at 0x" not in message and "\n" not in message, message  # for a reader: no object addresses
 
 
 def test_limits_are_read_from_the_environment_at_each_request(monkeypatch):

@@ -119,6 +119,9 @@ def test_class_not_in_label_dict(tmp_path, tiny_data):
     assert first_line(tmp_path / "work").startswith(
         "class folder 'covid' in train is not in code/label_dict.json (the default: the train channel has no "
         "label_dict.json) ['normal', 'pneumonia']")
+    # the data's own classes, no names given: where they go (not "edit code/")
+    assert 'put a label_dict.json at the root of the train channel (index -> class name, e.g. {"0": "covid", "1": ' \
+           '"normal", "2": "pneumonia"})' in first_line(tmp_path / "work")
 
 
 def test_invalid_hyperparameter(tmp_path, tiny_data):
