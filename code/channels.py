@@ -80,8 +80,9 @@ def resolve_class_names(args, manifests=None):
     """The class (finding) names of this run, and their source, by precedence: the ``label-dict`` hyperparameter (a
     path as given, else relative to code/), then the train channel's own label_dict.json (what prepare_data writes:
     the names travel with the data), then a train manifest's own names (its finding columns, or its sorted class
-    names), then code/label_dict.json. A label dict in another channel, or the train channel's beside the
-    hyperparameter, must name the same classes."""
+    names), then the train channel's class folders when they name none of code/label_dict.json's classes (sorted,
+    as torchvision's ImageFolder), then code/label_dict.json. A label dict in another channel, or the train
+    channel's beside the hyperparameter, must name the same classes."""
     manifests = manifests or {}
     channel_files = {name: os.path.join(getattr(args, name), layout.LABEL_DICT_FILE) for name in SPLITS
                      if getattr(args, name) and os.path.isfile(os.path.join(getattr(args, name),
@@ -109,6 +110,7 @@ def resolve_class_names(args, manifests=None):
         path = os.path.join(HERE, layout.LABEL_DICT_FILE)
         names = ClassNames(load_label_dict(path), f"code/label_dict.json (the default: the train channel has no "
                                                   f"{layout.LABEL_DICT_FILE})", default=True)
+        names = _own_class_folders(args.train, names) or names
     for channel, path in channel_files.items():
         other = load_label_dict(path)
         if other != list(names):
@@ -120,10 +122,33 @@ def resolve_class_names(args, manifests=None):
 # ==================================================================================================
 # Listing a channel
 # ==================================================================================================
+def _own_class_folders(train_dir, default):
+    """The train channel's class folders as the class names, sorted (torchvision's ImageFolder rule), when there
+    are at least two, none is a class of ``default`` (code/label_dict.json; ignoring case) and none is named like
+    a split (a data set's root, which list_channel explains); else None. A binary run's positive class is then the second
+    name, which the log says, with how to choose another."""
+    if not train_dir or not os.path.isdir(train_dir):
+        return None
+    folders = sorted(e for e in os.listdir(train_dir)
+                     if not e.startswith(".") and os.path.isdir(os.path.join(train_dir, e)))
+    known = {layout.folder_key(folder) for folder in layout.class_folders(list(default))}
+    if len(folders) < 2 or any(layout.folder_key(f) in known or layout.channel_role(f) for f in folders):
+        return None
+    names = ClassNames(folders, f"the class folders of the train channel ({train_dir}), sorted as torchvision's "
+                                f"ImageFolder sorts them: it has no {layout.LABEL_DICT_FILE} and its folders name "
+                                f"none of code/label_dict.json's classes {list(default)}")
+    if len(folders) == 2:
+        logger.warning("the two classes are the train channel's folders in sorted order, so %r is the positive class "
+                       "(sensitivity, the operating point); add a label_dict.json to the train channel to choose",
+                       folders[1])
+    return names
+
+
 def list_channel(root, classes, channel):
     """Return (paths, labels) of the images under ``root/<class folder>/``, sorted for reproducibility.
 
-    A class folder is the class's name or its ``layout.folder_name`` ("normal, benign" or "normal_benign").
+    A class folder is the class's name or its ``layout.folder_name`` ("normal, benign" or "normal_benign"),
+    compared by ``layout.folder_key`` (ignoring case: ``NORMAL`` is ``normal``).
     Hidden files and folders are skipped; other files that are not images in a class folder are named in a
     warning and not used; a folder that is not a class is an error naming the label dict in use (and, when that is
     code/label_dict.json, where the data's own class names go), as is a channel that is a file, missing, holds no
@@ -141,9 +166,9 @@ def list_channel(root, classes, channel):
     if not folders:
         raise DataError(f"the {channel} channel {root} holds no class folders; lay it out as "
                         f"<{channel}>/<class folder>/<image> with the classes of {source}")
-    index = layout.class_folders(list(classes), source)
-    _refuse_data_set_root(root, channel, [f for f in folders if f not in index])
-    unknown = [f for f in folders if f not in index]
+    index = {layout.folder_key(f): i for f, i in layout.class_folders(list(classes), source).items()}
+    _refuse_data_set_root(root, channel, [f for f in folders if layout.folder_key(f) not in index])
+    unknown = [f for f in folders if layout.folder_key(f) not in index]
     if unknown:
         expected = sorted({layout.folder_name(c) for c in classes})
         if getattr(classes, "default", False):  # the user's own classes, no names given: say where they go
@@ -168,7 +193,7 @@ def list_channel(root, classes, channel):
         if not found:
             logger.warning("class folder %r in %s holds no images; it is ignored", folder, channel)
         paths += found
-        labels += [index[folder]] * len(found)
+        labels += [index[layout.folder_key(folder)]] * len(found)
     if unused:
         logger.warning("%d file(s) in the %s channel are not images in a class folder and are not used: %s%s",
                        len(unused), channel, ", ".join(unused[:5]), ", ..." if len(unused) > 5 else "")

@@ -181,7 +181,7 @@ def build_parser(environ):
                    help=f"default: $SM_CHECKPOINT_DIR, else {SAGEMAKER_CHECKPOINT_DIR} when it exists")
     d.add_argument("--label-dict", default=None,
                    help="class names (index -> name JSON); default: the train channel's label_dict.json, else "
-                        "code/label_dict.json")
+                        "the names its labels.csv or class folders bring, else code/label_dict.json")
     return p
 
 

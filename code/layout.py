@@ -83,14 +83,20 @@ def usable_as_folder(name):
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0") and not name.startswith(".")
 
 
+def folder_key(folder):
+    """How a folder is matched to a class: NFC-normalised and case-folded, as Windows and macOS file systems and
+    many S3 tools compare names (so Kaggle's ``NORMAL/`` is the class ``normal``)."""
+    return unicodedata.normalize("NFC", folder).casefold()
+
+
 def class_folders(classes, source="label_dict.json"):
     """``{folder: class index}`` accepting, for each class, its exact name (where that can be a folder) and its
-    ``folder_name``. Raises LayoutError when two classes would share a folder (compared case-insensitively, as
-    Windows and macOS file systems and many S3 tools do)."""
+    ``folder_name``; look a folder up by its ``folder_key`` in ``{folder_key(f): i for f, i in ...items()}``.
+    Raises LayoutError when two classes would share a folder (compared by ``folder_key``)."""
     owner = {}
     for index, name in enumerate(classes):
         for folder in {folder_name(name), *([name] if usable_as_folder(name) else [])}:
-            key = unicodedata.normalize("NFC", folder).casefold()
+            key = folder_key(folder)
             if key in owner and owner[key][0] != index:
                 other = classes[owner[key][0]]
                 raise LayoutError(f"class names {other!r} and {name!r} in {source} both map to the folder "

@@ -57,14 +57,14 @@ def channel_folder(data_dir, role):
 
 
 def class_names(channel_dir):
-    """``{class folder: class name}`` from the label dict the data carries (the channel's label_dict.json, else
+    """``{layout.folder_key(class folder): class name}`` from the label dict the data carries (the channel's label_dict.json, else
     the data folder's); {} when there is none (folders are then shown as they are)."""
     for path in (os.path.join(channel_dir, layout.LABEL_DICT_FILE),
                  os.path.join(os.path.dirname(os.path.abspath(channel_dir)), layout.LABEL_DICT_FILE)):
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as fh:
                 names = layout.parse_label_dict(json.load(fh), source=path)
-            return {folder: names[i] for folder, i in layout.class_folders(names, path).items()}
+            return {layout.folder_key(folder): names[i] for folder, i in layout.class_folders(names, path).items()}
     return {}
 
 
@@ -98,7 +98,7 @@ def read_channel(channel_dir):
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out += [(os.path.join(dirpath, f), (names.get(folder, folder),), None) for f in sorted(filenames)
+            out += [(os.path.join(dirpath, f), (names.get(layout.folder_key(folder), folder),), None) for f in sorted(filenames)
                     if layout.is_image_file(f)]
     return out
 

@@ -160,6 +160,58 @@ def test_label_dicts_that_disagree_are_refused(prepared, tmp_path):
         code_channels.resolve_class_names(args)
 
 
+def class_folder_args(root, *folders, label_dict=None):
+    for folder in folders:
+        os.makedirs(root / "train" / folder, exist_ok=True)
+    return type("Args", (), {"train": str(root / "train"), "val": None, "test": None, "label_dict": label_dict})()
+
+
+@pytest.mark.parametrize("folders, classes", [
+    (("malignant", "benign"), ["benign", "malignant"]),          # sorted, as torchvision's ImageFolder
+    (("No tumour", "Glioma", "Meningioma"), ["Glioma", "Meningioma", "No tumour"]),
+    (("grade_2", "grade_0", "grade_1"), ["grade_0", "grade_1", "grade_2"]),
+])
+def test_class_folders_of_its_own_name_the_classes(tmp_path, caplog, folders, classes):
+    """No label_dict.json and folders that name none of code/label_dict.json's classes: the data brings its names."""
+    with caplog.at_level("WARNING", logger="train"):
+        names = code_channels.resolve_class_names(class_folder_args(tmp_path, *folders))
+    assert list(names) == classes and not names.default
+    assert names.source.startswith(f"the class folders of the train channel ({tmp_path / 'train'}), sorted")
+    warned = [r.getMessage() for r in caplog.records if "positive class" in r.getMessage()]
+    assert warned == ([f"the two classes are the train channel's folders in sorted order, so {classes[1]!r} is the "
+                       "positive class (sensitivity, the operating point); add a label_dict.json to the train "
+                       "channel to choose"] if len(classes) == 2 else [])
+
+
+@pytest.mark.parametrize("folders", [
+    ("normal", "pneumonia", "covid"),  # mixes the default's classes with another: an error naming the default
+    ("covid",),                        # one folder is not a classification
+    ("train", "val"),                  # a data set's root: list_channel explains that
+    ("Normal", "covid"),               # 'Normal' is not 'normal', but close enough to be a mistake, not new names
+])
+def test_otherwise_the_default_label_dict_stays(tmp_path, folders):
+    names = code_channels.resolve_class_names(class_folder_args(tmp_path, *folders))
+    assert list(names) == ["normal", "pneumonia"] and names.default
+
+
+def test_folders_match_their_class_ignoring_case(tmp_path):
+    """Kaggle's chest X-ray folders are NORMAL/ and PNEUMONIA/: the default's classes, as Windows and macOS see it."""
+    args = class_folder_args(tmp_path, "NORMAL", "Pneumonia")
+    names = code_channels.resolve_class_names(args)
+    assert list(names) == ["normal", "pneumonia"] and names.default
+    for folder, label in (("NORMAL", 0), ("Pneumonia", 1)):
+        make_image(label, np.random.default_rng(label), 8).save(tmp_path / "train" / folder / "0.png")
+    paths, labels = code_channels.list_channel(args.train, names, "train")
+    assert [os.path.basename(os.path.dirname(p)) for p in paths] == ["NORMAL", "Pneumonia"] and labels == [0, 1]
+    assert client_channels.class_names(str(tmp_path / "train")) == {}  # no label dict: the client shows folders
+
+
+def test_a_label_dict_still_wins_over_the_folders(tmp_path):
+    (tmp_path / "names.json").write_text(json.dumps({"0": "malignant", "1": "benign"}))
+    args = class_folder_args(tmp_path, "benign", "malignant", label_dict=str(tmp_path / "names.json"))
+    assert list(code_channels.resolve_class_names(args)) == ["malignant", "benign"]
+
+
 def test_the_client_shows_names_not_folders(prepared):
     tmp, _ = prepared
     counts = client_channels.class_counts(str(tmp / "data"))
@@ -187,3 +239,28 @@ def test_files_that_are_not_used_are_named(tmp_path, caplog):
     assert len(paths) == 6
     assert ("2 file(s) in the train channel are not images in a class folder and are not used: stray.png, "
             f"a{os.sep}notes.txt") in caplog.text
+
+
+@pytest.mark.slow
+def test_class_folders_of_its_own_train_serve_and_travel_with_the_model(tmp_path):
+    """torchvision's ImageFolder layout with no label_dict.json anywhere, through the real toolkit: the folders are
+    the classes (sorted), saved with the model, and what the endpoint answers."""
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 24), ("test", 8)):
+        for label, name in enumerate(["benign", "malignant"]):
+            os.makedirs(tmp_path / "data" / split / name)
+            for i in range(n):
+                make_image(label, rng, 16).save(tmp_path / "data" / split / name / f"{i}.png")
+    work = tmp_path / "work"
+    result = run_local_train(tmp_path / "data", work, ["epochs=2", "batch-size=16", "patience=0"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
+    assert metrics["classes"] == ["benign", "malignant"]
+    assert "the class folders of the train channel" in metrics["classes_from"]
+    assert "so 'malignant' is the positive class" in result.stdout
+    assert metrics["test"]["operating_point"]["positive_class"] == "malignant"
+    assert json.loads((work / "model" / "label_dict.json").read_text()) == {"0": "benign", "1": "malignant"}
+    with artifacts.LocalModel(str(work / "model")) as model:
+        image = (tmp_path / "data" / "test" / "malignant" / "0.png").read_bytes()
+        answer = model.invoke(image, "image/png")["predictions"][0]
+    assert set(answer["probabilities"]) == {"benign", "malignant"}
