@@ -57,8 +57,8 @@ def channel_folder(data_dir, role):
 
 
 def class_names(channel_dir):
-    """``{layout.folder_key(class folder): class name}`` from the label dict the data carries (the channel's label_dict.json, else
-    the data folder's); {} when there is none (folders are then shown as they are)."""
+    """``{layout.folder_key(class folder): class name}`` from the label dict the data carries (the channel's
+    label_dict.json, else the data folder's); {} when there is none (folders are then shown as they are)."""
     for path in (os.path.join(channel_dir, layout.LABEL_DICT_FILE),
                  os.path.join(os.path.dirname(os.path.abspath(channel_dir)), layout.LABEL_DICT_FILE)):
         if os.path.isfile(path):
@@ -98,8 +98,8 @@ def read_channel(channel_dir):
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out += [(os.path.join(dirpath, f), (names.get(layout.folder_key(folder), folder),), None) for f in sorted(filenames)
-                    if layout.is_image_file(f)]
+            label = (names.get(layout.folder_key(folder), folder),)
+            out += [(os.path.join(dirpath, f), label, None) for f in sorted(filenames) if layout.is_image_file(f)]
     return out
 
 

@@ -579,7 +579,7 @@ def _split(table, keep, images, targets, patients, no_id, val_fraction, hold_out
             sides.setdefault(patients[k], set()).add(role)
         shared = sum(len(s) > 1 for s in sides.values())
         if shared:
-            warnings_.append(f"{shared} patients have images in more than one split of {table.path}'s split column; "
+            warnings_.append(f"{shared} patient(s) have images in more than one split of {table.path}'s split column; "
                              "their val/test metrics are optimistic (leave the split column out to split by patient)")
         notes.append(f"split as {table.path}'s split column says")
     else:
@@ -627,7 +627,12 @@ def _write(data, table, out, n, n_bad, warnings_, notes, log, warn):
         log(line)
     for split, (images, per_class, n_patients) in summary.items():
         what = "images" if table.kind == "single" else "images; positives per finding"
-        log(f"{split}: {images} {what} {per_class}; {n_patients} patients")
+        log(f"{split}: {images} {what} {per_class}; {n_patients} patient{'s' if n_patients != 1 else ''}")
+        lacking = [name for name, count in per_class.items() if count == 0]
+        if lacking and split != "train":
+            warn(f"the {split} split has no {'images' if table.kind == 'single' else 'positives'} of {lacking}: "
+                 f"its figures cannot measure them (too few patients of that class; add some, or set the split "
+                 "column yourself)")
     log(f"wrote {out}: one manifest channel per split (images/<n>.png, labels.csv with salted-hash patient ids, "
         "label_dict.json)")
     return summary

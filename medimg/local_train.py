@@ -39,6 +39,7 @@ script (aws/sagemaker-training-toolkit issues #125, #173), so there the end-of-e
 written whenever validation improves are what a stop or a spot reclaim leaves (README, "Reliability").
 """
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -68,6 +69,8 @@ def parse_hp(pairs):
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"local_train: --hp takes key=value pairs, got {pair!r}")
+        if key in hps:
+            raise SystemExit(f"local_train: --hp gives {key} twice ({hps[key]!r} and {value!r}); give it once")
         try:
             hps[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -401,6 +404,10 @@ def run_hosts(commands, work, nodes):
 # ==================================================================================================
 def launch_v2(args, work, data, channels, hps):
     """The sagemaker-training toolkit on WORK (and WORK/nodes/<host> for the other hosts)."""
+    if importlib.util.find_spec("sagemaker_training") is None:
+        raise SystemExit("local_train: --launcher v2 (the default) runs the sagemaker-training toolkit, which is not "
+                         "installed in this interpreter; pip install sagemaker-training (make install does it in "
+                         ".venv), or use --launcher v3 where SDK v3 is installed")
     hps = dict(hps, sagemaker_program="train.py", sagemaker_container_log_level=20, sagemaker_job_name=JOB_NAME,
                sagemaker_region="us-east-1")
     if args.nproc > 1 or args.nodes > 1:

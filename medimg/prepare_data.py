@@ -21,6 +21,7 @@ Names come from ``--label-dict`` or, with ``--dataset``, from MedMNIST's INFO; o
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -231,7 +232,9 @@ def parse_args(argv=None):
     src.add_argument("--dicom", help="a folder of DICOM files (with --labels): see medimg.dicom")
     p.add_argument("--labels", help="with --dicom: a CSV of file (relative to the folder), label or finding "
                                     "columns, optional split")
-    p.add_argument("--window", help="with --dicom: CENTER,WIDTH instead of the files' own VOI LUT or window")
+    p.add_argument("--window", metavar="CENTER,WIDTH", help="with --dicom: CENTER,WIDTH in the modality's units "
+                                                             "(e.g. -600,1500 for lung) instead of the files' own VOI "
+                                                             "LUT or window")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="with --dicom: PNG bit depth")
     p.add_argument("--frame", type=int, help="with --dicom: the frame of multi-frame files to use")
     p.add_argument("--size", type=int, choices=(28, 64, 128, 224), default=28, help="with --dataset")
@@ -243,7 +246,19 @@ def parse_args(argv=None):
                    help="with --dicom and no split column: the fraction of patients for val (and as much for test)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out splits")
     p.add_argument("--cache", default=os.path.expanduser("~/.medmnist"), help="download folder for --dataset")
-    return p.parse_args(argv)
+    return p.parse_args(_window_with_its_value(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _window_with_its_value(argv):
+    """``--window -600,1500`` as ``--window=-600,1500``: argparse would take a value that starts with ``-`` (a
+    negative centre, as the lung window's) for an option."""
+    out = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--window" and re.match(r"^-\d", arg):
+            out[-1] = f"--window={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def main(argv=None):

@@ -59,6 +59,9 @@ def format_split(name, m, classes=()):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
     if len(argv) != 1:
         print("usage: show_metrics.py METRICS_JSON", file=sys.stderr)
         return 2

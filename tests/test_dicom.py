@@ -197,6 +197,28 @@ def test_window_option_overrides_the_files_window_and_voi_lut(tmp_path, capsys):
         assert forced[150] == 0 and forced[200] == 128 and forced[230] == 204 and forced[250] == 255
 
 
+def test_a_negative_window_centre_is_a_value_not_an_option(tmp_path, capsys):
+    """The lung window is -600,1500 (HU): argparse alone would read '-600,1500' as an option."""
+    rescaled = (RAMP.astype(np.int32) * 10).astype(np.uint16)  # 0..2550 stored, -1024 + 10 x stored in HU
+    write_dcm(tmp_path / "dcm" / "ct.dcm", rescaled, slope=1, intercept=-1024)
+    code, _, err, out = convert(capsys, tmp_path, single(tmp_path, ["ct.dcm"]), "--window", "-600,1500")
+    assert code == 0, err
+    hu = rescaled.ravel().astype(float) - 1024
+    assert_rounded(png(out, "train", 0).ravel(), linear_window(hu, -600, 1500), 255)
+
+
+def test_a_held_out_split_without_a_class_is_a_warning(tmp_path, capsys):
+    rows = []
+    for i, (label, split) in enumerate([("a", "train"), ("b", "train"), ("a", "val"), ("a", "test"), ("b", "test")]):
+        write_dcm(tmp_path / "dcm" / f"{i}.dcm", RAMP, patient=f"PAT-{i}")
+        rows.append([f"{i}.dcm", label, split])
+    code, out_text, err, _ = convert(capsys, tmp_path, write_csv(tmp_path / "l.csv", ["file", "label", "split"], rows))
+    assert code == 0, err
+    assert "val: 1 images {'a': 1, 'b': 0}; 1 patient\n" in out_text
+    assert "the val split has no images of ['b']: its figures cannot measure them" in err
+    assert "the test split has no" not in err
+
+
 def test_without_a_window_the_image_range_is_scaled_min_to_max(tmp_path, capsys):
     stored = (np.arange(256).reshape(16, 16) * 3 + 100).astype(np.uint16)  # 100..865, CT-like with an intercept
     write_dcm(tmp_path / "dcm" / "ct.dcm", stored, slope=1, intercept=-1024, bits_stored=12)
@@ -377,8 +399,8 @@ def test_split_column_is_honoured_with_its_aliases_and_names_are_sorted(tmp_path
     names = {"0": "cardiomegaly", "1": "pleural effusion"}
     for path in ("label_dict.json", "train/label_dict.json"):
         assert json.loads(open(os.path.join(out, path)).read()) == names
-    assert "1 patients have images in more than one split" in err  # one patient everywhere: said, not refused
-    assert "train: 4 images {'cardiomegaly': 2, 'pleural effusion': 2}; 1 patients" in stdout
+    assert "1 patient(s) have images in more than one split" in err  # one patient everywhere: said, not refused
+    assert "train: 4 images {'cardiomegaly': 2, 'pleural effusion': 2}; 1 patient\n" in stdout
 
 
 def test_hold_out_test_takes_whole_patients_from_train_when_the_split_column_has_no_test(tmp_path, capsys):

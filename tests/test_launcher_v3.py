@@ -190,6 +190,26 @@ def test_under_sdk_v2_the_v3_launcher_says_which_python_to_use(tiny_data, tmp_pa
     assert not os.path.exists(tmp_path / "work" / "input" / "data")  # refused before staging anything
 
 
+@slow
+def test_under_sdk_v3_the_default_launcher_says_what_is_missing(tiny_data, tmp_path):
+    """.venv-sdk3 has no sagemaker-training toolkit: the default launcher (v2) says so in one line, no traceback."""
+    cmd = [SDK3_PYTHON, os.path.join(SCRIPTS, "local_train.py"), "--data", str(tiny_data), "--out",
+           str(tmp_path / "work")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "local_train: --launcher v2 (the default) runs the sagemaker-training toolkit, which is not installed in "
+        "this interpreter; pip install sagemaker-training (make install does it in .venv), or use --launcher v3 "
+        "where SDK v3 is installed")
+
+
+def test_a_hyperparameter_given_twice_is_refused():
+    from medimg import local_train
+
+    with pytest.raises(SystemExit, match="local_train: --hp gives epochs twice"):
+        local_train.parse_hp(["epochs=2", "lr=0.1", "epochs=3"])
+
+
 # ---------------------------------------------------------------- spot: SIGTERM and SIGKILL, then resume
 @pytest.fixture(scope="module")
 def spot_data(tmp_path_factory):

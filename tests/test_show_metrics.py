@@ -66,3 +66,8 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path, capsys):
     assert show_metrics.main([str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("show_metrics: cannot read ") and err.count("\n") == 1
+
+
+def test_help_is_the_usage_not_a_file_name(capsys):
+    assert show_metrics.main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("Print the headline figures of a metrics.json")
