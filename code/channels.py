@@ -45,10 +45,11 @@ class Listing:
 class ClassNames(list):
     """Class names in index order, with ``source``: which label dict they came from (for messages)."""
 
-    def __init__(self, names, source, default=False):
+    def __init__(self, names, source, default=False, sorted_names=False):
         super().__init__(names)
         self.source = source
         self.default = default  # code/label_dict.json: the data brought no names of its own
+        self.sorted_names = sorted_names  # the order is the names' sort order, not one a person gave
 
     def describe(self):
         return f"{self.source} {list(self)}"
@@ -98,7 +99,8 @@ def resolve_class_names(args, manifests=None):
     elif train is not None:
         found = train.findings if train.kind == "multi" else sorted(set(train.labels))
         what = "finding columns" if train.kind == "multi" else "class names"
-        names = ClassNames(found, f"the {what} of the train channel's labels.csv ({train.path})")
+        names = ClassNames(found, f"the {what} of the train channel's labels.csv ({train.path})",
+                           sorted_names=train.kind != "multi")
         if train.kind == "single" and len(names) == 2:
             logger.warning("the two classes come from labels.csv in sorted order, so %r is the positive class "
                            "(sensitivity, the operating point); add a label_dict.json to the train channel to choose",
@@ -125,8 +127,8 @@ def resolve_class_names(args, manifests=None):
 def _own_class_folders(train_dir, default):
     """The train channel's class folders as the class names, sorted (torchvision's ImageFolder rule), when there
     are at least two, none is a class of ``default`` (code/label_dict.json; ignoring case) and none is named like
-    a split (a data set's root, which list_channel explains); else None. A binary run's positive class is then the second
-    name, which the log says, with how to choose another."""
+    a split (a data set's root, which list_channel explains); else None. A binary run's positive class is then the
+    second name, which the log says, with how to choose another."""
     if not train_dir or not os.path.isdir(train_dir):
         return None
     folders = sorted(e for e in os.listdir(train_dir)
@@ -136,7 +138,7 @@ def _own_class_folders(train_dir, default):
         return None
     names = ClassNames(folders, f"the class folders of the train channel ({train_dir}), sorted as torchvision's "
                                 f"ImageFolder sorts them: it has no {layout.LABEL_DICT_FILE} and its folders name "
-                                f"none of code/label_dict.json's classes {list(default)}")
+                                f"none of code/label_dict.json's classes {list(default)}", sorted_names=True)
     if len(folders) == 2:
         logger.warning("the two classes are the train channel's folders in sorted order, so %r is the positive class "
                        "(sensitivity, the operating point); add a label_dict.json to the train channel to choose",
@@ -207,8 +209,8 @@ def _refuse_data_set_root(root, channel, unknown_folders):
     """A channel pointed at the data set's root (train/, val/, test/ inside) is a mistake to name, not a class."""
     splits = [f for f in unknown_folders if layout.channel_role(f) in layout.CHANNEL_ROLES]
     if splits:
-        raise DataError(f"the {channel} channel {root} holds folders named {splits}: it looks like the data set's root, "
-                        f"not its {channel} split; point each channel at its own prefix, e.g. fit({{'train': "
+        raise DataError(f"the {channel} channel {root} holds folders named {splits}: it looks like the data set's "
+                        f"root, not its {channel} split; point each channel at its own prefix, e.g. fit({{'train': "
                         "'s3://bucket/data/train/', 'val': 's3://bucket/data/val/'}) (or --data DIR for local_train)")
 
 
@@ -344,4 +346,37 @@ def read_channels(args):
             listings[name] = Listing(paths, labels, names=names)
     if manifests:
         check_no_image_in_two_splits(listings)
+        warn_of_patients_in_two_splits(listings)
+    check_settings_fit_the_task(args, task, classes)
     return classes, task, listings
+
+
+def check_settings_fit_the_task(args, task, classes):
+    """Hyperparameters that this task would not use are a ConfigError (nothing set is silently ignored), and
+    ordered grades whose order is only their names' sort order are a warning."""
+    why = " (task=auto follows the train channel's labels.csv)" if getattr(args, "task", "auto") == "auto" else ""
+    if getattr(args, "ordinal", False) and task == "multilabel":
+        raise ConfigError(f"invalid hyperparameter: ordinal=true needs one grade per image, but this run is "
+                          f"multilabel{why}; leave ordinal out or give a label column")
+    if getattr(args, "target_sensitivity", 0) and task == "multiclass" and len(classes) > 2:
+        raise ConfigError(f"invalid hyperparameter: target-sensitivity chooses the threshold of a binary or "
+                          f"multi-label decision, but this run has {len(classes)} classes (the label is the argmax); "
+                          f"leave it out")
+    if getattr(args, "ordinal", False) and getattr(classes, "sorted_names", False):
+        logger.warning("ordinal=true: the grades are in the order %s, their names sorted (%s); if that is not the "
+                       "order of the grades, give a label_dict.json that lists them in order", list(classes),
+                       classes.source)
+
+
+def warn_of_patients_in_two_splits(listings):
+    """A patient with images in two splits (train and val or test) makes the held-out figures optimistic: named in
+    a warning (the images themselves may differ, so it is not an error)."""
+    owner = {}
+    for name, listing in listings.items():
+        for patient in set(listing.groups or ()) if listing is not None else ():
+            owner.setdefault(patient, []).append(name)
+    shared = {p: s for p, s in owner.items() if len(s) > 1}
+    if shared:
+        pairs = sorted({" and ".join(s) for s in shared.values()})
+        logger.warning("%d patient(s) have images in more than one split (%s): the held-out figures are optimistic; "
+                       "keep each patient in one split (prepare_data's splits do)", len(shared), "; ".join(pairs))

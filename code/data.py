@@ -54,6 +54,7 @@ def load_data(args, device):
     if listed["val"] is None:
         listed["train"], listed["val"] = hold_out_val(listed["train"], args.val_fraction, args.seed, task)
     check_every_class_is_trained(listed["train"], classes, task)
+    warn_of_a_val_split_that_cannot_judge(listed["val"], classes, task)
     nbytes = sum(len(v) for v in listed.values() if v is not None) * n_channels * size * size
     streamed = nbytes > args.cache_max_gb * 1e9
     splits = {name: decode_split(name, listing, n_channels, size, args, device, streamed, task)
@@ -97,16 +98,36 @@ def hold_out_val(listing, fraction, seed, task):
     return listing.subset(kept), listing.subset(held)
 
 
-def check_every_class_is_trained(listing, classes, task):
-    """A class (or finding) without training images cannot be learnt: DataError naming it and the label dict."""
+def without_examples(listing, classes, task, both_sides=False):
+    """Names of the classes with no image in ``listing``; multi-label: the findings with no positive image (and,
+    with ``both_sides``, those with no negative one)."""
     if task == "multilabel":
         positives = [sum(t[k] for t in listing.targets) for k in range(len(classes))]
-        missing = [classes[k] for k, n in enumerate(positives) if n == 0]
-        what = "positive images of finding"
-    else:
-        seen = set(listing.targets)
-        missing = [classes[c] for c in range(len(classes)) if c not in seen]
-        what = "images of class"
+        return [classes[k] for k, n in enumerate(positives) if n == 0 or (both_sides and n == len(listing))]
+    seen = set(listing.targets)
+    return [classes[c] for c in range(len(classes)) if c not in seen]
+
+
+def warn_of_a_val_split_that_cannot_judge(listing, classes, task):
+    """A val split without images of some class (or, multi-label, without positives or negatives of a finding)
+    cannot measure it: the val AUC leaves it out (or is undefined, and the epoch is kept on val loss alone), and
+    the temperature and operating threshold are fitted without it. Said at start-up, not only at the end."""
+    lacking = without_examples(listing, classes, task, both_sides=True)
+    if lacking:
+        multilabel = task == "multilabel"
+        undefined = len(lacking) == len(classes) if multilabel else len(classes) - len(lacking) < 2
+        logger.warning("the val split (%d images) lacks %s %s: %s; give val images of every class (or raise "
+                       "val-fraction)", len(listing),
+                       "positive or negative images of the finding(s)" if multilabel else "images of the class(es)",
+                       lacking, "the val AUC is undefined, so the kept epoch is chosen on val loss alone and no "
+                       "operating threshold can be fitted" if undefined else
+                       "the val AUC and the calibration leave them out")
+
+
+def check_every_class_is_trained(listing, classes, task):
+    """A class (or finding) without training images cannot be learnt: DataError naming it and the label dict."""
+    missing = without_examples(listing, classes, task)
+    what = "positive images of finding" if task == "multilabel" else "images of class"
     if missing:
         raise DataError(f"train has no {what} {missing[0]!r} of {classes.describe()}; add images of every class, or "
                         "remove the ones that have none from that label dict")

@@ -50,6 +50,7 @@ class TrainState:
     best_val: dict = None
     history: list = dataclasses.field(default_factory=list)
     plan: dict = None  # schedule.Plan.to_dict(): the run's length, batch size, lr, warm-up, EMA, patience
+    train_images: int = 0  # what the run trains on (0 in checkpoints written before it was recorded)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -231,7 +232,7 @@ class Trainer:
         self.task = data.task
         self.criterion = build_criterion(args, data.train.labels, len(classes), self.task, device)
         self.fingerprint = fingerprint(args, data, len(classes))
-        self.state = TrainState(plan=self.plan.to_dict())
+        self.state = TrainState(plan=self.plan.to_dict(), train_images=len(self.data.train))
         self.best_weights = None
         self.start_epoch = 1  # the first epoch this process trains (after a resume: the one after the checkpoint)
         self._resume_step, self._partial = 0, None
@@ -290,6 +291,10 @@ class Trainer:
         state = dict(ckpt["train_state"])
         self.best_weights = state.pop("best_model", None)
         self.state = TrainState.from_dict(state)
+        if self.state.train_images and self.state.train_images != len(self.data.train):
+            logger.warning("the checkpoint in %s was trained on %d training images, this run has %d: it goes on with "
+                           "the checkpoint's plan and weights; for another data set use an empty checkpoint dir",
+                           self.args.checkpoint_dir, self.state.train_images, len(self.data.train))
         self._restore_plan(schedule.Plan.from_dict(self.state.plan))
         self.start_epoch, self._resume_step, self._partial = ckpt["epoch"] + 1, ckpt["step"], ckpt["partial"]
 
@@ -383,10 +388,13 @@ class Trainer:
         epochs = int(distributed.all_reduce_sum([cut.epochs if self.dist.is_main else 0], self.dist,
                                                 self.device)[0])
         if epochs != self.plan.epochs:
-            logger.info("max-train-minutes=%g: an epoch took %.1f s, so %d epochs instead of %d", self.args.max_train_minutes,
-                        seconds, epochs, self.plan.epochs)
-            self.plan = dataclasses.replace(cut, epochs=epochs)
+            logger.info("max-train-minutes=%g: an epoch took %.1f s, so %d epochs instead of %d",
+                        self.args.max_train_minutes, seconds, epochs, self.plan.epochs)
+            self.plan = schedule.with_epochs(self.plan, epochs, self.args)
             self.state.plan = self.plan.to_dict()
+            if self.ema is not None:
+                self.ema.decay = self.plan.ema
+            logger.info(self.plan.describe())
 
     def _check_finite(self, epoch, stats):
         """A NaN or infinite training loss, or weights (raw or EMA) that became so although the loss was finite

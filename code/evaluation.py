@@ -3,6 +3,7 @@ model on val and test (metrics.json): calibrated probabilities, ECE, the operati
 bootstrap confidence intervals, and every image's prediction. Test data is only ever evaluated here, never fitted.
 """
 import dataclasses
+import logging
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import metrics
 import prediction
 
 CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity")
+logger = logging.getLogger("train")
 
 
 @dataclasses.dataclass
@@ -30,6 +32,13 @@ def fit_decisions(labels, logits, *, task, classes, calibrate=True, target_sensi
     multilabel = task == "multilabel"
     temperature = calibration.fit_temperature(logits, labels, multilabel) if calibrate else (
         [1.0] * len(classes) if multilabel else 1.0)
+    at_bound = [name for name, t in zip(classes if multilabel else ["the model"],
+                                          temperature if multilabel else [temperature])
+                if min(abs(np.log(t / b)) for b in calibration.TEMPERATURE_RANGE) < 1e-3]
+    if calibrate and at_bound:
+        logger.warning("temperature scaling ended at a bound of %s for %s (%d val images): the val split is too "
+                       "small or too easily separated for a reliable calibration; more val images would help",
+                       list(calibration.TEMPERATURE_RANGE), ", ".join(map(str, at_bound)), len(logits))
     prob = probabilities(logits, task, temperature)
     if multilabel:
         chosen = [calibration.choose_threshold(labels[:, k] > 0.5, prob[:, k], target_sensitivity)

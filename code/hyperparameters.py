@@ -81,8 +81,8 @@ TABLE = [
     ("training", "train-steps", dict(type=_POS_INT, default=1500,
                                      help="the optimiser-step budget that epochs=auto trains for")),
     ("training", "max-train-minutes", dict(type=number(float, 0), default=0.0,
-                                           help="cut the epochs after the first one so training ends in time; "
-                                                "0: no limit")),
+                                           help="cut the epochs after the first one so training ends in time "
+                                                "(auto warm-up, EMA and patience follow); 0: no limit")),
     ("training", "batch-size", dict(type=auto_or(_POS_INT), default="auto",
                                     help="images per step per process (per GPU); auto: the largest power of two "
                                          "<= 128 giving 16+ steps an epoch")),
@@ -111,8 +111,8 @@ TABLE = [
                                     help="auto: multilabel when the train channel's labels.csv has finding "
                                          "columns, else multiclass")),
     ("model and data", "ordinal", dict(type=str2bool, default=False,
-                                       help="classes are ordered grades: adds quadratic weighted kappa and "
-                                            "mean absolute grade error")),
+                                       help="classes are ordered grades (in label-dict order): adds quadratic "
+                                            "weighted kappa and mean absolute grade error; not with findings")),
     ("model and data", "model", dict(choices=sorted(model_def.MODELS), default="smallcnn",
                                      help="an architecture of code/model_def.py's registry")),
     ("model and data", "pretrained", dict(type=str2bool, default=False,
@@ -131,8 +131,8 @@ TABLE = [
     ("evaluation", "calibrate", dict(type=str2bool, default=True,
                                      help="temperature scaling fitted on val, applied at evaluation and inference")),
     ("evaluation", "target-sensitivity", dict(type=number(float, 0, high=1), default=0.0,
-                                              help="binary and multi-label: the operating threshold is the highest "
-                                                   "with at least this val sensitivity; 0: Youden's J")),
+                                              help="binary and multi-label only: the operating threshold is the "
+                                                   "highest with at least this val sensitivity; 0: Youden's J")),
     ("evaluation", "bootstrap", dict(type=number(int, 0), default=1000,
                                      help="resamples for the 95%% confidence intervals of the test metrics; 0: none")),
     ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,

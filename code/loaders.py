@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 import images
-from errors import BadImageError, DataError
+from errors import BadImageError, DataError, ImageTooLargeError
 
 logger = logging.getLogger("train")
 
@@ -32,7 +32,8 @@ class ImageFileDataset(torch.utils.data.Dataset):
             arr = images.load(self.paths[i], self.channels, self.size, self.max_pixels)
             return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i]
         except BadImageError as exc:
-            logger.warning("skipping %s: %s", self.paths[i], exc)
+            hint = " (the max-image-pixels hyperparameter is that limit)" if isinstance(exc, ImageTooLargeError) else ""
+            logger.warning("skipping %s: %s%s", self.paths[i], exc, hint)
             return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), torch.full_like(
                 self.labels[i], -1)
 

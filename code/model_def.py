@@ -42,6 +42,23 @@ def create_model(name, num_classes, in_channels=1, pretrained=False, **options):
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **options)
 
 
+def check_input_size(model, name, in_channels, size):
+    """Raise ValueError when ``model`` cannot take ``size`` x ``size`` images (pooling stages that shrink them to
+    nothing, as densenet121's below 32 px), found by one forward pass of a blank image in eval mode on the CPU
+    (no weights, BatchNorm statistics or random numbers change). Call it before moving the model."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"model={name} cannot take {size} px images ({reason}); set image-size higher (e.g. 64) or "
+                         "pick another model") from exc
+    finally:
+        model.train(was_training)
+
+
 def architecture_options(name, image_size):
     """The options ``create_model`` gets for images of ``image_size`` px a side (an int): for smallcnn the stem
     stride (``stem_stride``); nothing for the torchvision models, whose own stems are made for 224 px."""

@@ -14,7 +14,7 @@ many useful updates as a 5,000-image one and a 100,000-image set does not run 40
   (at least 3); ``ema auto``: a decay that averages over the last tenth of the run, 1 - 10 / total steps,
   within [0.9, 0.9999]. So warm-up, early stopping and the EMA follow the run's own clock.
 * ``max-train-minutes`` (0: no limit): after the first epoch, the epochs are cut so that training ends in time;
-  the schedule follows the new length.
+  the schedule, and the warm-up, EMA and patience that are ``auto``, follow the new length (logged as a new plan).
 
 ``epochs``, ``batch-size``, ``lr`` and the rest are honoured exactly when set to a number.
 """
@@ -86,6 +86,12 @@ def make_plan(args, n_per_process, world_size=1):
     lr = BASE_LR * math.sqrt(batch * world_size / BASE_BATCH) if args.lr == "auto" else args.lr
     epochs = (min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(args.train_steps / steps))) if args.epochs == "auto"
               else args.epochs)
+    return Plan(batch_size=batch, steps_per_epoch=steps, epochs=epochs, lr=lr, auto=auto,
+                **_follows_the_length(args, epochs, steps))
+
+
+def _follows_the_length(args, epochs, steps):
+    """Warm-up steps, EMA decay and patience for a run of ``epochs`` x ``steps`` (each as set, or ``auto``)."""
     total = max(1, epochs * steps)
     if args.warmup_epochs == "auto":
         warmup = max(MIN_WARMUP_STEPS, round(WARMUP_FRACTION * total))
@@ -94,19 +100,28 @@ def make_plan(args, n_per_process, world_size=1):
     ema = (min(EMA_RANGE[1], max(EMA_RANGE[0], 1 - 1 / (EMA_HORIZON_FRACTION * total))) if args.ema == "auto"
            else args.ema)
     patience = max(MIN_PATIENCE, round(PATIENCE_FRACTION * epochs)) if args.patience == "auto" else args.patience
-    return Plan(batch_size=batch, steps_per_epoch=steps, epochs=epochs, warmup_steps=min(warmup, total - 1),
-                lr=lr, ema=ema, patience=patience, auto=auto)
+    return dict(warmup_steps=min(warmup, total - 1), ema=ema, patience=patience)
 
 
-def cut_to_time(plan, seconds_per_epoch, max_minutes):
+def cut_to_time(plan, seconds_per_epoch, max_minutes, args=None):
     """The plan's epochs cut so that training ends within ``max_minutes`` (0: unchanged), given the measured
-    seconds of an epoch; never below what has already been trained (1 epoch). Returns a new Plan or the same."""
+    seconds of an epoch; never below what has already been trained (1 epoch). With ``args``, the warm-up, EMA and
+    patience that are ``auto`` follow the new length, as make_plan derives them. Returns a new Plan or the same."""
     if not max_minutes or seconds_per_epoch <= 0:
         return plan
     fits = max(1, int(max_minutes * 60 // seconds_per_epoch))
     if fits >= plan.epochs:
         return plan
-    return dataclasses.replace(plan, epochs=fits, warmup_steps=min(plan.warmup_steps, fits * plan.steps_per_epoch - 1))
+    return with_epochs(plan, fits, args)
+
+
+def with_epochs(plan, epochs, args=None):
+    """``plan`` for ``epochs`` epochs; with ``args``, its ``auto`` warm-up, EMA and patience re-derived for that
+    length (without, only the warm-up is kept inside the run)."""
+    if args is not None:
+        return dataclasses.replace(plan, epochs=epochs, **_follows_the_length(args, epochs, plan.steps_per_epoch))
+    return dataclasses.replace(plan, epochs=epochs,
+                               warmup_steps=min(plan.warmup_steps, epochs * plan.steps_per_epoch - 1))
 
 
 def lr_at(step, *, peak, total_steps, warmup_steps):

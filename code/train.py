@@ -96,6 +96,7 @@ def build_model(args, data, num_classes, device, dist_info):
     try:
         model = model_def.create_model(args.model, num_classes, data.channels, args.pretrained,
                                        **model_def.architecture_options(args.model, data.size))
+        model_def.check_input_size(model, args.model, data.channels, data.size)
     except ValueError as exc:
         raise ConfigError(f"invalid hyperparameter: {exc}") from exc
     except RuntimeError as exc:  # ImageNet weights that could not be downloaded

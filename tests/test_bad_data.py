@@ -226,7 +226,7 @@ def test_huge_image_is_refused_by_the_pixel_limit_and_counted(tmp_path, capsys):
     code, failure = run_main(tmp_path, data, "--max-image-pixels", "1000000", "--max-bad-fraction", "0.05")
     out = capsys.readouterr().out
     assert code == 0, (failure, out[-3000:])
-    assert "huge.png: 3000x3000 pixels is above the limit of 1000000" in out
+    assert "huge.png: 3000x3000 pixels is above the limit of 1000000 (the max-image-pixels hyperparameter" in out
     assert "1 of 81 images in train could not be read and were skipped" in out
 
 
@@ -433,3 +433,94 @@ def test_an_interrupted_write_never_replaces_a_good_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         utils.atomic_torch_save({"w": torch.zeros(3)}, str(target))
     assert target.read_bytes() == good and os.listdir(tmp_path) == ["model.pth"]
+
+
+# ------------------------------------------------- settings the task would not use; data that cannot judge
+def test_ordinal_with_finding_columns_is_refused_when_the_task_is_auto(tmp_path):
+    """task=auto becomes multilabel from the manifest's finding columns: ordinal=true would be silently unused."""
+    from conftest import make_multilabel_dataset
+    data = make_multilabel_dataset(tmp_path / "d", counts={"train": 12, "val": 6})
+    code, failure = run_main(tmp_path, data, "--ordinal", "true")
+    assert code == 2 and failure.startswith("invalid hyperparameter: ordinal=true needs one grade per image, but this "
+                                            "run is multilabel (task=auto follows the train channel's labels.csv)")
+
+
+def three_classes(root, names):
+    """Class folders ``names`` in train (8 images each) and val (3 each), no label dict."""
+    for split, n in (("train", 8), ("val", 3)):
+        for label, name in enumerate(names):
+            os.makedirs(root / split / name)
+            for i in range(n):
+                make_image(label % 2, np.random.default_rng(i), 16).save(root / split / name / f"{i}.png")
+    return str(root)
+
+
+def test_target_sensitivity_with_more_than_two_classes_is_refused(tmp_path):
+    data = three_classes(tmp_path / "d", ["a", "b", "c"])
+    code, failure = run_main(tmp_path, data, "--target-sensitivity", "0.95")
+    assert code == 2 and failure.startswith("invalid hyperparameter: target-sensitivity chooses the threshold of a "
+                                            "binary or multi-label decision, but this run has 3 classes")
+
+
+def test_ordinal_grades_in_sorted_name_order_are_a_warning(tmp_path, capsys):
+    data = three_classes(tmp_path / "d", ["none", "mild", "severe"])
+    code, _ = run_main(tmp_path, data, "--ordinal", "true", "--bootstrap", "0")
+    assert code == 0
+    assert "ordinal=true: the grades are in the order ['mild', 'none', 'severe'], their names sorted" in \
+        capsys.readouterr().out
+
+
+def test_a_val_split_of_one_class_is_said_at_start_up(tmp_path, capsys):
+    data = fresh_data(tmp_path / "d")
+    shutil.rmtree(os.path.join(data, "val", "pneumonia"))
+    code, _ = run_main(tmp_path, data, "--bootstrap", "0")
+    out = capsys.readouterr().out
+    assert code == 0
+    warning = "the val split (12 images) lacks images of the class(es) ['pneumonia']: the val AUC is undefined"
+    assert warning in out and out.index(warning) < out.index("epoch=1 ")
+
+
+def test_patients_in_two_given_splits_are_a_warning(tmp_path, capsys):
+    from conftest import make_multilabel_dataset
+    data = make_multilabel_dataset(tmp_path / "d", counts={"train": 12, "val": 6})
+    val_csv = os.path.join(data, "val", "labels.csv")
+    with open(val_csv, encoding="utf-8") as fh:
+        text = fh.read().replace("val-p0", "train-p0").replace("val-p1", "train-p1")
+    with open(val_csv, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    code, _ = run_main(tmp_path, data, "--bootstrap", "0")
+    assert code == 0
+    assert "2 patient(s) have images in more than one split (train and val): the held-out figures are optimistic" \
+        in capsys.readouterr().out
+
+
+def test_a_time_limit_logs_the_new_plan_with_what_follows_its_length(tmp_path, capsys):
+    data = fresh_data(tmp_path / "d")
+    code, _ = run_main(tmp_path, data, "--epochs", "auto", "--ema", "auto", "--max-train-minutes", "0.0001",
+                       "--bootstrap", "0")
+    out = capsys.readouterr().out
+    assert code == 0
+    plans = [line[line.index("plan: "):] for line in out.splitlines() if "plan: " in line]
+    assert len(plans) == 2 and plans[0].startswith("plan: 300 epochs x 5 steps") and "so 1 epochs instead of 300" in out
+    assert plans[1].startswith("plan: 1 epochs x 5 steps = 5 steps of batch 16") and "warm-up 4 steps" in plans[1]
+    assert "ema 0.9," in plans[1] and "patience 3" in plans[1]
+
+
+def test_resuming_on_other_training_data_is_a_warning(tmp_path, capsys):
+    """The same checkpoint dir reused for another data set: the run goes on from the checkpoint, and says so."""
+    first = fresh_data(tmp_path / "first")
+    assert run_main(tmp_path, first, "--bootstrap", "0")[0] == 0
+    smaller = fresh_data(tmp_path / "smaller", counts={"train": 24, "val": 12})
+    capsys.readouterr()
+    code, _ = run_main(tmp_path, smaller, "--epochs", "2", "--bootstrap", "0")
+    out = capsys.readouterr().out
+    assert code == 0 and "resumed from" in out
+    assert (f"the checkpoint in {tmp_path / 'job' / 'checkpoints'} was trained on 80 training images, this run has "
+            "48: it goes on with the checkpoint's plan and weights") in out
+
+
+def test_a_model_that_cannot_take_the_image_size_fails_before_training(tmp_path):
+    data = fresh_data(tmp_path / "d", counts={"train": 8, "val": 4})
+    code, failure = run_main(tmp_path, data, "--model", "densenet121", "--image-size", "28")
+    assert code == 2 and failure.startswith("invalid hyperparameter: model=densenet121 cannot take 28 px images (")
+    assert not os.path.exists(tmp_path / "job" / "checkpoints") or not os.listdir(tmp_path / "job" / "checkpoints")

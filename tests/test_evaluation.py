@@ -60,6 +60,21 @@ def test_a_time_limit_cuts_the_epochs_after_the_first():
     assert schedule.cut_to_time(plan, 60, 600) is plan
 
 
+def test_a_run_cut_short_rederives_what_follows_its_length():
+    """max-train-minutes: the auto warm-up, EMA and patience follow the new length (3% warm-up, an EMA over the
+    last tenth, a quarter of the epochs), as make_plan would have set them for it; values the user set stay."""
+    plan = schedule.make_plan(args_with(), 4708)  # 42 epochs x 36 steps
+    cut = schedule.cut_to_time(plan, seconds_per_epoch=60, max_minutes=8, args=args_with())
+    assert (cut.epochs, cut.total_steps) == (8, 288)
+    planned_so = schedule.make_plan(args_with(epochs=8), 4708)
+    assert (cut.warmup_steps, cut.ema, cut.patience) == (planned_so.warmup_steps, planned_so.ema, planned_so.patience)
+    assert (cut.warmup_steps, round(cut.ema, 5), cut.patience) == (10, 0.96528, 3)
+    assert (plan.warmup_steps, plan.patience) == (45, 10)
+    fixed = schedule.cut_to_time(schedule.make_plan(args_with(patience=7, ema=0.9), 4708), 60, 8,
+                                 args=args_with(patience=7, ema=0.9))
+    assert (fixed.patience, fixed.ema) == (7, 0.9)
+
+
 def test_auto_is_a_hyperparameter_value():
     args = hyperparameters.parse_args(["--epochs", "auto", "--batch-size", "32", "--lr", "AUTO"], environ={})
     assert (args.epochs, args.batch_size, args.lr) == ("auto", 32, "auto")
@@ -165,3 +180,20 @@ def test_the_summary_line_repeats_the_kept_epochs_own_line(caplog):
     values = epoch_log.parse(summary[0])
     assert values == {"val_auc": 0.7683, "val_acc": 0.4333, "val_kappa": 0.21, "val_mae": 0.9}, summary[0]
     assert summary[0].startswith("best epoch 1: ")
+
+
+def test_a_temperature_fitted_to_its_bound_is_a_warning(caplog):
+    labels = np.array([0, 1] * 6)
+    separated = np.stack([(1 - labels) * 4.0, labels * 4.0], axis=1)  # no finite best T: it runs to the lower bound
+    with caplog.at_level("WARNING", logger="train"):
+        decisions = evaluation.fit_decisions(labels, separated, task="multiclass", classes=["a", "b"])
+    assert decisions.temperature == pytest.approx(calibration.TEMPERATURE_RANGE[0], rel=1e-3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "temperature scaling ended at a bound of [0.25, 8.0] for the model (12 val images): the val split is too "
+        "small or too easily separated for a reliable calibration; more val images would help"]
+    caplog.clear()
+    rng = np.random.default_rng(0)
+    noisy = separated + rng.normal(0, 3, separated.shape)
+    with caplog.at_level("WARNING", logger="train"):
+        evaluation.fit_decisions(labels, noisy, task="multiclass", classes=["a", "b"])
+    assert not caplog.records
