@@ -63,14 +63,13 @@ JOB_NAME = "local-train"
 
 
 def parse_hp(pairs):
-    """``key=value`` pairs -> dict; values are parsed as JSON when they are JSON (3, 0.1, true), else strings."""
+    """``key=value`` pairs -> dict; values are parsed as JSON when they are JSON (3, 0.1, true), else strings. A key
+    given again overrides the earlier value, as a repeated command-line flag does (``--hp epochs=2 ... epochs=3``)."""
     hps = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"local_train: --hp takes key=value pairs, got {pair!r}")
-        if key in hps:
-            raise SystemExit(f"local_train: --hp gives {key} twice ({hps[key]!r} and {value!r}); give it once")
         try:
             hps[key] = json.loads(value)
         except json.JSONDecodeError:

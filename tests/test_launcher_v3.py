@@ -203,11 +203,10 @@ def test_under_sdk_v3_the_default_launcher_says_what_is_missing(tiny_data, tmp_p
         "where SDK v3 is installed")
 
 
-def test_a_hyperparameter_given_twice_is_refused():
+def test_a_hyperparameter_given_again_overrides_as_a_repeated_flag_does():
     from medimg import local_train
 
-    with pytest.raises(SystemExit, match="local_train: --hp gives epochs twice"):
-        local_train.parse_hp(["epochs=2", "lr=0.1", "epochs=3"])
+    assert local_train.parse_hp(["epochs=2", "lr=0.1", "epochs=3"]) == {"epochs": 3, "lr": 0.1}
 
 
 # ---------------------------------------------------------------- spot: SIGTERM and SIGKILL, then resume
