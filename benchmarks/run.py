@@ -51,6 +51,7 @@ import subprocess
 import sys
 import time
 
+from medimg import container
 from medimg.container import epoch_log
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -656,23 +657,11 @@ def val_as_test_args(val):
 
 
 def expected_calibration_error(labels, probabilities, bins=ECE_BINS):
-    """ECE as Guo et al. (2017) define it: the top-class confidence in ``bins`` equal-width bins ((i-1)/M, i/M],
-    sum over bins of |bin| / n * |accuracy(bin) - mean confidence(bin)|."""
-    import numpy as np
-
-    labels = np.asarray(labels).reshape(-1)
-    prob = np.asarray(probabilities, dtype=np.float64)
+    """ECE of the top-class confidence by train.py's own definition (code/metrics.py: Guo et al. 2017, bins
+    ((m-1)/M, m/M]); None when there are no images."""
     if not len(labels):
         return None
-    confidence, predicted = prob.max(axis=1), prob.argmax(axis=1)
-    correct = (predicted == labels).astype(np.float64)
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(ece)
+    return container.load("metrics").expected_calibration_error(labels, probabilities, bins=bins)
 
 
 def val_ece(metrics):

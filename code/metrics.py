@@ -139,7 +139,8 @@ def expected_calibration_error(y_true, y_prob, task="multiclass", bins=15):
 
 
 def _ece(confidence, correct, bins):
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    # bin m (1..M) holds confidences in ((m-1)/M, m/M], as Guo et al. define it; a confidence of 0 joins the first
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
     total = 0.0
     for b in range(bins):
         inside = which == b

@@ -2,8 +2,9 @@
 
 ``layout`` (channels, class-name folders, label_dict.json, manifests, image extensions), ``epoch_log`` (the log
 lines and their CloudWatch metric definitions) and ``splits`` (held-out splits, by patient) import only the standard
-library (tests/test_architecture.py checks it), so they load here by path, under this package's name, without putting ``code/`` on ``sys.path``
-(where its flat module names, ``utils`` first, would shadow others).
+library (tests/test_architecture.py checks it), so they load here by path, under this package's name, without
+putting ``code/`` on ``sys.path`` (where its flat module names, ``utils`` first, would shadow others). ``metrics``
+(NumPy only) loads the same way on demand, so that a harness computes a metric by train.py's own definition.
 """
 import importlib.util
 import os
@@ -11,12 +12,13 @@ import sys
 
 CODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "code")
 CONTRACTS = ("layout", "epoch_log", "splits")
+NUMPY_ONLY = ("metrics",)  # the metric definitions (NumPy only): loaded on demand, for the benchmarks' harness
 
 
 def load(name):
     """``code/<name>.py`` as the module ``medimg.container.<name>`` (loaded once)."""
-    if name not in CONTRACTS:
-        raise ValueError(f"{name!r} is not one of code/'s stdlib-only contract modules {CONTRACTS}")
+    if name not in CONTRACTS + NUMPY_ONLY:
+        raise ValueError(f"{name!r} is not one of code/'s contract modules {CONTRACTS + NUMPY_ONLY}")
     qualified = f"{__name__}.{name}"
     if qualified not in sys.modules:
         path = os.path.join(CODE_DIR, f"{name}.py")
