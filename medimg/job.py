@@ -318,6 +318,14 @@ def tuning_ranges(lr=(1e-4, 1e-2), weight_decay=(1e-5, 0.1), batch_sizes=(64, 12
     }
 
 
+def range_objects(ranges, continuous, categorical):
+    """``tuning_ranges`` as an SDK's parameter objects, given its two classes (SDK v2's ``sagemaker.tuner`` or
+    v3's ``sagemaker.core.parameter``: the same constructors)."""
+    return {name: (continuous(kind[1], kind[2], scaling_type=kind[3]) if kind[0] == "continuous"
+                   else categorical(list(kind[1])))
+            for name, kind in ranges.items()}
+
+
 @dataclass(frozen=True)
 class TuningSpec:
     """A hyperparameter tuning job over a JobSpec: maximise ``val_auc``, Bayesian, early stopping "Auto".

@@ -20,7 +20,7 @@ installed too (``inference_version`` and the keyword builders work there).
 import json
 import logging
 
-from medimg import jobs
+from medimg import job, jobs
 from medimg.job import INFERENCE_VERSIONS, check_vpc, inference_version, unique_name  # noqa: F401 (API)
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -118,11 +118,7 @@ def parameter_ranges(ranges):
     """``medimg.job.tuning_ranges`` as ``sagemaker.tuner`` parameter objects."""
     from sagemaker.tuner import CategoricalParameter, ContinuousParameter
 
-    out = {}
-    for name, kind in ranges.items():
-        out[name] = (ContinuousParameter(kind[1], kind[2], scaling_type=kind[3]) if kind[0] == "continuous"
-                     else CategoricalParameter(list(kind[1])))
-    return out
+    return job.range_objects(ranges, ContinuousParameter, CategoricalParameter)
 
 
 def tuner_kwargs(tuning, metric_definitions):

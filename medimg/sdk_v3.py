@@ -33,7 +33,7 @@ The SDK is imported inside functions, so this module imports with SDK v2 install
 import json
 import time
 
-from medimg import jobs
+from medimg import job, jobs
 from medimg.job import INFERENCE_ENVIRONMENT, inference_version, unique_name
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -200,11 +200,7 @@ def parameter_ranges(ranges):
     """``medimg.job.tuning_ranges`` as ``sagemaker.core.parameter`` objects."""
     from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter
 
-    out = {}
-    for name, kind in ranges.items():
-        out[name] = (ContinuousParameter(kind[1], kind[2], scaling_type=kind[3]) if kind[0] == "continuous"
-                     else CategoricalParameter(list(kind[1])))
-    return out
+    return job.range_objects(ranges, ContinuousParameter, CategoricalParameter)
 
 
 def tuner(spec, session, tuning):

@@ -12,13 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from medimg import local_train
 from conftest import CODE, ROOT, SCRIPTS, make_dataset, read_failure
-from test_resume import EPOCHS, HPS, assert_same_final_model, checkpoint_files, epochs_trained, kill_group
+from test_resume import (EPOCHS, HPS, assert_same_final_model, checkpoint_files, epochs_trained, kill_group,
+                         wait_for_checkpoint)
 
 SDK3_PYTHON = os.path.join(ROOT, ".venv-sdk3", "bin", "python")
 FAST = ["epochs=2", "batch-size=16", "ema=0", "patience=0", "amp=false", "tta=true", "model=smallcnn"]
@@ -41,14 +41,6 @@ def start_v3(data, work, hps):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     log.close()
     return proc
-
-
-def wait_for_checkpoint(proc, work, timeout=240):
-    deadline = time.monotonic() + timeout
-    while not checkpoint_files(work):
-        assert proc.poll() is None, f"the job ended (exit {proc.returncode}) before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within the timeout"
-        time.sleep(0.02)
 
 
 def files_under(folder):
