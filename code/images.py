@@ -118,8 +118,8 @@ def seek_page(im, page):
 
 def upright(im):
     """A loaded image as a viewer shows it: its EXIF orientation (2..8, mirrored ones too) applied; the image itself
-    when it has none (Pillow 11.3+ applies a TIFF's own on load and drops the tag). A damaged EXIF block is read
-    as no orientation, as viewers do."""
+    when it has none. Pillow's TIFF reader applies a TIFF's own tag when it loads the image and drops it, so a TIFF
+    is not turned twice. A damaged EXIF block is read as no orientation, as viewers do."""
     try:
         orientation = im.getexif().get(ORIENTATION_TAG)
     except Exception:  # noqa: BLE001 - Pillow's ways of failing on a malformed EXIF block vary by version

@@ -43,7 +43,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
             hint = " (the max-image-pixels hyperparameter is that limit)" if isinstance(exc, ImageTooLargeError) else ""
             logger.warning("skipping %s: %s%s", self.paths[i], exc, hint)
             return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
-                    torch.full_like(self.labels[i], -1), torch.zeros(len(images.Notes._fields), dtype=torch.int64))
+                    torch.full_like(self.labels[i], -1), torch.zeros(len(Notes._fields), dtype=torch.int64))
 
 
 class PixelNotes:
