@@ -11,7 +11,7 @@ import channels
 import images
 import splits
 from errors import DataError
-from loaders import CachedSplit, ImageFileDataset, StreamSplit, check_bad_fraction, decode_all
+from loaders import CachedSplit, ImageFileDataset, PixelNotes, StreamSplit, check_bad_fraction, decode_all
 
 logger = logging.getLogger("train")
 
@@ -49,7 +49,7 @@ def load_data(args, device):
     channel, and decode the images once into memory when they fit (``cache-max-gb``), else stream them from disk
     every epoch. Returns Data."""
     classes, task, listed = channels.read_channels(args)
-    n_channels, size = images.probe(listed["train"].paths, args.max_image_pixels)
+    n_channels, size = images.probe(listed["train"].paths, args.max_image_pixels, page=args.page)
     n_channels, size = args.in_channels or n_channels, image_size(args.image_size, size)
     if listed["val"] is None:
         listed["train"], listed["val"] = hold_out_val(listed["train"], args.val_fraction, args.seed, task)
@@ -134,15 +134,19 @@ def check_every_class_is_trained(listing, classes, task):
 
 
 def decode_split(name, listing, n_channels, size, args, device, streamed, task):
-    """A StreamSplit (decoded by workers every epoch) or a CachedSplit (decoded now, bad images counted)."""
+    """A StreamSplit (decoded by workers every epoch) or a CachedSplit (decoded now, bad images counted); either
+    says its multi-page and non-finite images once (loaders.PixelNotes)."""
     if listing is None:
         return None
     targets = listing.targets if task != "multilabel" else [list(map(float, t)) for t in listing.targets]
-    ds = ImageFileDataset(listing.paths, targets, n_channels, size, args.max_image_pixels, names=listing.names)
+    ds = ImageFileDataset(listing.paths, targets, n_channels, size, args.max_image_pixels, names=listing.names,
+                          page=args.page)
+    notes = PixelNotes(name, args.page)
     if streamed:
         workers = args.num_workers if args.num_workers >= 0 else min(8, os.cpu_count() or 1)
-        return StreamSplit(ds, workers, pin_memory=device.type == "cuda")
-    pixels, labs, bad = decode_all(ds, workers=max(2, os.cpu_count() or 1))
+        return StreamSplit(ds, workers, pin_memory=device.type == "cuda", notes=notes)
+    pixels, labs, bad = decode_all(ds, workers=max(2, os.cpu_count() or 1), notes=notes)
+    notes.say()
     check_bad_fraction(len(bad), len(listing), args.max_bad_fraction, name)
     if len(labs) == 0:
         raise DataError(f"none of the {len(listing)} images in {name} could be read; check the files")

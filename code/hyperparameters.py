@@ -140,6 +140,10 @@ TABLE = [
                                                  "seeded, and by patient when labels.csv has patient_id")),
     ("model and data", "max-bad-fraction", dict(type=number(float, 0, high=1), default=0.01,
                                                 help="unreadable images tolerated (skipped, counted) per split")),
+    ("model and data", "page", dict(type=number(int, 0), default=0,
+                                    help="which page (frame) of multi-page TIFF and animated GIF/WebP/PNG files is "
+                                         "read, from 0 (the endpoint reads the same); a file without it is an "
+                                         "unreadable image")),
     ("model and data", "max-image-pixels", dict(type=_POS_INT, default=64_000_000,
                                                 help="larger images are refused (decompression-bomb guard)")),
     ("model and data", "cache-max-gb", dict(type=number(float, 0), default=8.0,

@@ -15,6 +15,10 @@ Requests (Content-Type; parameters such as ``; charset=utf-8`` are ignored):
   application/json       {"instances": [image, ...]}, each instance one image as a nested list ((H,W), (H,W,C)
                          or (C,H,W)) or {"b64": "<base64 image file>"}; {"image": "<base64 image file>"}; or a
                          bare nested list, read like an npy array.
+Image files are read as train.py reads them (images.open_image): as a viewer shows them (their EXIF orientation
+applied), at model_config.json's ``page`` of a multi-page TIFF or animated GIF/WebP/PNG (the page hyperparameter
+the model was trained with; 0 for older models; a file without that page is a 400), float pixels that are NaN or
+-inf as the darkest and +inf as the brightest of the finite ones (a file without a finite pixel is a 400).
 Pixel values: integers must be 0..255 and are used as decoded 8-bit pixels; floats must be finite and in
 [0, 1] and become round(255 * x). Then, as in training: converted to the model's channels (grey or RGB),
 resized to image_size x image_size (bilinear), scaled to [0, 1] and normalised with the saved mean/std.
@@ -115,6 +119,7 @@ class LoadedModel:
         self.model, self.config, self.device = model, config, device
         self.classes = list(config["classes"])
         self.channels, self.size = int(config["in_channels"]), int(config["image_size"])
+        self.page = int(config.get("page") or 0)
         self.mean, self.std = list(config["mean"]), list(config["std"])
         self.tta = bool(config.get("tta", False))
         self.multilabel = config.get("task") == "multilabel"
@@ -157,6 +162,17 @@ class ArrayInput:
         self.pixels, self.batch = pixels, batch
 
 
+class FileInput:
+    """An image file of the request: its bytes, how the request names it, and its first page, decoded when the
+    request arrives (so that a bad file is refused by input_fn); predict_fn reads the model's page."""
+
+    def __init__(self, data, what, first_page):
+        self.data, self.what, self.first_page = data, what, first_page
+
+    def image(self, page):
+        return self.first_page if page == 0 else decode_image(self.data, self.what, page)
+
+
 def input_fn(request_body, content_type):
     """Request body -> list of PIL images and ArrayInputs (the model's size and channels are applied later)."""
     media = str(content_type or "").split(";")[0].strip().lower()
@@ -165,7 +181,7 @@ def input_fn(request_body, content_type):
         raise InferenceError(415, f"Content-Type {content_type!r} is not supported; send {SUPPORTED}")
     body = _body_bytes(request_body)
     if raw_image:
-        return [decode_image(body, "the request body")]
+        return [file_input(body, "the request body")]
     if media == NPY:
         return [ArrayInput(to_pixels(load_npy(body), "the npy array", batch=True), batch=True)]
     return parse_json(body)
@@ -189,12 +205,17 @@ def _body_bytes(body):
     return body
 
 
-def decode_image(data, what):
-    """Image file bytes -> loaded PIL image, through images.open_image (the training decoder, its formats and its
-    pixel guard): the format comes from the bytes."""
+def file_input(data, what):
+    """Image file bytes -> FileInput, its first page decoded (refused here when it cannot be)."""
+    return FileInput(data, what, decode_image(data, what))
+
+
+def decode_image(data, what, page=0):
+    """Image file bytes -> loaded PIL image of page ``page``, through images.open_image (the training decoder, its
+    formats, orientation, page and pixel guard): the format comes from the bytes."""
     limit = _env_int(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)
     try:
-        return images.open_image(io.BytesIO(data), limit)
+        return images.open_image(io.BytesIO(data), limit, page)
     except ImageTooLargeError as exc:
         raise InferenceError(413, f"{what} is too large to decode: {exc}; downscale it or raise "
                                   f"{MAX_IMAGE_PIXELS_ENV}") from exc
@@ -238,7 +259,7 @@ def parse_json(data):
     if isinstance(payload, list):
         return [ArrayInput(json_pixels(payload, "the JSON array", batch=True), batch=True)]
     if isinstance(payload, dict) and isinstance(payload.get("image"), str):
-        return [decode_image(b64decode(payload["image"], '"image"'), '"image"')]
+        return [file_input(b64decode(payload["image"], '"image"'), '"image"')]
     if isinstance(payload, dict) and isinstance(payload.get("instances"), list):
         if not payload["instances"]:
             raise InferenceError(400, '"instances" is empty; send at least one image')
@@ -254,7 +275,7 @@ def _shape_of(payload):
 
 def json_instance(item, what):
     if isinstance(item, dict) and isinstance(item.get("b64"), str):
-        return decode_image(b64decode(item["b64"], what), what)
+        return file_input(b64decode(item["b64"], what), what)
     if isinstance(item, list):
         return ArrayInput(json_pixels(item, what, batch=False), batch=False)
     raise InferenceError(400, f"{what} is a {_shape_of(item)}, not an image; each instance is a nested list of "
@@ -311,17 +332,20 @@ def _expected_shapes(batch):
 # ==================================================================================================
 def predict_fn(data, model):
     """Decoded inputs -> {"predictions": [...]}, one entry per image in order (the output_fn shape)."""
-    images = to_batch(data, model.channels, model.size)
+    images = to_batch(data, model.channels, model.size, model.page)
     probs = probabilities(model, images)
     if model.multilabel:
         return {"predictions": [findings_answer(p, model.classes, model.thresholds) for p in probs]}
     return {"predictions": [answer(p, model.classes, model.threshold, model.threshold_rule) for p in probs]}
 
 
-def to_batch(items, channels, size):
-    """PIL images and ArrayInputs -> uint8 NCHW tensor at the model's channels and size, as training decodes."""
+def to_batch(items, channels, size, page=0):
+    """FileInputs (read at ``page``), PIL images and ArrayInputs -> uint8 NCHW tensor at the model's channels and
+    size, as training decodes."""
     arrays = []
     for item in items:
+        if isinstance(item, FileInput):
+            item = item.image(page)
         pil_images = [item] if isinstance(item, Image.Image) else split_images(item, channels)
         arrays += [images.decode(im, channels, size) for im in pil_images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

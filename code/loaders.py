@@ -9,33 +9,80 @@ import torch
 
 import images
 from errors import BadImageError, DataError, ImageTooLargeError
+from images import Notes
 
 logger = logging.getLogger("train")
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
     """Decodes one image per item to ``(uint8 CHW tensor, target)``. Targets are class indices (int64) or per-finding
-    0/1 vectors (float32); a bad image's target is -1 (every entry), so that it is counted, then dropped."""
+    0/1 vectors (float32); a bad image's target is -1 (every entry), so that it is counted, then dropped. ``page``:
+    which page of a multi-page file is read (images.open_image)."""
 
-    def __init__(self, paths, labels, channels, size, max_pixels, names=None):
+    def __init__(self, paths, labels, channels, size, max_pixels, names=None, page=0):
         self.paths = list(paths)
         self.names = list(names) if names is not None else list(self.paths)  # how reports name each image
         self.labels = torch.as_tensor(list(labels), dtype=torch.float32 if labels and isinstance(
             labels[0], (list, tuple)) else torch.int64)
-        self.channels, self.size, self.max_pixels = channels, size, max_pixels
+        self.channels, self.size, self.max_pixels, self.page = channels, size, max_pixels, page
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
+        return self.item(i)[:2]
+
+    def item(self, i):
+        """``(image, target, notes)``: notes is the file's images.Notes as an int64 tensor (pages, non-finite
+        pixels, pixels), zeros for a bad image; carried back from DataLoader workers as the target -1 is."""
         try:
-            arr = images.load(self.paths[i], self.channels, self.size, self.max_pixels)
-            return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i]
+            arr, notes = images.read(self.paths[i], self.channels, self.size, self.max_pixels, self.page)
+            return (torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i],
+                    torch.tensor(notes, dtype=torch.int64))
         except BadImageError as exc:
             hint = " (the max-image-pixels hyperparameter is that limit)" if isinstance(exc, ImageTooLargeError) else ""
             logger.warning("skipping %s: %s%s", self.paths[i], exc, hint)
-            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), torch.full_like(
-                self.labels[i], -1)
+            return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
+                    torch.full_like(self.labels[i], -1), torch.zeros(len(Notes._fields), dtype=torch.int64))
+
+
+class PixelNotes:
+    """What a split's files held beyond one plain picture, said once in the log (one line each): how many were
+    multi-page or animated files, read at ``page``, and how many had NaN or infinite pixels (shown as the darkest
+    or brightest value), each with one example file."""
+
+    def __init__(self, split, page):
+        self.split, self.page = split, page
+        self.read, self.multipage, self.nonfinite = 0, 0, 0
+        self.multipage_example = self.nonfinite_example = None
+        self.said = False
+
+    def add(self, name, notes):
+        """One readable image: its name and its notes (pages, non-finite pixels, pixels)."""
+        pages, nonfinite, pixels = (int(v) for v in notes)
+        self.read += 1
+        if pages > 1:
+            self.multipage += 1
+            self.multipage_example = self.multipage_example or (name, pages)
+        if nonfinite:
+            self.nonfinite += 1
+            self.nonfinite_example = self.nonfinite_example or (name, nonfinite, pixels)
+
+    def say(self):
+        """Log the lines (once)."""
+        if self.said:
+            return
+        self.said = True
+        if self.multipage:
+            name, pages = self.multipage_example
+            logger.info("%s: %d of the %d images read are multi-page or animated files, read at page %d (e.g. %s "
+                        "has %d pages); the page hyperparameter chooses another", self.split, self.multipage,
+                        self.read, self.page, name, pages)
+        if self.nonfinite:
+            name, nonfinite, pixels = self.nonfinite_example
+            logger.warning("%s: %d of the %d images read have NaN or infinite pixels, shown as black (NaN, -inf) or "
+                           "white (+inf) beside their finite pixels' range (e.g. %s: %d of %d pixels)", self.split,
+                           self.nonfinite, self.read, name, nonfinite, pixels)
 
 
 def readable(targets):
@@ -43,19 +90,24 @@ def readable(targets):
     return targets >= 0 if targets.ndim == 1 else (targets >= 0).all(dim=1)
 
 
-def decode_all(dataset, workers):
-    """Decode a whole ImageFileDataset with a thread pool: (uint8 NCHW tensor, targets, bad paths)."""
+def decode_all(dataset, workers, notes=None):
+    """Decode a whole ImageFileDataset with a thread pool: (uint8 NCHW tensor, targets, bad paths); the readable
+    images' notes are added to ``notes`` (a PixelNotes) in the listing's order."""
     n = len(dataset)
     images = torch.empty(n, dataset.channels, dataset.size, dataset.size, dtype=torch.uint8)
     labels = torch.empty_like(dataset.labels)
+    held = torch.zeros(n, len(Notes._fields), dtype=torch.int64)
 
     def work(start, chunk=256):  # a range per task: a future per image costs ~1/3 of a small image's decode
         for i in range(start, min(start + chunk, n)):
-            images[i], labels[i] = dataset[i]
+            images[i], labels[i], held[i] = dataset.item(i)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(work, range(0, n, 256)))
     good = readable(labels)
+    if notes is not None:
+        for i in torch.nonzero(good).flatten().tolist():
+            notes.add(dataset.names[i], held[i])
     bad = [dataset.paths[i] for i in torch.nonzero(~good).flatten().tolist()]
     return images[good].contiguous(), labels[good], bad
 
@@ -102,11 +154,12 @@ class StreamSplit:
     Unreadable images are only found here, while reading: ``read`` and ``bad`` count them in this process.
     Evaluation drops them. Training (``fill=True``) keeps every batch full instead, so that each rank takes the
     same number of steps (DDP and the stop check are collectives): a bad image is replaced by a readable one of
-    the same batch, and a batch with none readable by the previous batch.
+    the same batch, and a batch with none readable by the previous batch. ``notes`` (a PixelNotes) gathers the
+    first pass's multi-page and non-finite images and is said when that pass ends.
     """
 
-    def __init__(self, dataset, workers, pin_memory):
-        self.dataset, self.workers, self.pin_memory = dataset, workers, pin_memory
+    def __init__(self, dataset, workers, pin_memory, notes=None):
+        self.dataset, self.workers, self.pin_memory, self.notes = dataset, workers, pin_memory, notes
         self.labels = torch.as_tensor(dataset.labels)
         self.names = dataset.names
         self.read = self.bad = 0
@@ -119,8 +172,12 @@ class StreamSplit:
         loader = torch.utils.data.DataLoader(
             _Indexed(self.dataset), batch_size=batch_size, sampler=list(indices), num_workers=self.workers,
             pin_memory=self.pin_memory, persistent_workers=False, prefetch_factor=4 if self.workers else None)
-        for x, y, idx in loader:
+        notes = self.notes if self.notes is not None and not self.notes.said else None
+        for x, y, idx, held in loader:
             ok = readable(y)
+            if notes is not None:
+                for i in torch.nonzero(ok).flatten().tolist():
+                    notes.add(self.names[int(idx[i])], held[i])
             self.read += len(y)
             n_bad = len(y) - int(ok.sum())
             if n_bad:
@@ -140,6 +197,8 @@ class StreamSplit:
                 self._last = (x, y, idx)
             if len(y):
                 yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx
+        if notes is not None:
+            notes.say()
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -150,5 +209,5 @@ class _Indexed(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        x, y = self.dataset[i]
-        return x, y, i
+        x, y, notes = self.dataset.item(i)
+        return x, y, i, notes

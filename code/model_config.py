@@ -8,6 +8,7 @@ One schema, written by train.py (``write``) and read by inference.py and the cli
     classes        class (finding) names in output order
     in_channels    1 or 3
     image_size     side in pixels the model takes
+    page           which page (frame) of a multi-page or animated image file is read (0 for configs without it)
     mean, std      per-channel normalisation on the 0..1 scale
     tta            average the probabilities of the image and its horizontal flip
     task           "multiclass" (softmax over classes) or "multilabel" (a sigmoid per finding)
@@ -26,7 +27,7 @@ from utils import atomic_write_json, json_safe
 FILE = "model_config.json"
 REQUIRED = ("architecture", "num_classes", "in_channels", "image_size", "mean", "std", "classes")
 OPTIONAL = {"architecture_options": {}, "tta": False, "format": "state_dict", "weights": "model.pth", "task": "multiclass", "temperature": 1.0,
-            "threshold": None, "threshold_rule": "argmax"}
+            "threshold": None, "threshold_rule": "argmax", "page": 0}
 
 
 class ModelLoadError(RuntimeError):
@@ -34,12 +35,12 @@ class ModelLoadError(RuntimeError):
 
 
 def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyperparameters, torch_version,
-          task="multiclass", architecture_options=None):
+          task="multiclass", architecture_options=None, page=0):
     """The config of a trained model (a plain dict, the file's content)."""
     config = {"architecture": architecture, "architecture_options": dict(architecture_options or {}),
               "num_classes": len(classes), "classes": list(classes),
               "in_channels": int(in_channels), "image_size": int(image_size), "mean": list(mean), "std": list(std),
-              "tta": bool(tta), "task": task, "format": "state_dict", "weights": "model.pth",
+              "tta": bool(tta), "task": task, "page": int(page), "format": "state_dict", "weights": "model.pth",
               "torch_version": torch_version, "hyperparameters": dict(hyperparameters)}
     if task == "multilabel":
         config["thresholds"] = [0.5] * len(classes)

@@ -214,7 +214,7 @@ def run(args, callbacks=()):
                                 architecture_options=model_def.architecture_options(args.model, data.size),
                                 image_size=data.size, mean=data.mean, std=data.std, tta=args.tta and args.hflip,
                                 hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
-                                task=data.task)
+                                task=data.task, page=args.page)
     writer = ModelWriter(args.model_dir, config)
     trainer = Trainer(args, data, classes, model, wrapped, device=device, amp_dtype=amp_dtype, dist_info=dist_info,
                       writer=writer, stop=stop, callbacks=callbacks)

@@ -15,7 +15,8 @@ DICOM PS3.3 C.11.1), then the VOI LUT (VOI LUT Sequence, else the first WindowCe
 ``--window CENTER,WIDTH`` replaces both, as a LINEAR window), MONOCHROME1 inverted so that bright is dense as in
 MONOCHROME2 (PS3.3 C.7.6.3.1.2), colour (RGB, YBR_*, PALETTE COLOR) kept as RGB; scaled to 8 bits (or 16 with
 ``--bits 16``; greyscale only, as PNG has no 16-bit RGB that Pillow writes) over the window's output range, or the
-image's own min..max when it has no window.
+image's own min..max when it has no window. Padding (Pixel Padding Value (0028,0120), up to Pixel Padding Range
+Limit (0028,0121): the area outside a CT's scan circle, say) is left out of that min..max and shown black.
 
 Privacy: output images are named by their index in the split (``images/<n>.png``, numbered in CSV order), and
 labels.csv's ``patient_id`` is a salted hash of the PatientID (the first 16 hex digits of sha256(salt + PatientID),
@@ -158,7 +159,9 @@ def to_pixels(ds, *, frame=None, window=None, bits=8):
       ``(center, width)`` replaces the file's VOI LUT and window with a LINEAR window (C.11.2.1.2.1). The result is
       scaled to the full output range over the window's output range (the LUT's min..max entries for a VOI LUT),
       or over the image's own min..max when it has neither; MONOCHROME1 is then inverted (PS3.3 C.7.6.3.1.2: its
-      minimum is white), so that dense is bright in every output.
+      minimum is white), so that dense is bright in every output. Padding pixels (``padding_mask``: Pixel Padding
+      Value, and Range Limit, PS3.3 C.7.5.1.1.2) are left out of that min..max and are black in the output (with a
+      window too, and after the inversion); a file of nothing but padding raises DicomFileError.
     * Colour: RGB kept; YBR_FULL/YBR_FULL_422 converted to RGB (PS3.3 C.7.6.3.1.2; JPEG 2000's YBR_ICT/YBR_RCT
       come out of the decoder as RGB); PALETTE COLOR mapped through its palette (C.7.6.3.1.5). Scaled from the
       nominal range (0..2**BitsStored-1, or the palette's entry depth) to 8 bits; ``window`` does not apply and
@@ -258,6 +261,9 @@ def _use_frame_groups(ds, index):
 
 def _grey(arr, ds, photometric, window, bits, px):
     top = 2 ** bits - 1
+    padding = padding_mask(arr, ds)
+    if padding is not None and padding.all():
+        raise DicomFileError("every pixel is Pixel Padding Value (0028,0120): there is no picture")
     try:
         values = px["apply_modality_lut"](arr, ds)
         if window is not None:  # --window: a LINEAR window instead of the file's VOI LUT and window
@@ -280,7 +286,8 @@ def _grey(arr, ds, photometric, window, bits, px):
             low, high = px["apply_windowing"](probe, ds, index=0)  # the window's output for black and white
         else:
             out = np.asarray(values, dtype=np.float64)
-            low, high = float(out.min()), float(out.max())
+            real = out if padding is None else out[~padding]  # padding is not part of the picture's range
+            low, high = float(real.min()), float(real.max())
     except Exception as exc:  # noqa: BLE001 - a broken LUT or window in the file
         raise DicomFileError(f"its modality or VOI LUT cannot be applied ({type(exc).__name__}: {exc})") from exc
     if high == low:
@@ -290,7 +297,45 @@ def _grey(arr, ds, photometric, window, bits, px):
     result = np.rint(scaled * top).astype(np.uint8 if bits == 8 else np.uint16)
     if photometric == "MONOCHROME1":
         result = (top - result).astype(result.dtype)  # exact inverse, after rounding
+    if padding is not None:
+        result[padding] = 0  # outside the scanned area: black, whatever the window or the inversion
     return result
+
+
+def padding_mask(arr, ds):
+    """Which stored pixels are padding (True), or None when the file declares none: Pixel Padding Value
+    (0028,0120), and with Pixel Padding Range Limit (0028,0121) every stored value between the two, inclusive
+    (PS3.3 C.7.5.1.1.2). Both are stored values (before the modality LUT), US or SS as Pixel Representation says;
+    a value written as the other (a 16-bit pattern) is read as the pixels are."""
+    value = _stored_value(ds, "PixelPaddingValue")
+    if value is None:
+        return None
+    limit = _stored_value(ds, "PixelPaddingRangeLimit")
+    if limit is None:
+        return arr == value
+    return (arr >= min(value, limit)) & (arr <= max(value, limit))
+
+
+def _stored_value(ds, keyword):
+    """A US-or-SS attribute as a stored pixel value (Pixel Representation's sign), or None when absent or empty."""
+    raw = ds.get(keyword)
+    if isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)):
+        raw = raw[0] if len(raw) else None
+    if raw is None or raw == "" or raw == b"":
+        return None
+    if isinstance(raw, bytes):  # an ambiguous US/SS element left as bytes: the file's byte order
+        raw = int.from_bytes(raw[:2], "little" if getattr(ds, "is_little_endian", True) is not False else "big")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise DicomFileError(f"its {keyword} {raw!r} is not a whole number") from None
+    allocated = int(ds.get("BitsAllocated") or 16)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    if signed and value >= 2 ** (allocated - 1):  # SS written as US: the same 16-bit pattern
+        value -= 2 ** allocated
+    elif not signed and value < 0:  # US written as SS
+        value += 2 ** allocated
+    return value
 
 
 def _has_window(ds):

@@ -51,7 +51,8 @@ def _compute(model_dir, paths, targets):
     loaded = inference.model_fn(model_dir)
     model, config = loaded.model.float().eval(), loaded.config
     layer = _layer(model, config["architecture"])
-    pixels = [images.load(p, loaded.channels, loaded.size, 64_000_000) for p in paths]
+    page = {"page": loaded.config["page"]} if loaded.config.get("page") else {}  # older code/ has no page
+    pixels = [images.load(p, loaded.channels, loaded.size, 64_000_000, **page) for p in paths]
     batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
         probs = prediction.probabilities(model, batch, mean=loaded.mean, std=loaded.std, tta=False,

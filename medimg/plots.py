@@ -5,10 +5,14 @@ with the operating point, a reliability (calibration) curve, the most confident 
 endpoint's answers, per-finding ROC curves, and CloudWatch metric series (only when there are enough points).
 """
 import math
+import os
 
 import numpy as np
 
+from medimg import container
+
 PANEL = 3.6  # inches: the side of one square panel, so that every figure is read at the same scale
+MAX_PIXELS = 64_000_000  # train.py's max-image-pixels default: larger files are refused, not decoded
 
 
 def _plt():
@@ -22,29 +26,16 @@ def _grid(n, cols):
     return math.ceil(n / cols), cols
 
 
-def _pixels(image):
-    """A path or an array -> (array to show, its (width, height)); grey stays one channel, 16-bit is scaled to
-    8-bit by its range (as train.py decodes it), 8-bit is shown as it is (no contrast stretching)."""
-    from PIL import Image
-
-    if isinstance(image, str):
-        with Image.open(image) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                arr = (255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1e-12)).astype(np.uint8)
-            else:
-                arr = np.asarray(im.convert("L") if im.mode in ("1", "L", "LA", "P") and _grey(im) else
-                                 im.convert("RGB"))
+def _pixels(image, page=0):
+    """A path or an array -> (array to show, its (width, height)). A file is shown as the model is given it
+    (code/images.py's ``display``: upright by its EXIF orientation, the ``page`` of a multi-page file, 16-bit and
+    float scaled by their own range, NaN black), at its own size, grey when its pixels are grey; 8-bit is shown as
+    it is (no contrast stretching)."""
+    if isinstance(image, (str, os.PathLike)):
+        arr = container.load("images").display(os.fspath(image), MAX_PIXELS, page)
     else:
         arr = np.asarray(image)
     return arr, (arr.shape[1], arr.shape[0])
-
-
-def _grey(im):
-    if im.mode != "P":
-        return True
-    rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
-    return bool((rgb.max(axis=2) - rgb.min(axis=2) <= 8).all())
 
 
 def _show(ax, arr):
@@ -55,9 +46,10 @@ def _show(ax, arr):
     ax.axis("off")
 
 
-def image_grid(items, cols=8, title=None):
+def image_grid(items, cols=8, title=None, page=0):
     """``items``: ``[(path or array, caption), ...]``: a grid of images with their captions, at their own contrast
-    (grey 0 is black and 255 white); the title gives the images' size."""
+    (grey 0 is black and 255 white), files as the model is given them (``page``: the page hyperparameter); the
+    title gives the images' size."""
     plt = _plt()
     rows, cols = _grid(len(items), cols)
     caption_lines = max((str(c).count("\n") + 1 for _, c in items), default=1)
@@ -67,7 +59,7 @@ def image_grid(items, cols=8, title=None):
         ax.axis("off")
     sizes = set()
     for ax, (image, caption) in zip(axes.flat, items):
-        arr, size = _pixels(image)
+        arr, size = _pixels(image, page)
         sizes.add(size)
         _show(ax, arr)
         ax.set_title(caption, fontsize=8)
@@ -188,10 +180,10 @@ def reliability_curve(labels, probs, title="test calibration", bins=10, ece=None
     return fig
 
 
-def mistakes(items, title="most confident mistakes", cols=6):
+def mistakes(items, title="most confident mistakes", cols=6, page=0):
     """``items``: ``[(path, caption), ...]`` of wrongly answered images (the caption gives the true and predicted
     labels and probabilities)."""
-    return image_grid(items, cols=cols, title=title)
+    return image_grid(items, cols=cols, title=title, page=page)
 
 
 def heatmap_grid(results, captions, cols=4, title="Grad-CAM: where the model looked"):

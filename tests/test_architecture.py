@@ -85,6 +85,49 @@ def test_the_client_uses_the_shipped_contract_files():
         assert os.path.samefile(module.__file__, os.path.join(CODE, f"{name}.py"))
 
 
+def code_imports_closure(name):
+    """The code/ modules ``name`` imports, directly or not, dependencies first (``name`` last)."""
+    order = []
+
+    def visit(module):
+        with open(os.path.join(CODE, f"{module}.py"), encoding="utf-8") as fh:
+            for dependency in sorted(imported_modules(ast.parse(fh.read())) & code_modules()):
+                if dependency not in order:
+                    visit(dependency)
+        if module not in order:
+            order.append(module)
+
+    visit(name)
+    return order
+
+
+def test_the_client_loads_the_decoder_with_its_code_imports_and_leaves_no_flat_names(monkeypatch):
+    """The notebook's figures show what code/images.py decodes, so medimg.container loads images.py too: unlike
+    the contract modules it imports code/ modules (errors, utils), which container.WITH_CODE_IMPORTS must list in
+    import order (a new import in images.py fails here, not in a user's notebook); they load under medimg.container
+    and the flat names they import by are restored after: absent in a client, the tests' own modules here."""
+    from medimg import container
+
+    for name, dependencies in container.WITH_CODE_IMPORTS.items():
+        assert code_imports_closure(name) == [*dependencies, name]
+    import errors  # this process has code/ on sys.path (pytest's pythonpath)
+
+    for name in ("images", "errors", "utils"):
+        monkeypatch.delitem(sys.modules, f"medimg.container.{name}", raising=False)
+    loaded = container.load("images")
+    assert loaded.__name__ == "medimg.container.images" and loaded is container.load("images")
+    assert os.path.samefile(loaded.__file__, os.path.join(CODE, "images.py"))
+    assert sys.modules["errors"] is errors
+    assert loaded.BadImageError is sys.modules["medimg.container.errors"].BadImageError
+    for name in ("images", "errors", "utils"):  # a client (no code/ on sys.path) gets no flat names
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        monkeypatch.delitem(sys.modules, f"medimg.container.{name}", raising=False)
+    container.load("images")
+    assert not {"images", "errors", "utils"} & set(sys.modules)
+    with pytest.raises(ValueError, match="not one of the code/ modules the client loads"):
+        container.load("train")
+
+
 def test_the_endpoint_ships_exactly_what_inference_imports():
     """train.INFERENCE_FILES is the closure of inference.py's imports within code/, without the training engine."""
     modules, todo = set(), ["inference"]

@@ -33,8 +33,9 @@ MPEG2 = UID("1.2.840.10008.1.2.4.100")  # MPEG2 Main Profile / Main Level: no py
 # ==================================================================================================
 def write_dcm(path, pixels, *, photometric="MONOCHROME2", patient="PAT-0001", bits_stored=16, signed=False,
               slope=None, intercept=None, center=None, width=None, voi_lut=None, frames=None, frame_windows=None,
-              syntax=ExplicitVRLittleEndian, pixel_data=None, name="Doe^Jane", accession="ACC-0001"):
-    """Write one DICOM Part 10 file: ``pixels`` (H, W) grey, (H, W, 3) colour, or (F, H, W) with ``frames``."""
+              syntax=ExplicitVRLittleEndian, pixel_data=None, name="Doe^Jane", accession="ACC-0001", attributes=()):
+    """Write one DICOM Part 10 file: ``pixels`` (H, W) grey, (H, W, 3) colour, or (F, H, W) with ``frames``;
+    ``attributes``: more elements as (tag, VR, value)."""
     arr = np.asarray(pixels)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -80,6 +81,8 @@ def write_dcm(path, pixels, *, photometric="MONOCHROME2", patient="PAT-0001", bi
             group.FrameVOILUTSequence = [voi]
             groups.append(group)
         ds.PerFrameFunctionalGroupsSequence = groups
+    for tag, vr, value in attributes:
+        ds.add_new(tag, vr, value)
     if pixel_data is None:
         ds.PixelData = data.tobytes()
     else:  # compressed: encapsulated fragments
@@ -225,6 +228,72 @@ def test_without_a_window_the_image_range_is_scaled_min_to_max(tmp_path, capsys)
     code, _, err, out = convert(capsys, tmp_path, single(tmp_path, ["ct.dcm"]))
     assert code == 0, err
     assert_rounded(png(out, "train", 0), (stored - 100.0) / 765.0, 255)
+
+
+PADDING_VALUE, PADDING_LIMIT = 0x00280120, 0x00280121  # Pixel Padding Value, Pixel Padding Range Limit
+
+
+def padded(real, padding, rows=4):
+    """A 16x16 picture: ``real`` stored values in the top rows, the bottom ``rows`` rows padding values (cycled)."""
+    arr = np.resize(np.asarray(real), (16, 16)).astype(np.int64)
+    arr[-rows:] = np.resize(np.asarray(padding), (rows, 16))
+    return arr
+
+
+# (stored real pixels, padding pixels, signed, bits stored, Pixel Padding Value (VR, value), Range Limit or None)
+PADDING_CASES = {
+    "unsigned, below the picture": (np.arange(100, 292) * 3, 0, False, 12, ("US", 0), None),
+    "unsigned, above the picture": (np.arange(100, 292), 4095, False, 12, ("US", 4095), None),
+    "signed (SS)": (np.arange(-200, -8) * 4, -2000, True, 16, ("SS", -2000), None),
+    "signed, written as a US bit pattern": (np.arange(-200, -8) * 4, -2000, True, 16, ("US", 63536), None),
+    "a range of padding values": (np.arange(0, 192) * 5, [-2000, -1800, -1500, -1999], True, 16, ("SS", -2000),
+                                  ("SS", -1500)),
+    "a range given from its top": (np.arange(0, 192) * 5, [-2000, -1500, -1700], True, 16, ("SS", -1500),
+                                   ("SS", -2000)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PADDING_CASES))
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_padding_does_not_change_the_picture_of_the_real_pixels(tmp_path, case, photometric):
+    """Without a window the picture is scaled over its real pixels' min..max: padding (a CT's outside-the-scan
+    value) is left out, so the real pixels look as they would with no padding at all, and padding is black (also
+    after MONOCHROME1's inversion). Values are stored values, before the rescale; signed ones as the pixels are."""
+    real, padding, signed, bits, (vr, value), limit = PADDING_CASES[case]
+    stored = padded(real, padding)
+    attributes = [(PADDING_VALUE, vr, value)] + ([(PADDING_LIMIT, *limit)] if limit else [])
+    path = write_dcm(tmp_path / "p.dcm", stored, photometric=photometric, signed=signed, bits_stored=bits,
+                     slope=1, intercept=-1024, attributes=attributes)
+    out = dicom.to_pixels(dicom.read_dataset(path))
+    lo, hi = float(np.min(real)), float(np.max(real))
+    exact = (stored[:-4] - lo) / (hi - lo)  # the real pixels by their own range, by hand
+    assert_rounded(out[:-4], exact if photometric == "MONOCHROME2" else 1 - exact, 255)
+    assert (out[-4:] == 0).all(), out[-4:]
+    without = write_dcm(tmp_path / "plain.dcm", stored[:-4], photometric=photometric, signed=signed,
+                        bits_stored=bits, slope=1, intercept=-1024)
+    np.testing.assert_array_equal(out[:-4], dicom.to_pixels(dicom.read_dataset(without)))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_padding_is_black_with_a_window_too(tmp_path, photometric):
+    """A window fixes the scale, so padding cannot change it; a padding value the window shows white (above it, or
+    below it in MONOCHROME1) is still black."""
+    stored = padded(np.arange(0, 192) * 4, 4000)
+    path = write_dcm(tmp_path / "w.dcm", stored, photometric=photometric, center=400, width=800,
+                     attributes=[(PADDING_VALUE, "US", 4000)])
+    out = dicom.to_pixels(dicom.read_dataset(path))
+    exact = linear_window(stored[:-4], 400, 800)
+    assert_rounded(out[:-4], exact if photometric == "MONOCHROME2" else 1 - exact, 255)
+    assert (out[-4:] == 0).all()
+
+
+def test_a_file_of_nothing_but_padding_is_a_bad_file_and_unused_padding_changes_nothing(tmp_path):
+    path = write_dcm(tmp_path / "all.dcm", np.full((8, 8), 7), attributes=[(PADDING_VALUE, "US", 7)])
+    with pytest.raises(dicom.DicomFileError, match=r"every pixel is Pixel Padding Value \(0028,0120\)"):
+        dicom.to_pixels(dicom.read_dataset(path))
+    unused = write_dcm(tmp_path / "unused.dcm", RAMP, attributes=[(PADDING_VALUE, "US", 9999)])
+    np.testing.assert_array_equal(dicom.to_pixels(dicom.read_dataset(unused)),
+                                  dicom.to_pixels(dicom.read_dataset(write_dcm(tmp_path / "ramp.dcm", RAMP))))
 
 
 def test_16_bit_output_is_a_uint16_png_with_the_same_picture(tmp_path, capsys):

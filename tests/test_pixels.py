@@ -1,9 +1,13 @@
 """Pixels as the data holds them: colour is what a file's pixels hold, whatever its mode (a palette PNG of red and
-green discs is colour; an RGB JPEG of a grey X-ray is grey), and training, evaluation and the endpoint decode the
-same file to the same array."""
+green discs is colour; an RGB JPEG of a grey X-ray is grey); a file is seen as a viewer shows it (its EXIF
+orientation applied), at the ``page`` hyperparameter's page of a multi-page or animated file, with NaN and infinite
+float pixels shown, never a black picture; and training, evaluation, the endpoint and the notebook's figures decode
+the same file to the same array."""
 import io
 import json
+import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +17,10 @@ from PIL import Image
 import images
 import inference
 import loaders
+import model_config
 import train
+from conftest import FAST_HPS, run_local_train
+from errors import BadImageError
 
 pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
 
@@ -98,6 +105,38 @@ def test_the_colour_probe_never_decodes_an_image_above_the_pixel_limit(tmp_path,
         images.open_image(paths[0], 64_000_000)
 
 
+def orientation_tag(value):
+    exif = Image.Exif()
+    exif[images.ORIENTATION_TAG] = value
+    return exif
+
+
+class Pages:
+    """A first picture and the pages to append (what ``save_all`` writes)."""
+
+    def __init__(self, first, rest):
+        self.first, self.rest = first, rest
+
+
+def pages_of(im, n=3):
+    """``n`` pages: ``im`` turned by 0, 90, 180 ... degrees, so that each page is another picture."""
+    return Pages(im, [im.rotate(90 * k) for k in range(1, n)])
+
+
+def float_with_nonfinite(size=28):
+    arr = np.linspace(-1000.0, 3000.0, size * size, dtype=np.float32).reshape(size, size)
+    arr[0, :4] = [np.nan, -np.inf, np.inf, np.nan]
+    return arr
+
+
+def save(make, path, fmt, options):
+    im = make()
+    if isinstance(im, Pages):
+        im.first.save(path, format=fmt, append_images=im.rest, **options)
+    else:
+        im.save(path, format=fmt, **options)
+
+
 WRITERS = {  # name: (PIL image, format, save options)
     "palette-colour": (lambda: disc(RED).convert("P", palette=Image.ADAPTIVE), "PNG", {}),
     "rgba": (lambda: disc(GREEN).convert("RGBA"), "PNG", {}),
@@ -107,6 +146,15 @@ WRITERS = {  # name: (PIL image, format, save options)
     "gif": (lambda: disc(RED), "GIF", {}),
     "webp": (lambda: disc(GREEN), "WEBP", {"lossless": True}),
     "bmp": (lambda: grey_rgb(), "BMP", {}),
+    # seen as a viewer shows them: stored turned, with an EXIF orientation
+    "jpeg-rotated": (lambda: disc(RED), "JPEG", {"quality": 95, "exif": orientation_tag(6)}),
+    "png-exif-transposed": (lambda: grey_rgb(), "PNG", {"exif": orientation_tag(5)}),
+    "tiff-rotated": (lambda: disc(GREEN), "TIFF", {"exif": orientation_tag(8)}),
+    "webp-mirrored": (lambda: disc(RED), "WEBP", {"lossless": True, "exif": orientation_tag(7)}),
+    # more than one picture, or non-finite pixels
+    "tiff-pages": (lambda: pages_of(grey_rgb().convert("L")), "TIFF", {"save_all": True}),
+    "gif-frames": (lambda: pages_of(disc(RED)), "GIF", {"save_all": True}),
+    "tiff-float-nan": (lambda: Image.fromarray(float_with_nonfinite()), "TIFF", {}),
 }
 
 
@@ -115,10 +163,12 @@ WRITERS = {  # name: (PIL image, format, save options)
 def test_training_and_the_endpoint_decode_a_file_to_the_same_array(tmp_path, name, channels):
     make, fmt, options = WRITERS[name]
     path = tmp_path / f"{name}.img"
-    make().save(path, format=fmt, **options)
-    trained = loaders.ImageFileDataset([str(path)], [0], channels, 24, 10 ** 7)[0][0]  # train.py's loader
-    served = inference.to_batch(inference.input_fn(path.read_bytes(), "application/x-image"), channels, 24)[0]
-    assert trained.dtype == served.dtype == torch.uint8 and torch.equal(trained, served)
+    save(make, path, fmt, options)
+    for page in (0, 1) if "pages" in name or "frames" in name else (0,):
+        trained = loaders.ImageFileDataset([str(path)], [0], channels, 24, 10 ** 7, page=page)[0][0]  # train.py's
+        served = inference.to_batch(inference.input_fn(path.read_bytes(), "application/x-image"), channels, 24,
+                                    page=page)[0]
+        assert trained.dtype == served.dtype == torch.uint8 and torch.equal(trained, served)
 
 
 @pytest.mark.slow
@@ -141,3 +191,366 @@ def test_palette_images_that_differ_only_in_hue_train_as_colour(tmp_path, capsys
     metrics = json.loads((job / "out" / "metrics.json").read_text())
     assert config["in_channels"] == 3
     assert metrics["val"]["auc"] > 0.95, metrics["val"]
+
+
+# ---------------------------------------------------------------- what a viewer shows: the EXIF orientation
+# EXIF 2.3's Orientation, read as the turn that shows the stored rows upright (numpy: row 0 at the top), written
+# here from the standard's words, not from Pillow
+VIEW = {1: lambda a: a,                                 # as stored
+        2: lambda a: a[:, ::-1],                        # mirrored left-right
+        3: lambda a: a[::-1, ::-1],                     # turned 180 degrees
+        4: lambda a: a[::-1],                           # mirrored top-bottom
+        5: lambda a: np.swapaxes(a, 0, 1),              # mirrored left-right, then turned 270 degrees clockwise
+        6: lambda a: np.rot90(a, -1),                   # turned 90 degrees clockwise
+        7: lambda a: np.rot90(a[:, ::-1], -1),          # mirrored left-right, then turned 90 degrees clockwise
+        8: lambda a: np.rot90(a, 1)}                    # turned 270 degrees clockwise
+# how a camera stores an upright picture under each tag: the inverse turn
+STORE = {1: VIEW[1], 2: VIEW[2], 3: VIEW[3], 4: VIEW[4], 5: VIEW[5], 6: VIEW[8], 7: VIEW[7], 8: VIEW[6]}
+ORIENTED_FORMATS = {"JPEG": {"quality": 100}, "PNG": {}, "TIFF": {}, "WEBP": {"lossless": True}}
+
+
+def encoded(arr, fmt, **options):
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, **{**ORIENTED_FORMATS[fmt], **options})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", sorted(ORIENTED_FORMATS))
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_shown_as_a_viewer_shows_it(tmp_path, fmt, orientation):
+    """A 12x8 picture, stored turned with its tag (JPEG EXIF, PNG eXIf, TIFF tag 274, WebP EXIF): decoded as the
+    standard says a viewer shows it, from a file object (the endpoint) and from a path (training), whose decodes
+    differ in Pillow (a path's uncompressed TIFF is memory-mapped). JPEG's reference is the same bytes without the
+    tag, decoded (JPEG is lossy)."""
+    stored = np.random.default_rng(orientation).integers(0, 256, (8, 12), dtype=np.uint8)
+    tagged = encoded(stored, fmt, exif=orientation_tag(orientation))
+    path = tmp_path / f"tagged.{fmt.lower()}"
+    path.write_bytes(tagged)
+    with images.open_image(io.BytesIO(encoded(stored, fmt)), 10 ** 7) as plain:
+        as_stored = np.asarray(plain)
+    if fmt != "JPEG":
+        np.testing.assert_array_equal(as_stored if as_stored.ndim == 2 else as_stored[:, :, 0], stored)
+    for source in (io.BytesIO(tagged), str(path)):
+        with images.open_image(source, 10 ** 7) as im:
+            shown = np.asarray(im)
+        np.testing.assert_array_equal(shown, VIEW[orientation](as_stored))
+        assert shown.shape[:2] == ((8, 12) if orientation <= 4 else (12, 8))
+    grey = as_stored if as_stored.ndim == 2 else as_stored[:, :, 0]
+    np.testing.assert_array_equal(images.display(str(path), 10 ** 7), VIEW[orientation](grey))
+    assert images.probe([str(path)], 10 ** 7) == (1, 12)  # a turn keeps the longer side
+
+
+@pytest.mark.parametrize("value", [0, 9, 65535])
+def test_an_orientation_outside_the_standard_leaves_the_pixels_as_stored(value):
+    stored = np.arange(96, dtype=np.uint8).reshape(8, 12)
+    with images.open_image(io.BytesIO(encoded(stored, "PNG", exif=orientation_tag(value))), 10 ** 7) as im:
+        np.testing.assert_array_equal(np.asarray(im), stored)
+
+
+@pytest.mark.parametrize("fmt", sorted(ORIENTED_FORMATS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_training_and_the_endpoint_see_a_stored_turned_file_upright(tmp_path, fmt, channels):
+    """The issue's example: a picture stored turned with an orientation tag reaches training and the endpoint as
+    the upright picture (the one saved without a turn), not as the stored pixels."""
+    upright = np.zeros((16, 24), np.uint8)
+    upright[:4] = 255  # a bright band at the top: where it is tells what the model sees
+    reference = tmp_path / "upright.png"
+    Image.fromarray(upright).save(reference)
+    expected = loaders.ImageFileDataset([str(reference)], [0], channels, 16, 10 ** 7)[0][0]
+    for orientation in range(2, 9):
+        path = tmp_path / f"{orientation}.{fmt.lower()}"
+        path.write_bytes(encoded(STORE[orientation](upright), fmt, exif=orientation_tag(orientation)))
+        trained = loaders.ImageFileDataset([str(path)], [0], channels, 16, 10 ** 7)[0][0]
+        served = inference.to_batch(inference.input_fn(path.read_bytes(), "image/jpeg"), channels, 16)[0]
+        tolerance = 12 if fmt == "JPEG" else 0
+        assert torch.equal(trained, served), (fmt, orientation)
+        assert (trained.int() - expected.int()).abs().max() <= tolerance, (fmt, orientation)
+
+
+# ---------------------------------------------------------------- multi-page and animated files: the page
+PAGE_WRITERS = {"TIFF": {}, "GIF": {}, "WEBP": {"lossless": True}, "PNG": {}}  # PNG: APNG
+
+
+def page_file(path, fmt, values=(40, 120, 200)):
+    """A 3-page file whose page k is a uniform grey values[k] with a dark square at the top left."""
+    pages = []
+    for value in values:
+        arr = np.full((12, 12), value, np.uint8)
+        arr[:3, :3] = 0
+        pages.append(Image.fromarray(arr).convert("RGB" if fmt == "WEBP" else "L"))
+    pages[0].save(path, format=fmt, save_all=True, append_images=pages[1:], **PAGE_WRITERS[fmt])
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", sorted(PAGE_WRITERS))
+def test_page_chooses_the_page_of_multi_page_and_animated_files(tmp_path, fmt):
+    path = page_file(tmp_path / f"three.{fmt.lower()}", fmt)
+    for page, value in enumerate((40, 120, 200)):
+        arr, notes = images.read(path, 1, 12, 10 ** 7, page)
+        assert arr[6, 6, 0] == value and arr[0, 0, 0] == 0 and notes.pages == 3, (page, arr[6, 6, 0])
+    with pytest.raises(BadImageError, match=r"^has 3 pages, so there is no page 3 \(pages count from 0"):
+        images.load(path, 1, 12, 10 ** 7, page=3)
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "one.png")
+    with pytest.raises(BadImageError, match=r"^has 1 page, so there is no page 1 "):
+        images.load(str(tmp_path / "one.png"), 1, 12, 10 ** 7, page=1)
+    assert images.read(str(tmp_path / "one.png"), 1, 12, 10 ** 7)[1] == images.Notes(1, 0, 144)
+
+
+def test_the_probe_looks_at_the_page_that_is_read(tmp_path):
+    grey = Image.fromarray(np.full((20, 20), 90, np.uint8)).convert("RGB")
+    grey.save(tmp_path / "a.tif", format="TIFF", save_all=True, append_images=[disc(RED, size=20)])
+    assert images.probe([str(tmp_path / "a.tif")], 10 ** 7) == (1, 20)
+    assert images.probe([str(tmp_path / "a.tif")], 10 ** 7, page=1) == (3, 20)
+
+
+def test_the_endpoint_reads_the_page_its_model_was_trained_on(tmp_path):
+    body = open(page_file(tmp_path / "three.tif", "TIFF"), "rb").read()
+    for page, value in enumerate((40, 120, 200)):
+        batch = inference.to_batch(inference.input_fn(body, "image/tiff"), 1, 12, page=page)
+        assert batch[0, 0, 6, 6] == value
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "one.png")
+    items = inference.input_fn((tmp_path / "one.png").read_bytes(), "image/png")  # page 0 is readable
+    with pytest.raises(inference.InferenceError) as info:
+        inference.to_batch(items, 1, 12, page=1)
+    assert info.value.status_code == 400 and "has 1 page, so there is no page 1" in info.value.message
+
+
+def test_the_page_is_saved_in_model_config_and_older_configs_read_page_0(tmp_path):
+    config = model_config.build(architecture="smallcnn", classes=["a", "b"], in_channels=1, image_size=16,
+                                mean=[0.5], std=[0.2], tta=False, hyperparameters={}, torch_version="2.6",
+                                page=2)
+    model_config.write(str(tmp_path), config)
+    assert model_config.read(str(tmp_path))["page"] == 2
+    del config["page"]
+    model_config.write(str(tmp_path), config)
+    assert model_config.read(str(tmp_path))["page"] == 0
+
+
+# ---------------------------------------------------------------- float images with NaN or infinite pixels
+def test_float_pixels_scale_by_the_finite_ones_nan_black_and_inf_white(tmp_path):
+    arr = np.linspace(-1000.0, 3000.0, 64, dtype=np.float32).reshape(8, 8)
+    arr[0, :3] = [np.nan, -np.inf, np.inf]
+    Image.fromarray(arr).save(tmp_path / "f.tif")
+    shown, notes = images.read(str(tmp_path / "f.tif"), 1, None, 10 ** 7)
+    finite = np.isfinite(arr)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    expected = np.round((arr.astype(np.float64) - lo) * 255 / (hi - lo))
+    np.testing.assert_array_equal(shown[:, :, 0][finite], expected[finite])
+    assert shown[:, :, 0][finite].min() == 0 and shown[:, :, 0][finite].max() == 255  # the finite range is 0..255
+    assert list(shown[0, :3, 0]) == [0, 0, 255] and notes == images.Notes(1, 3, 64)  # NaN, -inf, +inf
+    np.testing.assert_array_equal(images.display(str(tmp_path / "f.tif"), 10 ** 7), shown[:, :, 0])
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
+def test_a_float_image_without_a_finite_pixel_is_unreadable_in_training_and_at_the_endpoint(tmp_path, fill):
+    Image.fromarray(np.full((8, 8), fill, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(BadImageError, match="every one of its 64 pixels is NaN or infinite"):
+        images.load(str(tmp_path / "f.tif"), 1, 8, 10 ** 7)
+    x, y = loaders.ImageFileDataset([str(tmp_path / "f.tif")], [1], 1, 8, 10 ** 7)[0]
+    assert y == -1  # counted with the unreadable images
+    with pytest.raises(inference.InferenceError) as info:
+        inference.input_fn((tmp_path / "f.tif").read_bytes(), "image/tiff")
+    assert info.value.status_code == 400 and "every one of its 64 pixels is NaN or infinite" in info.value.message
+
+
+@pytest.mark.parametrize("values", [[-3e38, 0.0, 3e38], [0, 2 ** 31 - 1, 2 ** 31 - 2]])
+def test_wide_ranges_are_scaled_not_overflowed_to_black(values):
+    arr = np.array([values], dtype=np.float32 if isinstance(values[0], float) else np.int32)
+    out = images.to_uint8(arr)
+    assert out[0, 0] == 0 and out[0, 1] in (128, 255) and out.max() == 255, out
+
+
+def test_a_uniform_image_stays_a_uniform_picture():
+    assert images.to_uint8(np.full((4, 4), 700, np.uint16)).tolist() == [[0] * 4] * 4
+    assert images.to_uint8(np.array([[5.0, 5.0, np.inf]], np.float32)).tolist() == [[0, 0, 255]]
+
+
+# ---------------------------------------------------------------- each split says what it held, cached or streamed
+def notes_files(folder):
+    """A class folder of 3-page TIFFs, float TIFFs with a NaN, and plain PNGs."""
+    os.makedirs(folder / "a", exist_ok=True)
+    page_file(folder / "a" / "0.tif", "TIFF")
+    page_file(folder / "a" / "1.tif", "TIFF")
+    arr = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    arr[3, 3] = np.nan
+    Image.fromarray(arr).save(folder / "a" / "2.tif")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a" / "3.png")
+    return [str(folder / "a" / n) for n in ("0.tif", "1.tif", "2.tif", "3.png")], ["a/0.tif", "a/1.tif", "a/2.tif",
+                                                                                  "a/3.png"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_each_split_says_its_multi_page_and_non_finite_images_once(tmp_path, caplog, streamed):
+    paths, names = notes_files(tmp_path)
+    dataset = loaders.ImageFileDataset(paths, [0] * 4, 1, 8, 10 ** 7, names=names, page=1)
+    notes = loaders.PixelNotes("val", page=1)
+    with caplog.at_level(logging.INFO, logger="train"):
+        if streamed:  # DataLoader batches carry each item's notes back, as they carry the target -1
+            split = loaders.StreamSplit(dataset, workers=0, pin_memory=False, notes=notes)
+            for _ in range(2):  # said after the first pass only
+                list(split.batches(range(4), 3, torch.device("cpu")))
+        else:
+            loaders.decode_all(dataset, workers=2, notes=notes)
+            notes.say()
+            notes.say()
+    lines = [r.getMessage() for r in caplog.records if r.name == "train" and r.getMessage().startswith("val:")]
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert len(skipped) == (4 if streamed else 2)  # the float TIFF and the PNG have no page 1: read each pass
+    assert all("has 1 page, so there is no page 1" in m for m in skipped), skipped
+    assert lines == ["val: 2 of the 2 images read are multi-page or animated files, read at page 1 (e.g. a/0.tif "
+                     "has 3 pages); the page hyperparameter chooses another"], lines
+    dataset.page = notes.page = 0
+    notes.__init__("val", 0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="train"):
+        loaders.decode_all(dataset, workers=1, notes=notes)
+        notes.say()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("val:")]
+    assert lines == ["val: 2 of the 4 images read are multi-page or animated files, read at page 0 (e.g. a/0.tif "
+                     "has 3 pages); the page hyperparameter chooses another",
+                     "val: 1 of the 4 images read have NaN or infinite pixels, shown as black (NaN, -inf) or white "
+                     "(+inf) beside their finite pixels' range (e.g. a/2.tif: 1 of 64 pixels)"], lines
+
+
+# ---------------------------------------------------------------- through the real toolkit (scripts/local_train.py)
+CLASS_NAMES = ("normal", "pneumonia")
+
+
+def band_picture(label, rng, size=16):
+    """The upright picture: noise with a bright band at the top (class 1) or at the bottom (class 0)."""
+    arr = rng.normal(70, 15, (size, size))
+    arr[:4 if label else 0] += 140
+    arr[size - (0 if label else 4):] += 140
+    return arr.clip(0, 255).astype(np.uint8)
+
+
+def write_set(root, counts, write):
+    """root/<split>/<class>/<i><ext> for {split: per-class count}; ``write(path_without_ext, label, rng, k)`` writes
+    one file (k counts files over the whole set) and returns its path."""
+    rng = np.random.default_rng(0)
+    k = 0
+    for split, n in counts.items():
+        for label, name in enumerate(CLASS_NAMES):
+            os.makedirs(root / split / name)
+            for i in range(n):
+                write(root / split / name / str(i), label, rng, k)
+                k += 1
+    (root / "label_dict.json").write_text(json.dumps(dict(enumerate(CLASS_NAMES))))
+    return root
+
+
+def trained_metrics(work):
+    return json.loads((work / "output" / "data" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_set_stored_with_mixed_orientation_tags_trains_on_the_upright_pictures(tmp_path):
+    """Which class an image is depends on where its band is as a viewer shows it (top or bottom); the files are
+    stored turned by all eight orientations, as JPEG, PNG, WebP and TIFF. Read as stored, both classes look alike
+    (each has its band on every side as often) and nothing can be learnt; read upright, it is learnt at once."""
+    formats = (("JPEG", ".jpg", {"quality": 95}), ("PNG", ".png", {}), ("WEBP", ".webp", {"lossless": True}),
+               ("TIFF", ".tif", {}))
+
+    def write(stem, label, rng, k):
+        orientation, (fmt, ext, options) = k % 8 + 1, formats[(k // 8) % 4]
+        Image.fromarray(np.ascontiguousarray(STORE[orientation](band_picture(label, rng)))).save(
+            f"{stem}{ext}", format=fmt, exif=orientation_tag(orientation), **options)
+
+    data = write_set(tmp_path / "data", {"train": 40, "val": 12}, write)
+    result = run_local_train(data, tmp_path / "work", FAST_HPS)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert trained_metrics(tmp_path / "work")["val"]["auc"] > 0.95  # read as stored: about 0.5
+
+
+def page_set(tmp_path, formats):
+    """Two-page files (TIFF pages, GIF/WebP/APNG frames): page 0 is noise alike in both classes, page 1 the band
+    picture that tells the class."""
+    def write(stem, label, rng, k):
+        fmt, ext = formats[k % len(formats)]
+        noise = Image.fromarray(rng.normal(110, 30, (16, 16)).clip(0, 255).astype(np.uint8))
+        band = Image.fromarray(band_picture(label, rng))
+        if fmt == "WEBP":
+            noise, band = noise.convert("RGB"), band.convert("RGB")
+        noise.save(f"{stem}{ext}", format=fmt, save_all=True, append_images=[band],
+                   **({"lossless": True} if fmt == "WEBP" else {}))
+
+    return write_set(tmp_path / "data", {"train": 20, "val": 8}, write)
+
+
+@pytest.mark.slow
+def test_page_reads_that_page_of_multi_page_files_says_so_per_split_and_counts_files_without_it(tmp_path):
+    """Streamed (DataLoader workers carry each file's page count back), page=1: the set learns from page 1, each
+    split says how many multi-page files it read and at which page, a single-page file is an unreadable image
+    saying why, and the model remembers the page for the endpoint."""
+    data = page_set(tmp_path, (("TIFF", ".tif"), ("GIF", ".gif"), ("WEBP", ".webp"), ("PNG", ".png")))
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(data / "train" / "normal" / "single.tif")
+    hps = [*FAST_HPS, "epochs=3", "page=1", "cache-max-gb=0", "num-workers=1", "max-bad-fraction=0.05"]
+    result = run_local_train(data, tmp_path / "work", hps)
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:]
+    assert ("/train/normal/single.tif: has 1 page, so there is no page 1 (pages count from 0: the page "
+            "hyperparameter)") in out  # the toolkit's copy of the channel, under WORK/input/data
+    said = {split: re.findall(rf"{split}: (\d+) of the (\d+) images read are multi-page or animated files, read at "
+                              r"page 1 \(e\.g\. \S+ has 2 pages\); the page hyperparameter chooses another", out)
+            for split in ("train", "val")}  # once each, after the first pass (train: the first epoch's full batches)
+    assert said["val"] == [("16", "16")] and len(said["train"]) == 1, (said, out[-3000:])
+    assert said["train"][0][0] == said["train"][0][1] and int(said["train"][0][0]) >= 31, said
+    assert json.loads((tmp_path / "work" / "model" / "model_config.json").read_text())["page"] == 1
+    assert trained_metrics(tmp_path / "work")["val"]["auc"] > 0.95  # page 0 is noise alike in both classes
+
+
+@pytest.mark.slow
+def test_float_images_with_nan_and_infinite_pixels_train_on_their_finite_pixels(tmp_path):
+    """32-bit float TIFFs (intensities -1000..1000), every one with NaN, -inf or +inf pixels: before, each was a
+    black picture; now their finite pixels are the picture, the split says how many had non-finite pixels, and one
+    without a finite pixel is an unreadable image saying so."""
+    def write(stem, label, rng, k):
+        arr = band_picture(label, rng).astype(np.float32) * 8 - 1000
+        arr[rng.integers(4, 12), rng.integers(0, 16)] = (np.nan, np.inf, -np.inf)[k % 3]
+        Image.fromarray(arr).save(f"{stem}.tif")
+
+    data = write_set(tmp_path / "data", {"train": 40, "val": 12}, write)
+    Image.fromarray(np.full((16, 16), np.nan, np.float32)).save(data / "train" / "pneumonia" / "all-nan.tif")
+    result = run_local_train(data, tmp_path / "work", [*FAST_HPS, "max-bad-fraction=0.05"])
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:]
+    assert "/train/pneumonia/all-nan.tif: every one of its 256 pixels is NaN or infinite, so there is no picture" in out
+    assert "1 of 81 images in train could not be read and were skipped" in out
+    for split, n in (("train", 80), ("val", 24)):
+        assert (f"{split}: {n} of the {n} images read have NaN or infinite pixels, shown as black (NaN, -inf) or "
+                "white (+inf) beside their finite pixels' range (e.g. ") in out, (split, out[-3000:])
+    assert trained_metrics(tmp_path / "work")["val"]["auc"] > 0.95
+
+
+# ---------------------------------------------------------------- the notebook's figures
+def test_the_notebooks_figures_show_what_the_model_is_given(tmp_path):
+    """plots.image_grid (the sample grid, the mistakes) draws a file as code/images.py decodes it: upright by its
+    tag, the page asked for, 16-bit and float scaled with NaN black; loaded through medimg.container."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from medimg import plots
+
+    upright = np.full((16, 24), 40, np.uint8)
+    upright[:4] = 250  # the band is at the top as a viewer shows it
+    (tmp_path / "turned.jpg").write_bytes(encoded(np.stack([STORE[6](upright)] * 3, -1), "JPEG",
+                                                  exif=orientation_tag(6)))
+    wide = (np.arange(24 * 16, dtype=np.uint16).reshape(16, 24) * 100)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(float_with_nonfinite(16)).save(tmp_path / "float.tif")
+    page_file(tmp_path / "pages.tif", "TIFF")
+    grids = {0: ["turned.jpg", "wide.png", "float.tif", "pages.tif"], 1: ["pages.tif"]}
+    for page, names in grids.items():
+        fig = plots.image_grid([(str(tmp_path / n), n) for n in names], cols=4, page=page)
+        drawn = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+        for name, arr in zip(names, drawn):
+            np.testing.assert_array_equal(arr, images.display(str(tmp_path / name), 10 ** 7, page))
+        if page == 0:
+            turned, scaled, floats, first = drawn
+            assert turned.shape == (16, 24) and turned[:4].min() > 200 and turned[6:].max() < 90  # upright, grey
+            assert scaled.min() == 0 and scaled.max() == 255  # 16-bit by its own range
+            assert list(floats[0, :4]) == [0, 0, 255, 0] and floats.max() == 255  # NaN, -inf black; +inf white
+            assert first[6, 6] == 40
+        else:
+            assert drawn[0][6, 6] == 120  # page 1
+        matplotlib.pyplot.close(fig)
