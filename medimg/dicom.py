@@ -616,7 +616,7 @@ def _split(table, keep, images, targets, patients, no_id, val_fraction, hold_out
 def _write(data, table, out, n, n_bad, warnings_, notes, log, warn):
     existed = os.path.isdir(out)
     try:
-        counts = prepare_data.write_splits(data, table.classes, out, manifest=True, warn=warnings_.append)
+        counts = prepare_data.write_splits(data, table.classes, out, manifest=True, drop_copies=False)
     except BaseException:
         if existed:
             for entry in os.listdir(out):

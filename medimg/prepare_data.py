@@ -193,17 +193,19 @@ def write_channel(folder, split, classes, *, manifest=None, names=None):
     return counts
 
 
-def write_splits(data, classes, out, manifest=None, warn=None):
+def write_splits(data, classes, out, manifest=None, warn=None, drop_copies=True):
     """Write every split of ``data`` ({split: Split}) as a channel under ``out`` and OUT/label_dict.json; checks the
-    targets against ``classes`` first. An image whose pixels are also in a later split is left out
-    (``drop_copies_across_splits``: train.py refuses a file in two splits), with a line to ``warn`` (default:
+    targets against ``classes`` first. With ``drop_copies``, an image whose pixels are also in a later split is left
+    out (``drop_copies_across_splits``: train.py refuses a file in two splits), with a line to ``warn`` (default:
     stdout). Returns ``{split: (images, {class: images or finding: positives})}``. Nothing is written when a
     check fails."""
     data = {name: split if isinstance(split, Split) else Split(split[0], _targets(split[1], f"{name} labels"))
             for name, split in data.items()}  # (images, labels) pairs, as a .npz holds them, are accepted too
     for split_name, split in data.items():
         _check_targets(split_name, split, classes)
-    data, names = drop_copies_across_splits(data, warn or (lambda line: print(f"prepare_data: warning: {line}")))
+    names = {}
+    if drop_copies:
+        data, names = drop_copies_across_splits(data, warn or (lambda line: print(f"prepare_data: warning: {line}")))
     counts = {}
     os.makedirs(out, exist_ok=True)
     for split_name, split in data.items():
