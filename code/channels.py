@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import layout
@@ -21,14 +22,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("train", "val", "test")
 
 
+MISSING = "listed in labels.csv but not in the channel"  # a skipped image's reason in metrics.json
+
+
 class Listing:
     """One split: ``paths`` of its images, ``targets`` (a class index, or a tuple of 0/1 per finding), ``groups``
     (patient ids, or None when the data names no patients) and ``names`` (each image's path relative to its
-    channel, with /: how per-image reports name it)."""
+    channel, with /: how per-image reports name it); ``skipped``: ``{name: reason}`` of the images the channel
+    names but that are not listed (a manifest's rows without a file), for metrics.json's ``skipped``."""
 
-    def __init__(self, paths, targets, groups=None, names=None):
+    def __init__(self, paths, targets, groups=None, names=None, skipped=None):
         self.paths, self.targets, self.groups = list(paths), list(targets), groups
         self.names = list(names) if names is not None else list(self.paths)
+        self.skipped = dict(skipped or {})
 
     def __len__(self):
         return len(self.paths)
@@ -97,7 +103,7 @@ def resolve_class_names(args, manifests=None):
         names = ClassNames(load_label_dict(channel_files["train"]),
                            f"the train channel's label_dict.json ({channel_files['train']})")
     elif train is not None:
-        found = train.findings if train.kind == "multi" else sorted(set(train.labels))
+        found = train.findings if train.kind == "multi" else layout.class_spellings(train.labels)
         what = "finding columns" if train.kind == "multi" else "class names"
         names = ClassNames(found, f"the {what} of the train channel's labels.csv ({train.path})",
                            sorted_names=train.kind != "multi")
@@ -253,25 +259,38 @@ def list_manifest(root, manifest, classes, channel, task, max_bad_fraction):
     the same set (multi-label, reordered to ``classes``). Images the file lists but the channel lacks are skipped
     and counted as unreadable images are (``max-bad-fraction``)."""
     source = classes.describe() if isinstance(classes, ClassNames) else str(list(classes))
+    try:
+        lookup = layout.class_matcher(classes, source)
+    except layout.LayoutError as exc:
+        raise DataError(str(exc)) from exc
+    written = manifest.findings if task == "multilabel" else manifest.labels
     if task == "multilabel":
-        if sorted(manifest.findings) != sorted(classes):
+        columns = [lookup(name) for name in manifest.findings]
+        if None in columns or sorted(columns) != list(range(len(classes))):
             raise DataError(f"the {channel} channel's labels.csv has the findings {manifest.findings}, but this run's "
-                            f"findings come from {source}; give every channel the same finding columns")
-        order = [manifest.findings.index(name) for name in classes]
+                            f"findings come from {source}; give every channel the same finding columns (compared "
+                            "ignoring case)")
+        order = [columns.index(k) for k in range(len(classes))]
         targets = [tuple(row[k] for k in order) for row in manifest.values]
     else:
-        index = {name: i for i, name in enumerate(classes)}
-        unknown = sorted(set(manifest.labels) - set(index))
-        if unknown:
-            line = manifest.lines[manifest.labels.index(unknown[0])]
-            raise DataError(f"{manifest.path} line {line}: class {unknown[0]!r} is not in {source}; use those names "
+        targets = [lookup(name) for name in manifest.labels]
+        if None in targets:
+            unknown = manifest.labels[targets.index(None)]
+            line = manifest.lines[targets.index(None)]
+            raise DataError(f"{manifest.path} line {line}: class {unknown!r} is not in {source}; use those names "
                             "or add the class to the label dict")
-        targets = [index[name] for name in manifest.labels]
+    others = layout.other_spellings(written, classes, lookup)
+    if others:
+        what = "finding" if task == "multilabel" else "class"
+        logger.warning("the %s channel's labels.csv (%s) spells %s %s: the same %s, as names are compared ignoring "
+                       "case and in their folder form (as class folders are)", channel, manifest.path, what,
+                       layout.describe_spellings(others, "columns" if task == "multilabel" else "rows"), what)
     paths = [os.path.join(root, *image.split("/")) for image in manifest.images]
     present = [i for i, p in enumerate(paths) if os.path.isfile(p)]
     listing = Listing(paths, targets, manifest.patients, manifest.images).subset(present)
-    _count_missing(manifest, len(paths) - len(present), [manifest.images[i] for i in set(range(len(paths))) -
-                                                          set(present)], channel, max_bad_fraction)
+    missing = [manifest.images[i] for i in sorted(set(range(len(paths))) - set(present))]
+    _count_missing(manifest, len(missing), missing, channel, max_bad_fraction)
+    listing.skipped = {name: MISSING for name in missing}
     return listing
 
 
@@ -286,23 +305,69 @@ def _count_missing(manifest, n_missing, missing, channel, max_bad_fraction):
     logger.warning("%s; they are skipped", what)
 
 
+SLOW_CHECK_S = 30  # a duplicate check that takes longer is said in the log
+
+
 def check_no_image_in_two_splits(listings, threads=8):
-    """The same image file (same bytes) in two splits is leakage: DataError naming both files."""
-    owner = {}
-    for name, listing in listings.items():
-        if listing is None:
-            continue
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            digests = list(pool.map(_digest, listing.paths))
-        for path, digest in zip(listing.paths, digests):
+    """The same image file (same bytes, compared by SHA-1) in two splits is leakage, whatever the layout (class
+    folders or manifests): DataError naming both files. Every file of the given splits is read once, with
+    threads; nothing is read when fewer than two splits are given. Empty files are not images (they are skipped
+    as unreadable) and are not compared."""
+    given = {name: listing for name, listing in listings.items() if listing is not None}
+    if len(given) < 2:
+        return
+    started, owner = time.perf_counter(), {}
+    for name, listing in given.items():
+        for path, digest in zip(listing.paths, file_digests(listing, threads)):
+            if digest is None:  # an empty file is no image (it is skipped as unreadable), so not leakage
+                continue
             if digest in owner and owner[digest][0] != name:
                 other_split, other = owner[digest]
                 raise DataError(f"the same image is in {other_split} ({other}) and in {name} ({path}); an image may "
                                 "be in one split only: remove one of them")
             owner.setdefault(digest, (name, path))
+    seconds = time.perf_counter() - started
+    if seconds > SLOW_CHECK_S:
+        logger.info("checked that no image is in two splits: %d files read in %.0f s",
+                    sum(len(listing) for listing in given.values()), seconds)
+
+
+def file_digests(listing, threads=8):
+    """The SHA-1 of each file of ``listing`` (None for an empty one), read once per listing, with threads."""
+    if getattr(listing, "_digests", None) is None:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            listing._digests = list(pool.map(_digest, listing.paths))
+    return listing._digests
+
+
+def groups_keeping_copies_together(listing):
+    """``(groups, copies)`` for holding a split out of ``listing``: its patients (or, without patient ids, each
+    image on its own), merged wherever two files hold the same bytes, so that the held-out split never gets a copy
+    of a kept image; ``copies`` counts the files that repeat another. ``groups`` is ``listing.groups`` when there
+    is no copy (the split is then exactly what it was without this check)."""
+    base = listing.groups if listing.groups is not None else list(range(len(listing)))
+    parent, first, copies = {}, {}, 0
+
+    def root(g):
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    for group, digest in zip(base, file_digests(listing)):
+        if digest is None:
+            continue
+        if digest in first:
+            copies += 1
+            parent[root(group)] = root(first[digest])
+        else:
+            first[digest] = group
+    return (listing.groups, 0) if not copies else ([root(g) for g in base], copies)
 
 
 def _digest(path):
+    """SHA-1 of a file's bytes; None for an empty file."""
+    if os.path.getsize(path) == 0:
+        return None
     digest = hashlib.sha1()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -344,8 +409,8 @@ def read_channels(args):
             paths, labels = list_channel(root, classes, name)
             names = [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
             listings[name] = Listing(paths, labels, names=names)
+    check_no_image_in_two_splits(listings)  # every layout: class folders hold copies as easily as manifests
     if manifests:
-        check_no_image_in_two_splits(listings)
         warn_of_patients_in_two_splits(listings)
     check_settings_fit_the_task(args, task, classes)
     return classes, task, listings

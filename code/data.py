@@ -55,6 +55,7 @@ def load_data(args, device):
         listed["train"], listed["val"] = hold_out_val(listed["train"], args.val_fraction, args.seed, task)
     check_every_class_is_trained(listed["train"], classes, task)
     warn_of_a_val_split_that_cannot_judge(listed["val"], classes, task)
+    warn_of_a_test_split_that_cannot_judge(listed["test"], classes, task)
     nbytes = sum(len(v) for v in listed.values() if v is not None) * n_channels * size * size
     streamed = nbytes > args.cache_max_gb * 1e9
     splits = {name: decode_split(name, listing, n_channels, size, args, device, streamed, task)
@@ -87,15 +88,23 @@ def image_size(requested, most_common):
 
 
 def hold_out_val(listing, fraction, seed, task):
-    """Split the train listing into (train, val): stratified, seeded, and by patient when it names patients."""
+    """Split the train listing into (train, val): stratified, seeded, by patient when it names patients, and with
+    the copies of a file (the same bytes) on one side."""
     targets = listing.targets
     if task == "multilabel":
         targets = [tuple(k for k, v in enumerate(t) if v) for t in targets]
-    kept, held = splits.split_indices(targets, fraction, seed, groups=listing.groups)
+    groups, copies = channels.groups_keeping_copies_together(listing)
+    kept, held = splits.split_indices(targets, fraction, seed, groups=groups)
     how = "stratified, no patient on both sides" if listing.groups is not None else "stratified"
+    if copies:
+        logger.warning("%d image file(s) in train hold the same bytes as another: each copy stays on its "
+                       "original's side of the held-out val (an image may be in one split only)", copies)
+        how += ", copies of an image on one side"
     logger.info("no val channel: held out %d of %d training images (val-fraction=%s, %s)", len(held), len(listing),
                 fraction, how)
-    return listing.subset(kept), listing.subset(held)
+    train = listing.subset(kept)
+    train.skipped = listing.skipped  # the train channel's images that could not be listed stay train's
+    return train, listing.subset(held)
 
 
 def without_examples(listing, classes, task, both_sides=False):
@@ -124,6 +133,21 @@ def warn_of_a_val_split_that_cannot_judge(listing, classes, task):
                        "the val AUC and the calibration leave them out")
 
 
+def warn_of_a_test_split_that_cannot_judge(listing, classes, task):
+    """A test split without images of some class (or, multi-label, without positives or negatives of a finding):
+    its AUC leaves them out, or is undefined (null in metrics.json, whose ``undefined`` says why). Said at start-up,
+    once, before the hours of training."""
+    lacking = without_examples(listing, classes, task, both_sides=True) if listing is not None else []
+    if lacking:
+        multilabel = task == "multilabel"
+        undefined = len(lacking) == len(classes) if multilabel else len(classes) - len(lacking) < 2
+        logger.warning("the test split (%d images) lacks %s %s: %s; give test images of every class to measure "
+                       "them", len(listing),
+                       "positive or negative images of the finding(s)" if multilabel else "images of the class(es)",
+                       lacking, "the test AUC is undefined (null in metrics.json, whose 'undefined' says why)"
+                       if undefined else "the test AUC leaves them out (metrics.json's 'undefined' names them)")
+
+
 def check_every_class_is_trained(listing, classes, task):
     """A class (or finding) without training images cannot be learnt: DataError naming it and the label dict."""
     missing = without_examples(listing, classes, task)
@@ -144,15 +168,19 @@ def decode_split(name, listing, n_channels, size, args, device, streamed, task):
     notes = PixelNotes(name, args.page)
     if streamed:
         workers = args.num_workers if args.num_workers >= 0 else min(8, os.cpu_count() or 1)
-        return StreamSplit(ds, workers, pin_memory=device.type == "cuda", notes=notes)
+        split = StreamSplit(ds, workers, pin_memory=device.type == "cuda", groups=listing.groups, notes=notes)
+        split.skipped.update(listing.skipped)
+        return split
     pixels, labs, bad = decode_all(ds, workers=max(2, os.cpu_count() or 1), notes=notes)
     notes.say()
     check_bad_fraction(len(bad), len(listing), args.max_bad_fraction, name)
     if len(labs) == 0:
         raise DataError(f"none of the {len(listing)} images in {name} could be read; check the files")
-    unreadable = set(bad)
-    split = CachedSplit(pixels, labs, [n for p, n in zip(listing.paths, listing.names) if p not in unreadable])
+    kept = [i for i, p in enumerate(listing.paths) if p not in bad]
+    split = CachedSplit(pixels, labs, [listing.names[i] for i in kept],
+                        [listing.groups[i] for i in kept] if listing.groups is not None else None)
     split.bad = len(bad)
+    split.skipped = {**listing.skipped, **{n: bad[p] for p, n in zip(listing.paths, listing.names) if p in bad}}
     return split
 
 

@@ -68,6 +68,15 @@ def gather_predictions(indices, probs, dist_info):
     return idx[order], prob[order]
 
 
+def gather_objects(obj, dist_info):
+    """Every rank's ``obj`` (picklable), in rank order, on every rank (a collective); ``[obj]`` in one process."""
+    if not dist_info.enabled:
+        return [obj]
+    parts = [None] * dist_info.world_size
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
 def any_rank(flag, dist_info, device):
     """Whether ``flag`` is true on any rank (a collective: every rank must call it at the same point)."""
     if not dist_info.enabled:

@@ -57,8 +57,10 @@ def probabilities(logits, task, temperature):
                                temperature).numpy()
 
 
-def report(labels, logits, names, decisions, *, task, classes, ordinal=False, resamples=0, seed=0):
-    """Every figure of one split for metrics.json, and its per-image predictions (``names``: the images)."""
+def report(labels, logits, names, decisions, *, task, classes, ordinal=False, resamples=0, seed=0, groups=None):
+    """Every figure of one split for metrics.json, and its per-image predictions (``names``: the images). With
+    ``groups`` (each image's patient) the intervals resample patients (``ci95_unit`` "patient", ``n_groups``), else
+    images."""
     prob = probabilities(logits, task, decisions.temperature)
     raw = probabilities(logits, task, 1.0)
     if task == "multilabel":
@@ -73,15 +75,19 @@ def report(labels, logits, names, decisions, *, task, classes, ordinal=False, re
                                       rule=decisions.rule, positive_class=classes[1])
     if resamples:
         out["ci95"] = confidence_intervals(labels, prob, decisions, task=task, classes=classes,
-                                           resamples=resamples, seed=seed)
+                                           resamples=resamples, seed=seed, groups=groups)
+        out["ci95_unit"] = "image" if groups is None else "patient"
+        if groups is not None:
+            out["n_groups"] = len(set(groups))
     predictions = {"images": list(names), "labels": np.asarray(labels).tolist(),
                    "probabilities": np.round(prob, 6).tolist()}
     return out, predictions
 
 
-def confidence_intervals(labels, prob, decisions, *, task, classes, resamples, seed):
+def confidence_intervals(labels, prob, decisions, *, task, classes, resamples, seed, groups=None):
     """Bootstrap 95% intervals (seeded) of accuracy, AUC, sensitivity and specificity; for a binary task the
-    sensitivity and specificity at the operating threshold too (``op_sensitivity``, ``op_specificity``)."""
+    sensitivity and specificity at the operating threshold too (``op_sensitivity``, ``op_specificity``). With
+    ``groups`` (patient ids) whole patients are resampled (metrics.bootstrap_ci's cluster bootstrap)."""
     labels = np.asarray(labels)
 
     def statistics(idx):
@@ -96,4 +102,4 @@ def confidence_intervals(labels, prob, decisions, *, task, classes, resamples, s
             out.update(op_sensitivity=op["sensitivity"], op_specificity=op["specificity"])
         return out
 
-    return metrics.bootstrap_ci(statistics, len(labels), resamples=resamples, seed=seed)
+    return metrics.bootstrap_ci(statistics, len(labels), resamples=resamples, seed=seed, groups=groups)

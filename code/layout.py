@@ -18,6 +18,7 @@ import io
 import os
 import re
 import unicodedata
+from collections import Counter
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 LABEL_DICT_FILE = "label_dict.json"
@@ -103,6 +104,52 @@ def class_folders(classes, source="label_dict.json"):
                                   f"{folder!r} (folders are compared ignoring case); rename one of them")
             owner[key] = (index, folder)
     return {folder: index for index, folder in owner.values()}
+
+
+def class_matcher(classes, source="label_dict.json"):
+    """The one rule by which a class name written in the data names a class, for class folders and labels.csv
+    alike (its labels and its finding columns): the class's name or its ``folder_name``, compared by
+    ``folder_key`` (NFC, ignoring case); a written name is tried as written and in its folder form, so
+    ``Pneumonia``, ``PNEUMONIA`` and ``normal_benign`` name ``pneumonia`` and ``normal, benign``. Returns
+    ``lookup(written) -> class index or None``; raises LayoutError when two classes would share a name
+    (``class_folders``)."""
+    index = {folder_key(f): i for f, i in class_folders(list(classes), source).items()}
+
+    def lookup(written):
+        found = index.get(folder_key(written))
+        return found if found is not None else index.get(folder_key(folder_name(written)))
+
+    return lookup
+
+
+def class_spellings(written):
+    """The class names that names as written (a labels.csv's labels, one per row) stand for, by
+    ``class_matcher``'s rule: each class is named by its most frequent spelling (ties: the first in sorted
+    order). Returns the names sorted."""
+    counts = Counter(written)
+    chosen = []
+    for spelling in sorted(counts, key=lambda w: (-counts[w], w)):
+        if class_matcher(chosen)(spelling) is None:
+            chosen.append(spelling)
+    return sorted(chosen)
+
+
+def other_spellings(written, classes, lookup):
+    """``{class name: {other spelling: count}}`` of the written names (matched by ``lookup``, class_matcher's)
+    that are not spelled as their class; written names that match no class are left out."""
+    out = {}
+    for spelling, n in sorted(Counter(written).items()):
+        index = lookup(spelling)
+        if index is not None and spelling != classes[index]:
+            out.setdefault(classes[index], {})[spelling] = n
+    return out
+
+
+def describe_spellings(spellings, unit="rows"):
+    """``other_spellings`` in words: "'pneumonia' also as 'Pneumonia' (3 rows), 'PNEUMONIA' (1 row)"."""
+    return "; ".join(f"{name!r} also as " + ", ".join(
+        f"{w!r} ({n} {unit if n != 1 else unit.rstrip('s')})" for w, n in others.items())
+        for name, others in spellings.items())
 
 
 # ==================================================================================================

@@ -13,6 +13,25 @@ from images import Notes
 
 logger = logging.getLogger("train")
 
+# why an image was skipped, as metrics.json's ``skipped`` says it; a bad image's target is -(1 + the index here)
+SKIP_REASONS = ("cannot decode", "above max-image-pixels", "no such page", "no finite pixel")
+# the words of a BadImageError's message (code/images.py) that say its reason; anything else: "cannot decode"
+_REASON_WORDS = (("there is no page", "no such page"), ("NaN or infinite", "no finite pixel"))
+
+
+def skip_code(exc):
+    """The target a bad image gets for a BadImageError: -(1 + its reason's index in SKIP_REASONS), so that the
+    reason crosses DataLoader workers with the batch."""
+    if isinstance(exc, ImageTooLargeError):
+        return -1 - SKIP_REASONS.index("above max-image-pixels")
+    reason = next((r for words, r in _REASON_WORDS if words in str(exc)), "cannot decode")
+    return -1 - SKIP_REASONS.index(reason)
+
+
+def skip_reason(target):
+    """The reason (SKIP_REASONS) a bad image's target says."""
+    return SKIP_REASONS[-int(torch.as_tensor(target).flatten()[0]) - 1]
+
 
 class ImageFileDataset(torch.utils.data.Dataset):
     """Decodes one image per item to ``(uint8 CHW tensor, target)``. Targets are class indices (int64) or per-finding
@@ -43,7 +62,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
             hint = " (the max-image-pixels hyperparameter is that limit)" if isinstance(exc, ImageTooLargeError) else ""
             logger.warning("skipping %s: %s%s", self.paths[i], exc, hint)
             return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
-                    torch.full_like(self.labels[i], -1), torch.zeros(len(Notes._fields), dtype=torch.int64))
+                    torch.full_like(self.labels[i], skip_code(exc)), torch.zeros(len(Notes._fields), dtype=torch.int64))
 
 
 class PixelNotes:
@@ -91,8 +110,8 @@ def readable(targets):
 
 
 def decode_all(dataset, workers, notes=None):
-    """Decode a whole ImageFileDataset with a thread pool: (uint8 NCHW tensor, targets, bad paths); the readable
-    images' notes are added to ``notes`` (a PixelNotes) in the listing's order."""
+    """Decode a whole ImageFileDataset with a thread pool: (uint8 NCHW tensor, targets, ``{bad path: reason}``);
+    the readable images' notes are added to ``notes`` (a PixelNotes) in the listing's order."""
     n = len(dataset)
     images = torch.empty(n, dataset.channels, dataset.size, dataset.size, dtype=torch.uint8)
     labels = torch.empty_like(dataset.labels)
@@ -108,7 +127,7 @@ def decode_all(dataset, workers, notes=None):
     if notes is not None:
         for i in torch.nonzero(good).flatten().tolist():
             notes.add(dataset.names[i], held[i])
-    bad = [dataset.paths[i] for i in torch.nonzero(~good).flatten().tolist()]
+    bad = {dataset.paths[i]: skip_reason(labels[i]) for i in torch.nonzero(~good).flatten().tolist()}
     return images[good].contiguous(), labels[good], bad
 
 
@@ -122,12 +141,15 @@ def check_bad_fraction(bad, total, limit, channel):
 
 class CachedSplit:
     """A split decoded once into a uint8 NCHW tensor (on the training device when it fits); ``names`` say which
-    image each row is (its path relative to the channel), for per-image reports."""
+    image each row is (its path relative to the channel), for per-image reports, and ``groups`` its patient (or
+    None); ``skipped``: ``{name: reason}`` of the images left out (metrics.json's ``skipped``)."""
 
-    def __init__(self, images, labels, names=None):
+    def __init__(self, images, labels, names=None, groups=None):
         self.images, self.labels = images, labels
         self.names = list(names) if names is not None else [str(i) for i in range(len(labels))]
+        self.groups = list(groups) if groups is not None else None
         self.bad = 0
+        self.skipped = {}
 
     def __len__(self):
         return len(self.labels)
@@ -151,18 +173,20 @@ class CachedSplit:
 class StreamSplit:
     """A split too large for memory: decoded from disk every epoch by DataLoader workers.
 
-    Unreadable images are only found here, while reading: ``read`` and ``bad`` count them in this process.
-    Evaluation drops them. Training (``fill=True``) keeps every batch full instead, so that each rank takes the
+    Unreadable images are only found here, while reading: ``read`` and ``bad`` count them in this process (every
+    time they are read), ``skipped`` names them (``{name: reason}``, each image once). Evaluation drops them. Training (``fill=True``) keeps every batch full instead, so that each rank takes the
     same number of steps (DDP and the stop check are collectives): a bad image is replaced by a readable one of
     the same batch, and a batch with none readable by the previous batch. ``notes`` (a PixelNotes) gathers the
     first pass's multi-page and non-finite images and is said when that pass ends.
     """
 
-    def __init__(self, dataset, workers, pin_memory, notes=None):
+    def __init__(self, dataset, workers, pin_memory, groups=None, notes=None):
         self.dataset, self.workers, self.pin_memory, self.notes = dataset, workers, pin_memory, notes
         self.labels = torch.as_tensor(dataset.labels)
         self.names = dataset.names
+        self.groups = list(groups) if groups is not None else None
         self.read = self.bad = 0
+        self.skipped = {}
         self._last = None
 
     def __len__(self):
@@ -182,6 +206,8 @@ class StreamSplit:
             n_bad = len(y) - int(ok.sum())
             if n_bad:
                 self.bad += n_bad
+                for j in torch.nonzero(~ok).flatten().tolist():
+                    self.skipped.setdefault(self.names[int(idx[j])], skip_reason(y[j]))
                 if not fill:
                     x, y, idx = x[ok], y[ok], idx[ok]
                 elif n_bad < len(y):

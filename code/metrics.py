@@ -165,16 +165,38 @@ def binary_at_threshold(y_true, p_positive, threshold, positive_class=1):
             "prevalence": ratio(tp + fn, len(y)), "confusion_matrix": [[tn, fp], [fn, tp]]}
 
 
-def bootstrap_ci(statistics, n, resamples=1000, seed=0, level=0.95):
+def bootstrap_ci(statistics, n, resamples=1000, seed=0, level=0.95, groups=None):
     """Percentile bootstrap confidence intervals (Efron & Tibshirani 1993): ``statistics(indices) -> {name: value}``
-    is recomputed on ``resamples`` resamples of the ``n`` images drawn with replacement (seeded, so the intervals
-    are reproducible). Returns ``{name: [low, high]}``; resamples where a value is undefined (e.g. an AUC of a
-    resample without positives) are left out of that value's interval."""
+    is recomputed on ``resamples`` resamples (seeded, so the intervals are reproducible). Returns
+    ``{name: [low, high]}``; resamples where a value is undefined (e.g. an AUC of a resample without positives) are
+    left out of that value's interval.
+
+    Without ``groups`` each resample draws the ``n`` images with replacement. With ``groups`` (one id per image, e.g.
+    the patient) it is the cluster bootstrap (Davison & Hinkley 1997, section 3.8; Field & Welsh 2007): the groups
+    are drawn with replacement and every image of a drawn group is taken, so that images of one patient, which are
+    not independent cases, move together and the intervals are not too narrow."""
     rng = np.random.default_rng(seed)
+    draw = (lambda: rng.integers(0, n, n)) if groups is None else _cluster_sampler(groups, rng)
     draws = {}
     for _ in range(resamples):
-        for name, value in statistics(rng.integers(0, n, n)).items():
+        for name, value in statistics(draw()).items():
             if value is not None and np.isfinite(value):
                 draws.setdefault(name, []).append(value)
     tail = (1 - level) / 2 * 100
     return {name: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] for name, v in draws.items()}
+
+
+def _cluster_sampler(groups, rng):
+    """A function drawing image indices by whole groups: as many groups as there are, with replacement."""
+    _, code = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    order = np.argsort(code, kind="stable")  # image indices, group after group
+    sizes = np.bincount(code)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    def draw():
+        chosen = rng.integers(0, len(sizes), len(sizes))
+        lengths = sizes[chosen]
+        offsets = np.repeat(starts[chosen] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        return order[offsets + np.arange(lengths.sum())]
+
+    return draw

@@ -29,6 +29,7 @@ import time
 import numpy as np
 import torch
 
+import accounting
 import data as data_lib
 import distributed
 import epoch_log
@@ -157,8 +158,14 @@ def evaluate_and_save(trainer, args, writer, dist_info):
         split = data.val if name == "val" else data.test
         metrics[name], metrics[f"{name}_predictions"] = evaluation.report(
             labels, logits, [split.names[i] for i in idx], decisions, task=task, classes=classes,
-            ordinal=args.ordinal, resamples=args.bootstrap if name == "test" else 0, seed=args.seed)
+            ordinal=args.ordinal, resamples=args.bootstrap if name == "test" else 0, seed=args.seed,
+            groups=[split.groups[i] for i in idx] if split.groups is not None else None)
+        why = accounting.undefined(labels, classes, task, name)
+        if why:  # the nulls of this split, each with its reason
+            metrics[name]["undefined"] = why
+    skipped = accounting.skipped_images(data, dist_info)  # a collective for streamed splits: every rank
     if dist_info.is_main:
+        metrics["skipped"] = accounting.skipped_section(skipped, args.output_data_dir)
         writer.save(trainer.best_weights)
         path = os.path.join(args.output_data_dir, "metrics.json")
         utils.atomic_write_json(path, utils.json_safe(metrics))
@@ -172,6 +179,9 @@ def log_results(metrics, args, path):
         logger.info(epoch_log.test_line({f"test_{k}": test[m] for k, m in (
             ("loss", "loss"), ("acc", "accuracy"), ("auc", "auc"), ("sensitivity", "sensitivity"),
             ("specificity", "specificity"), ("kappa", "kappa"), ("mae", "mae")) if m in test}))
+        if accounting.interval_unit(test):
+            logger.info("test 95%% intervals: %d bootstrap resamples of %s", args.bootstrap,
+                        accounting.interval_unit(test))
     decisions = metrics["decisions"]
     if decisions["threshold"] is not None:
         op = (test or metrics["val"])["operating_point"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from medimg.channels import list_images
 from medimg.serving import ModelServer
+from medimg.show_metrics import SPLIT_ORDER, interval_unit
 
 MODEL_TAR, OUTPUT_TAR = "model.tar.gz", "output.tar.gz"
 
@@ -129,6 +130,33 @@ def metrics_table(metrics, digits=3):
         row = {"split": split if split == "test" else "val (chose the epoch: optimistic)", "images": m["n"]}
         row.update({label: _cell(m.get(key), ci.get(key), digits) for label, key in SHOWN if key in m})
         rows.append(row)
+    return pd.DataFrame(rows).set_index("split")
+
+
+def intervals_note(metrics, split="test"):
+    """What ``split``'s 95% intervals resampled, in a sentence ("95% intervals: bootstrap resampling 57 patients
+    (each patient's images together)"); None when it has none."""
+    unit = interval_unit(metrics.get(split) or {})
+    return f"95% intervals ({split}): bootstrap resampling {unit}" if unit else None
+
+
+def skipped_table(metrics, first=5):
+    """The images each split could not use (metrics.json's ``skipped``): per split the count, the reasons and the
+    first ``first`` names (every name is in metrics.json, or in the file it names when there are many). A pandas
+    DataFrame, one row per split; None for a metrics.json written before train.py recorded them."""
+    import pandas as pd
+
+    skipped = metrics.get("skipped")
+    if skipped is None:
+        return None
+    rows = []
+    for split, entry in sorted(skipped.items(), key=lambda kv: SPLIT_ORDER.get(kv[0], 9)):
+        names = entry.get("images") or entry.get("first_images") or []
+        more = entry["count"] - len(names[:first])
+        rows.append({"split": split, "skipped": entry["count"],
+                     "reasons": ", ".join(f"{why}: {n}" for why, n in entry.get("reasons", {}).items()) or "-",
+                     "images": ", ".join(names[:first]) + (f" and {more} more" if more > 0 else "") or "-",
+                     "every name": entry.get("images_file", "metrics.json" if entry["count"] else "-")})
     return pd.DataFrame(rows).set_index("split")
 
 

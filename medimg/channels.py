@@ -71,21 +71,31 @@ def class_names(channel_dir):
 NO_FINDING = "no finding"
 
 
+def _named_as_training_names(channel_dir, written):
+    """``label -> class name`` for a labels.csv's labels, by train.py's rule (layout.class_matcher): the name in
+    the data's label dict, else the label's most frequent spelling in the file; a label that names no class is
+    kept as written."""
+    known = list(dict.fromkeys(class_names(channel_dir).values())) or layout.class_spellings(written)
+    lookup = layout.class_matcher(known)
+    return lambda label: known[lookup(label)] if lookup(label) is not None else label
+
+
 def read_channel(channel_dir):
     """``[(path, labels, row), ...]`` for a channel: ``labels`` is a tuple of class or finding names (one class; the
     findings present, () for none), ``row`` the manifest row (None for class folders). Class folders: names from
     the data's label dict (``class_names``), folder names standing in when there is none; labels.csv: its rows
-    whose image exists."""
+    whose image exists, a label spelt another way (``Pneumonia``) named as train.py names its class."""
     manifest_path = os.path.join(channel_dir, layout.MANIFEST_FILE)
     if os.path.isfile(manifest_path):
         manifest = layout.read_manifest(manifest_path)
+        named = _named_as_training_names(channel_dir, manifest.labels) if manifest.kind == "single" else None
         out = []
         for row, image in enumerate(manifest.images):
             path = os.path.join(channel_dir, *image.split("/"))
             if not os.path.isfile(path):
                 continue
             if manifest.kind == "single":
-                labels = (manifest.labels[row],)
+                labels = (named(manifest.labels[row]),)
             else:
                 labels = tuple(f for f, v in zip(manifest.findings, manifest.values[row]) if v)
             out.append((path, labels, row))

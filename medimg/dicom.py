@@ -363,11 +363,13 @@ def _to_uint8(arr, depth):
 class LabelTable:
     """A parsed labels CSV. ``files`` (relative paths), ``lines`` (CSV line numbers), ``kind`` "single" or "multi",
     ``classes`` (class or finding names, index order), ``targets`` (class index, or tuple of 0/1 per finding in
-    ``classes`` order), ``splits`` (``train``/``val``/``test`` per row, or None without a split column)."""
+    ``classes`` order), ``splits`` (``train``/``val``/``test`` per row, or None without a split column),
+    ``warnings`` (lines for the user: labels spelt more than one way)."""
 
     def __init__(self, path, kind, classes, files, lines, targets, splits):
         self.path, self.kind, self.classes = path, kind, classes
         self.files, self.lines, self.targets, self.splits = files, lines, targets, splits
+        self.warnings = []
 
 
 def read_labels(path, label_dict=None):
@@ -412,8 +414,10 @@ def read_labels(path, label_dict=None):
         lines.append(line)
     if not files:
         raise PrepareError(f"{path} lists no files")
-    classes, targets = _classes(path, kind, names, raw_targets, label_dict)
-    return LabelTable(path, kind, classes, files, lines, targets, split_of)
+    classes, targets, spelt = _classes(path, kind, names, raw_targets, label_dict)
+    table = LabelTable(path, kind, classes, files, lines, targets, split_of)
+    table.warnings = spelt
+    return table
 
 
 def _header(path, header):
@@ -452,29 +456,32 @@ def _row_target(path, line, kind, names, cells):
 
 
 def _classes(path, kind, names, raw_targets, label_dict):
-    if kind == "single":
-        present = sorted(set(raw_targets))
-        if label_dict is None:
-            classes = present
-        else:
-            classes = list(label_dict)
-            unknown = [label for label in present if label not in classes]
-            if unknown:
-                raise PrepareError(f"{path} has the label {unknown[0]!r} that --label-dict {classes} does not name; "
-                                   "add it there or fix the CSV")
-        _check_names(path, classes)
-        index = {name: i for i, name in enumerate(classes)}
-        return classes, [index[label] for label in raw_targets]
-    if label_dict is None:
-        classes = list(names)
-    else:
+    """(classes, targets, warnings): labels (and finding columns) name classes by train.py's one rule
+    (layout.class_matcher: ignoring case, in their folder form); without --label-dict a class is named by its
+    most frequent spelling (layout.class_spellings), and other spellings are a warning."""
+    written = raw_targets if kind == "single" else names
+    if label_dict is not None:
         classes = list(label_dict)
-        if sorted(classes) != sorted(names):
-            raise PrepareError(f"{path} has the finding columns {names}, but --label-dict names {classes}; give one "
-                               "name per finding column (in any order)")
+    else:
+        classes = layout.class_spellings(raw_targets) if kind == "single" else list(names)
     _check_names(path, classes)
-    order = [names.index(name) for name in classes]
-    return classes, [tuple(row[k] for k in order) for row in raw_targets]
+    lookup = layout.class_matcher(classes)
+    found = [lookup(name) for name in written]
+    if kind == "single" and None in found:
+        raise PrepareError(f"{path} has the label {written[found.index(None)]!r} that --label-dict {classes} does "
+                           "not name; add it there or fix the CSV")
+    if kind == "multi" and (None in found or sorted(found) != list(range(len(classes)))):
+        raise PrepareError(f"{path} has the finding columns {names}, but --label-dict names {classes}; give one "
+                           "name per finding column (in any order, compared ignoring case)")
+    others = layout.other_spellings(written, classes, lookup)
+    warnings_ = [f"{path} spells {'class' if kind == 'single' else 'finding'} "
+                 f"{layout.describe_spellings(others, 'rows' if kind == 'single' else 'columns')}: the same "
+                 f"{'class' if kind == 'single' else 'finding'}, as train.py compares names (ignoring case)"] \
+        if others else []
+    if kind == "single":
+        return classes, found, warnings_
+    order = [found.index(k) for k in range(len(classes))]
+    return classes, [tuple(row[k] for k in order) for row in raw_targets], warnings_
 
 
 def _check_names(path, classes):
@@ -540,7 +547,7 @@ def convert(dicom_dir, labels_csv, out, *, label_dict=None, window=None, bits=8,
     table = read_labels(labels_csv, label_dict)
     digest = patient_hasher()
     loaded = _read_all(table, dicom_dir, frame=frame, window=window, bits=bits)
-    warnings_ = _check_files(loaded, len(table.files), labels_csv)
+    warnings_ = table.warnings + _check_files(loaded, len(table.files), labels_csv)
     keep = loaded.keep
     no_id = sum(p is None for p in loaded.pids)
     patients = [digest(p) if p is not None else digest(f"\0file {keep[k]}") for k, p in enumerate(loaded.pids)]
@@ -654,7 +661,7 @@ def _split(table, keep, images, targets, patients, no_id, val_fraction, hold_out
 def _write(data, table, out, n, n_bad, warnings_, notes, log, warn):
     existed = os.path.isdir(out)
     try:
-        counts = prepare_data.write_splits(data, table.classes, out, manifest=True)
+        counts = prepare_data.write_splits(data, table.classes, out, manifest=True, drop_copies=False)
     except BaseException:
         if existed:
             for entry in os.listdir(out):

@@ -19,6 +19,7 @@ Names come from ``--label-dict`` or, with ``--dataset``, from MedMNIST's INFO; o
 (stratified, seeded, by patient when the data names patients: code/splits.py, the rule train.py uses for val).
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -192,21 +193,50 @@ def write_channel(folder, split, classes, *, manifest=None, names=None):
     return counts
 
 
-def write_splits(data, classes, out, manifest=None):
+def write_splits(data, classes, out, manifest=None, warn=None, drop_copies=True):
     """Write every split of ``data`` ({split: Split}) as a channel under ``out`` and OUT/label_dict.json; checks the
-    targets against ``classes`` first. Returns ``{split: (images, {class: images or finding: positives})}``. Nothing
-    is written when a check fails."""
+    targets against ``classes`` first. With ``drop_copies``, an image whose pixels are also in a later split is left
+    out (``drop_copies_across_splits``: train.py refuses a file in two splits), with a line to ``warn`` (default:
+    stdout). Returns ``{split: (images, {class: images or finding: positives})}``. Nothing is written when a
+    check fails."""
     data = {name: split if isinstance(split, Split) else Split(split[0], _targets(split[1], f"{name} labels"))
             for name, split in data.items()}  # (images, labels) pairs, as a .npz holds them, are accepted too
     for split_name, split in data.items():
         _check_targets(split_name, split, classes)
+    names = {}
+    if drop_copies:
+        data, names = drop_copies_across_splits(data, warn or (lambda line: print(f"prepare_data: warning: {line}")))
     counts = {}
     os.makedirs(out, exist_ok=True)
     for split_name, split in data.items():
         counts[split_name] = (len(split), write_channel(os.path.join(out, split_name), split, classes,
-                                                        manifest=manifest))
+                                                        manifest=manifest, names=names.get(split_name)))
     write_label_dict(os.path.join(out, layout.LABEL_DICT_FILE), classes)
     return counts
+
+
+def drop_copies_across_splits(data, warn):
+    """``(data, names)``: an image whose pixels (dtype, shape and values) are also in a later split of train, val,
+    test is left out of the earlier one, so that the test split stays the source's (MedMNIST's PneumoniaMNIST has
+    such copies in its own splits) and no written file is in two channels, which train.py refuses. ``names``: for
+    a split that lost images, the kept ones' file names (their index in the source split); ``warn`` gets one line
+    per such split."""
+    seen, out, names = {}, dict(data), {}
+    for name in [s for s in reversed(SPLITS) if s in data] + [s for s in data if s not in SPLITS]:
+        split = data[name]
+        digests = [hashlib.sha1(f"{a.dtype}{a.shape}".encode() + np.ascontiguousarray(a).tobytes()).digest()
+                   for a in map(np.asarray, split.images)]
+        keep = [i for i, d in enumerate(digests) if d not in seen]
+        if len(keep) < len(split):
+            later = sorted({seen[d] for d in digests if d in seen}, key=lambda s: (s not in SPLITS, s in SPLITS and
+                                                                                     SPLITS.index(s), s))
+            warn(f"{len(split) - len(keep)} of the {len(split)} {name} images have the same pixels as images of "
+                 f"{' and '.join(later)}: left out of {name}, so that no image is in two splits (train.py refuses "
+                 "that)")
+            out[name], names[name] = split.subset(keep), [str(i) for i in keep]
+        for digest in digests:
+            seen.setdefault(digest, name)
+    return out, names
 
 
 def _check_targets(split_name, split, classes):

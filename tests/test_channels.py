@@ -30,6 +30,21 @@ def test_listing_counts_and_samples(data):
     assert len(channels.list_images(os.path.join(data, "train"))) == 10
 
 
+def test_labels_spelt_two_ways_count_as_one_class_as_train_py_counts_them(tmp_path):
+    import layout
+
+    for split in ("train", "val"):
+        folder = tmp_path / split
+        folder.mkdir()
+        labels = ["normal", "pneumonia", "Pneumonia", "pneumonia", "NORMAL", "normal"]
+        for i in range(len(labels)):
+            (folder / f"{i}.png").write_bytes(b"")
+        layout.write_manifest(str(folder / "labels.csv"), [f"{i}.png" for i in range(6)], labels=labels)
+    assert channels.class_counts(str(tmp_path))["train"] == {"normal": 3, "pneumonia": 3}
+    (tmp_path / "val" / "label_dict.json").write_text(json.dumps({"0": "Normal", "1": "PNEUMONIA"}))
+    assert channels.class_counts(str(tmp_path))["val"] == {"Normal": 3, "PNEUMONIA": 3}  # the data's own names
+
+
 def test_channels_need_train(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(channels.ChannelError, match="has no train/ folder"):

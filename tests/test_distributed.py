@@ -119,6 +119,24 @@ def test_one_host_or_two_is_the_same_computation(two_procs, two_hosts):
             assert h[key] == pytest.approx(g[key], rel=1e-5, abs=1e-6), key
 
 
+def test_streamed_splits_name_every_rank_s_unreadable_images_on_rank_0(tmp_path):
+    """A streamed split learns its unreadable images while each rank reads its own shard: metrics.json (written by
+    rank 0) names those of every rank, each once, and its intervals and figures cover the readable rest."""
+    root = make_dataset(tmp_path / "data", counts={"train": 8, "val": 3, "test": 4})
+    broken = ["normal/0.png", "normal/1.png", "pneumonia/2.png", "pneumonia/3.png"]  # indices 0, 1, 6, 7: both ranks
+    for name in broken:
+        open(os.path.join(root, "test", *name.split("/")), "wb").close()
+    open(os.path.join(root, "train", "pneumonia", "5.png"), "wb").close()
+    work = tmp_path / "work"
+    run_ok(root, work, ["epochs=1", "batch-size=4", "patience=0", "cache-max-gb=0", "max-bad-fraction=0.5",
+                        "bootstrap=50"], extra=["--nproc", "2"])
+    m = metrics(work)
+    assert m["skipped"]["test"] == {"count": 4, "images": broken, "reasons": {"cannot decode": 4}}
+    assert m["skipped"]["train"]["images"] == ["pneumonia/5.png"]
+    assert m["test"]["n"] == 4 and len(m["test_predictions"]["images"]) == 4
+    assert not set(broken) & set(m["test_predictions"]["images"])
+
+
 # ---------------------------------------------------------------- a rank dies: the job fails, promptly
 def worker_pid(root_pid, rank):
     """The train.py process of ``rank`` below ``root_pid``: torchrun gives only its workers RANK."""

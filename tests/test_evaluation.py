@@ -140,6 +140,24 @@ def test_confidence_intervals_are_present_contain_the_estimate_and_are_seeded():
     assert out["ece"] <= out["ece_uncalibrated"] + 0.02  # calibrated on this very split: no worse
 
 
+def test_the_intervals_say_their_unit_and_resample_patients_when_the_split_names_them():
+    rng = np.random.default_rng(5)
+    y = np.repeat(rng.integers(0, 2, 60), 5)  # 60 patients of 5 images, each patient's images alike
+    logits = np.stack([np.zeros(300), np.repeat((y[::5] * 2 - 1) * 1.5 + rng.normal(0, 1.5, 60), 5)], 1)
+    decisions = evaluation.fit_decisions(y, logits, task="multiclass", classes=["normal", "pneumonia"])
+    kw = dict(task="multiclass", classes=["normal", "pneumonia"], resamples=300, seed=0)
+    by_image, _ = evaluation.report(y, logits, [f"{i}.png" for i in range(300)], decisions, **kw)
+    by_patient, _ = evaluation.report(y, logits, [f"{i}.png" for i in range(300)], decisions,
+                                      groups=[f"p{i // 5}" for i in range(300)], **kw)
+    assert by_image["ci95_unit"] == "image" and "n_groups" not in by_image
+    assert by_patient["ci95_unit"] == "patient" and by_patient["n_groups"] == 60
+    for name in ("accuracy", "auc", "op_sensitivity"):
+        width = {u: r["ci95"][name][1] - r["ci95"][name][0] for u, r in (("image", by_image), ("patient", by_patient))}
+        assert width["patient"] > 1.5 * width["image"], (name, width)  # about sqrt(5) = 2.2 times wider
+    assert by_patient["accuracy"] == by_image["accuracy"]  # the figures themselves do not change
+    assert "ci95_unit" not in evaluation.report(y, logits, ["x"] * 300, decisions, **dict(kw, resamples=0))[0]
+
+
 def test_accuracy_stays_the_argmax_definition_beside_the_operating_point():
     out, predictions = report_of(1, resamples=0)
     prob = np.asarray(predictions["probabilities"])

@@ -57,3 +57,27 @@ def test_not_an_npz_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("prepare_data: error: cannot read")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_images_in_two_splits_of_the_source_are_kept_in_the_later_split_only(tmp_path):
+    """MedMNIST's PneumoniaMNIST has images with the same pixels in train and val; train.py refuses a file in two
+    splits, so prepare_data writes each in the later split only (test is left as the source has it)."""
+    import channels as code_channels
+    import types
+
+    arrays = make_npz(tmp_path / "d.npz", splits=("train", "val", "test"))
+    arrays["train_images"][2] = arrays["val_images"][0]  # a copy in train and val
+    arrays["train_images"][4] = arrays["test_images"][5]  # and one in train and test
+    arrays["val_images"][3] = arrays["test_images"][1]  # and one in val and test
+    np.savez(tmp_path / "d.npz", **arrays)
+    out = tmp_path / "out"
+    result = run("--npz", str(tmp_path / "d.npz"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert ("prepare_data: warning: 2 of the 6 train images have the same pixels as images of val and test: left "
+            "out of train, so that no image is in two splits") in result.stdout
+    assert "1 of the 6 val images have the same pixels as images of test: left out of val" in result.stdout
+    assert sorted(os.listdir(out / "train" / "pneumonia")) == ["1.png", "5.png"]  # named by their source index
+    assert sum(len(os.listdir(out / "test" / c)) for c in ("normal", "pneumonia")) == 6
+    args = types.SimpleNamespace(train=str(out / "train"), val=str(out / "val"), test=str(out / "test"),
+                                 label_dict=None, task="auto", max_bad_fraction=0.01)
+    code_channels.read_channels(args)  # what train.py checks: no file in two splits
