@@ -91,7 +91,7 @@ def test_every_unusable_image_is_named_once_with_its_reason_cached_or_streamed(t
     listing = channels.Listing(paths, labels, groups=[f"p{i // 2}" for i in range(len(paths))], names=names)
     expected = {"normal/empty.png": "cannot decode", "normal/truncated.png": "cannot decode",
                 "normal/huge.png": "above max-image-pixels"}
-    args = types.SimpleNamespace(max_image_pixels=100_000, max_bad_fraction=0.5, num_workers=0)
+    args = types.SimpleNamespace(max_image_pixels=100_000, max_bad_fraction=0.5, num_workers=0, page=0)
     cached = data.decode_split("train", listing, 1, 16, args, torch.device("cpu"), False, "multiclass")
     assert cached.skipped == expected and len(cached) == len(paths) - 3
     keep = [i for i, n in enumerate(names) if n not in expected]
