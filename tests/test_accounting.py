@@ -25,7 +25,7 @@ import loaders
 import train
 from conftest import (CLASSES, FAST_HPS, FINDINGS, SCRIPTS, make_dataset, make_image, make_multilabel_dataset,
                       read_failure, run_local_train)
-from errors import DataError
+from errors import BadImageError, DataError, ImageTooLargeError
 from medimg import artifacts, dicom, show_metrics
 
 
@@ -382,3 +382,13 @@ def test_a_streamed_single_class_test_split_says_why_and_names_what_it_skipped(t
     assert metrics["skipped"]["test"]["images"] == ["normal/2.png"]
     assert metrics["skipped"]["train"] == {"count": 1, "images": ["pneumonia/5.png"], "reasons": {"cannot decode": 1}}
     assert metrics["test"]["ci95_unit"] == "image" and metrics["test"]["n"] == 3
+
+
+@pytest.mark.parametrize("error, reason", [
+    (BadImageError("cannot decode (OSError: truncated)"), "cannot decode"),
+    (ImageTooLargeError("9000x9000 pixels is above the limit of 100"), "above max-image-pixels"),
+    (BadImageError("has 1 page, so there is no page 2 (pages count from 0); set page"), "no such page"),
+    (BadImageError("every one of its 16 pixels is NaN or infinite, so there is no picture"), "no finite pixel"),
+])
+def test_each_kind_of_unreadable_image_keeps_its_own_reason(error, reason):
+    assert loaders.skip_reason(torch.tensor(loaders.skip_code(error))) == reason
