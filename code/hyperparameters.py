@@ -167,6 +167,12 @@ TABLE = [
     ("evaluation", "target-sensitivity", dict(type=number(float, 0, high=1), default=0.0,
                                               help="binary and multi-label only: the operating threshold is the "
                                                    "highest with at least this val sensitivity; 0: Youden's J")),
+    ("evaluation", "positive-class", dict(type=str, default=layout.POSITIVE_AUTO,
+                                          help="binary tasks: the class whose sensitivity, PPV and operating "
+                                               "threshold are reported (a class name, ignoring case); auto: the "
+                                               "other class when exactly one name means no finding (normal, "
+                                               "benign, healthy, negative, ...: README, The positive class), else the "
+                                               "second")),
     ("evaluation", "bootstrap", dict(type=number(int, 0), default=1000,
                                      help="resamples for the 95%% confidence intervals of the test metrics; 0: none")),
     ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
