@@ -111,9 +111,11 @@ def class_folders(classes, source="label_dict.json"):
 # A class name "means no finding" when one of its words (split on anything but letters and digits, and between a
 # lower-case and an upper-case letter: "NoFinding" is "no finding"; compared case-folded) is one of NO_FINDING_WORDS,
 # when its words hold one of NO_FINDING_PHRASES, or when its first word is one of NEGATIONS ("no tumor", "No DR",
-# "non-COVID", "not detected"). Whole words only: "abnormal" is not "normal", "benignity" is not "benign".
+# "non-COVID", "not detected"), unless that negation is of a no-finding word ("not normal", "non-healthy" are
+# findings). Whole words only: "abnormal" is not "normal", "benignity" is not "benign". The glued words at the end
+# are class names of public data sets (NIH malaria's "Uninfected", the Kaggle brain MRI set's "notumor").
 NO_FINDING_WORDS = ("normal", "healthy", "negative", "benign", "control", "controls", "unremarkable", "none",
-                    "absent", "nofinding", "nofindings")
+                    "absent", "uninfected", "unaffected", "nofinding", "nofindings", "notumor", "nontumor")
 NO_FINDING_PHRASES = (("no", "finding"), ("no", "findings"), ("not", "detected"), ("disease", "free"),
                       ("within", "normal", "limits"))
 NEGATIONS = ("no", "non", "not")
@@ -129,11 +131,14 @@ def name_words(name):
 
 def means_no_finding(name):
     """Whether a class name says "no finding" (normal, healthy, negative, benign, control, unremarkable, none,
-    absent, no finding, not detected, disease free, within normal limits, or a first word no/non/not)."""
+    absent, uninfected, no finding, not detected, disease free, within normal limits, or a first word no/non/not,
+    but not "not normal")."""
     words = name_words(name)
     if not words:
         return False
-    if words[0] in NEGATIONS or any(w in NO_FINDING_WORDS for w in words):
+    if words[0] in NEGATIONS:
+        return len(words) == 1 or words[1] not in NO_FINDING_WORDS
+    if any(w in NO_FINDING_WORDS for w in words):
         return True
     return any(tuple(words[i:i + len(p)]) == p for p in NO_FINDING_PHRASES for i in range(len(words)))
 

@@ -45,6 +45,9 @@ BREAST = ["malignant", "normal, benign"]  # BreastMNIST's label dict: the findin
     (["COVID", "non-COVID"], "COVID", "the other class of 'non-COVID'"),
     (["Control", "Parkinson"], "Parkinson", "the other class of 'Control'"),
     (["lesion", "unremarkable"], "lesion", "the other class of 'unremarkable'"),
+    (["Parasitized", "Uninfected"], "Parasitized", "the other class of 'Uninfected'"),  # NIH malaria cells
+    (["glioma", "notumor"], "glioma", "the other class of 'notumor'"),  # the Kaggle brain MRI set's folder
+    (["Not normal", "Normal"], "Not normal", "the other class of 'Normal'"),  # a negated no-finding is a finding
     (["cat", "dog"], "dog", "the second class, as neither name means no finding"),
     (["abnormality", "anomaly"], "anomaly", "the second class, as neither name means no finding"),
     (["normal", "benign"], "benign", "the second class, as both names mean no finding"),
@@ -59,7 +62,9 @@ def test_the_positive_class_is_the_finding(classes, positive, why):
     ("No Finding", True), ("no finding", True), ("nofinding", True), ("Pneumonia not detected", True),
     ("disease-free", True), ("within normal limits", True), ("none", True),
     ("abnormal", False), ("subnormal", False), ("benignity", False), ("pneumonia", False), ("malignant", False),
-    ("finding", False), ("Nodule", False), ("knot", False), ("Ödem", False),
+    ("no", True), ("Non-COVID", True), ("uninfected", True),
+    ("finding", False), ("Nodule", False), ("knot", False), ("Ödem", False), ("not normal", False),
+    ("Non-healthy", False), ("infected", False), ("tumor", False),
 ])
 def test_no_finding_names_are_whole_words_or_phrases(name, meaning):
     assert layout.means_no_finding(name) is meaning
