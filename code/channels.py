@@ -56,6 +56,7 @@ class ClassNames(list):
         self.source = source
         self.default = default  # code/label_dict.json: the data brought no names of its own
         self.sorted_names = sorted_names  # the order is the names' sort order, not one a person gave
+        self.positive, self.positive_from = None, None  # a binary task's positive class (choose_positive_class)
 
     def describe(self):
         return f"{self.source} {list(self)}"
@@ -107,10 +108,6 @@ def resolve_class_names(args, manifests=None):
         what = "finding columns" if train.kind == "multi" else "class names"
         names = ClassNames(found, f"the {what} of the train channel's labels.csv ({train.path})",
                            sorted_names=train.kind != "multi")
-        if train.kind == "single" and len(names) == 2:
-            logger.warning("the two classes come from labels.csv in sorted order, so %r is the positive class "
-                           "(sensitivity, the operating point); add a label_dict.json to the train channel to choose",
-                           names[1])
         if len(names) < (1 if train.kind == "multi" else 2):
             raise DataError(f"the train channel's labels.csv ({train.path}) names {list(names)}: at least two classes "
                             "are needed (or one finding column)")
@@ -133,8 +130,7 @@ def resolve_class_names(args, manifests=None):
 def _own_class_folders(train_dir, default):
     """The train channel's class folders as the class names, sorted (torchvision's ImageFolder rule), when there
     are at least two, none is a class of ``default`` (code/label_dict.json; ignoring case) and none is named like
-    a split (a data set's root, which list_channel explains); else None. A binary run's positive class is then the
-    second name, which the log says, with how to choose another."""
+    a split (a data set's root, which list_channel explains); else None."""
     if not train_dir or not os.path.isdir(train_dir):
         return None
     folders = sorted(e for e in os.listdir(train_dir)
@@ -145,10 +141,6 @@ def _own_class_folders(train_dir, default):
     names = ClassNames(folders, f"the class folders of the train channel ({train_dir}), sorted as torchvision's "
                                 f"ImageFolder sorts them: it has no {layout.LABEL_DICT_FILE} and its folders name "
                                 f"none of code/label_dict.json's classes {list(default)}", sorted_names=True)
-    if len(folders) == 2:
-        logger.warning("the two classes are the train channel's folders in sorted order, so %r is the positive class "
-                       "(sensitivity, the operating point); add a label_dict.json to the train channel to choose",
-                       folders[1])
     return names
 
 
@@ -413,7 +405,26 @@ def read_channels(args):
     if manifests:
         warn_of_patients_in_two_splits(listings)
     check_settings_fit_the_task(args, task, classes)
+    choose_positive_class(args, task, classes)
     return classes, task, listings
+
+
+def choose_positive_class(args, task, classes):
+    """A binary single-label run's positive class (layout.positive_class: the positive-class hyperparameter, else
+    the other class of a name meaning no finding, else the second), set as ``classes.positive`` (its index) and
+    ``classes.positive_from`` and logged; a warning when it is the second of names in their sorted order only."""
+    if task == "multilabel" or len(classes) != 2:
+        return
+    try:
+        classes.positive, classes.positive_from = layout.positive_class(
+            classes, getattr(args, "positive_class", None))
+    except layout.LayoutError as exc:
+        raise ConfigError(f"invalid hyperparameter: {exc} (the classes come from {classes.source})") from exc
+    arbitrary = classes.positive_from.startswith("the second class") and getattr(classes, "sorted_names", False)
+    advice = "" if "hyperparameter" in classes.positive_from else "; set positive-class to choose"
+    (logger.warning if arbitrary else logger.info)(
+        "positive class: %s (%s%s%s)", classes[classes.positive], classes.positive_from,
+        ", and the names are in their sorted order only" if arbitrary else "", advice)
 
 
 def check_settings_fit_the_task(args, task, classes):
@@ -427,6 +438,13 @@ def check_settings_fit_the_task(args, task, classes):
         raise ConfigError(f"invalid hyperparameter: target-sensitivity chooses the threshold of a binary or "
                           f"multi-label decision, but this run has {len(classes)} classes (the label is the argmax); "
                           f"leave it out")
+    positive = getattr(args, "positive_class", None)
+    if positive is not None and str(positive).strip().casefold() != layout.POSITIVE_AUTO and (
+            task == "multilabel" or len(classes) != 2):
+        what = "is multilabel (each finding is its own positive)" if task == "multilabel" else \
+            f"has {len(classes)} classes"
+        raise ConfigError(f"invalid hyperparameter: positive-class={positive!r} chooses the positive class of a "
+                          f"binary task, but this run {what}{why if task == 'multilabel' else ''}; leave it out")
     if getattr(args, "ordinal", False) and getattr(classes, "sorted_names", False):
         logger.warning("ordinal=true: the grades are in the order %s, their names sorted (%s); if that is not the "
                        "order of the grades, give a label_dict.json that lists them in order", list(classes),

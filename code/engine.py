@@ -583,4 +583,5 @@ class Trainer:
             self.fail_non_finite(epoch or self.state.epoch,
                                  f"the model's predictions on {name} became NaN or infinite {when}")
         return metrics.evaluate_predictions(labels, prob, task=self.task, classes=list(self.classes),
-                                            ordinal=getattr(self.args, "ordinal", False))
+                                            ordinal=getattr(self.args, "ordinal", False),
+                                            positive=getattr(self.classes, "positive", None))

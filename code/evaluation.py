@@ -19,16 +19,19 @@ logger = logging.getLogger("train")
 @dataclasses.dataclass
 class Decisions:
     """Fitted on validation: the temperature (a float, or one per finding), the operating threshold(s) and the rule
-    that chose them; ``threshold`` is for the positive class of a binary task, ``thresholds`` per finding."""
+    that chose them; ``threshold`` is on the probability of a binary task's positive class (``positive``: its index,
+    channels.choose_positive_class), ``thresholds`` per finding."""
 
     temperature: object = 1.0
     threshold: float = None
     thresholds: list = None
     rule: str = "argmax"
+    positive: int = None
 
 
-def fit_decisions(labels, logits, *, task, classes, calibrate=True, target_sensitivity=0.0):
-    """Temperature (when ``calibrate``) and operating threshold(s) from the val split's labels and logits."""
+def fit_decisions(labels, logits, *, task, classes, calibrate=True, target_sensitivity=0.0, positive=1):
+    """Temperature (when ``calibrate``) and operating threshold(s) from the val split's labels and logits; a binary
+    task's threshold is on p(class ``positive``)."""
     multilabel = task == "multilabel"
     temperature = calibration.fit_temperature(logits, labels, multilabel) if calibrate else (
         [1.0] * len(classes) if multilabel else 1.0)
@@ -46,8 +49,9 @@ def fit_decisions(labels, logits, *, task, classes, calibrate=True, target_sensi
         return Decisions(temperature, thresholds=[t for t, _ in chosen], rule=chosen[0][1] if len(
             {r for _, r in chosen}) == 1 else "per finding: " + "; ".join(r for _, r in chosen))
     if len(classes) == 2:
-        threshold, rule = calibration.choose_threshold(labels == 1, prob[:, 1], target_sensitivity)
-        return Decisions(temperature, threshold=threshold, rule=rule)
+        positive = 1 if positive is None else int(positive)
+        threshold, rule = calibration.choose_threshold(labels == positive, prob[:, positive], target_sensitivity)
+        return Decisions(temperature, threshold=threshold, rule=rule, positive=positive)
     return Decisions(temperature)
 
 
@@ -66,13 +70,15 @@ def report(labels, logits, names, decisions, *, task, classes, ordinal=False, re
     if task == "multilabel":
         out = metrics.multilabel_metrics(labels, prob, list(classes), decisions.thresholds)
     else:
-        out = metrics.evaluate_predictions(labels, prob, task=task, classes=list(classes), ordinal=ordinal)
+        out = metrics.evaluate_predictions(labels, prob, task=task, classes=list(classes), ordinal=ordinal,
+                                           positive=decisions.positive)
     out["loss"] = metrics.log_loss(labels, prob, task)
     out["ece"] = metrics.expected_calibration_error(labels, prob, task)
     out["ece_uncalibrated"] = metrics.expected_calibration_error(labels, raw, task)
     if decisions.threshold is not None:
-        out["operating_point"] = dict(metrics.binary_at_threshold(labels, prob[:, 1], decisions.threshold),
-                                      rule=decisions.rule, positive_class=classes[1])
+        k = _positive(decisions)
+        out["operating_point"] = dict(metrics.binary_at_threshold(labels, prob[:, k], decisions.threshold, k),
+                                      rule=decisions.rule, positive_class=classes[k])
     if resamples:
         out["ci95"] = confidence_intervals(labels, prob, decisions, task=task, classes=classes,
                                            resamples=resamples, seed=seed, groups=groups)
@@ -95,11 +101,16 @@ def confidence_intervals(labels, prob, decisions, *, task, classes, resamples, s
         if task == "multilabel":
             m = metrics.multilabel_metrics(y, p, list(classes), decisions.thresholds)
         else:
-            m = metrics.compute_metrics(y, p, positive_class=1 if len(classes) == 2 else None)
+            m = metrics.compute_metrics(y, p, positive_class=_positive(decisions) if len(classes) == 2 else None)
         out = {k: m[k] for k in CI_METRICS}
         if decisions.threshold is not None:
-            op = metrics.binary_at_threshold(y, p[:, 1], decisions.threshold)
+            op = metrics.binary_at_threshold(y, p[:, _positive(decisions)], decisions.threshold, _positive(decisions))
             out.update(op_sensitivity=op["sensitivity"], op_specificity=op["specificity"])
         return out
 
     return metrics.bootstrap_ci(statistics, len(labels), resamples=resamples, seed=seed, groups=groups)
+
+
+def _positive(decisions):
+    """The positive class's index of a binary task's decisions (1 for decisions made before there was a choice)."""
+    return 1 if decisions.positive is None else decisions.positive

@@ -3,6 +3,8 @@
 The toolkit (SDK v2) runs ``python train.py --key value ...`` with keys sorted and booleans ``True``/``False``;
 SDK v3's drivers pass them in the dict's order with ``true``/``false`` and strings bare. There are no value-less
 flags (``store_true`` cannot be sent) and booleans are parsed by ``str2bool`` (``bool("False")`` is True).
+Values are taken as users, YAML files and tuners write them: choices ignoring case (``choice``: ``ResNet18`` is
+``resnet18``), integers also as whole-number floats (``whole_number``: ``3.0``, what a ContinuousParameter sends).
 Paths default to the ``SM_*`` variables, read from ``environ`` when parsing (never at import), with local
 fallbacks so that the script also runs outside SageMaker. Every error is a ConfigError: one line for the
 failure file.
@@ -37,11 +39,26 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False, true/false, 1/0, yes/no), got {value!r}")
 
 
+def whole_number(value):
+    """``int(value)``, also for a whole number written as a float (``3.0``, ``"3.00"``, ``"1e3"``): what a tuner's
+    ContinuousParameter, a YAML file or a JSON encoder sends for an integer. ``"3.5"`` is a ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        result = float(value)
+        if not (math.isfinite(result) and result.is_integer()):
+            raise ValueError(value)
+        return int(result)
+
+
 def number(kind, low=None, low_inclusive=True, high=None):
-    """An argparse type: ``kind`` (int or float; floats must be finite) within [low, high]."""
+    """An argparse type: ``kind`` (int or float; floats must be finite; an int may be written as a whole float,
+    ``whole_number``) within [low, high]."""
     def parse(value):
         try:
-            result = kind(value)
+            result = whole_number(value) if kind is int else kind(value)
             if kind is float and not math.isfinite(result):
                 raise ValueError
         except (TypeError, ValueError):
@@ -68,6 +85,23 @@ def auto_or(parse):
     return parse_or_auto
 
 
+def choice(options):
+    """An argparse type for a ``choices`` list: a value matching one of ``options`` ignoring case (``ResNet18``,
+    ``AdamW``, ``CUDA``) becomes that option's spelling; any other value is left for argparse's ``choices`` check,
+    which refuses it listing them."""
+    def parse_choice(value):
+        text = str(value).strip()
+        return next((o for o in options if str(o).casefold() == text.casefold()), text)
+
+    parse_choice.__name__ = "choice"
+    return parse_choice
+
+
+def _choices(options, **kwargs):
+    """argparse keywords of a hyperparameter with ``options``, matched ignoring case (``choice``)."""
+    return dict(type=choice(options), choices=tuple(options), **kwargs)
+
+
 def _env(environ, name, fallback):
     return environ.get(name) or fallback
 
@@ -91,13 +125,13 @@ TABLE = [
                                  "sqrt(global batch / 128), the global batch being batch-size x processes")),
     ("training", "weight-decay", dict(type=number(float, 0), default=0.05,
                                       help="decoupled weight decay (not on norms and biases)")),
-    ("training", "optimizer", dict(choices=("adamw", "sgd"), default="adamw",
+    ("training", "optimizer", _choices(("adamw", "sgd"), default="adamw",
                                    help="adamw, or sgd (Nesterov momentum 0.9)")),
     ("training", "warmup-epochs", dict(type=auto_or(number(float, 0)), default="auto",
                                        help="linear warm-up length; auto: 3%% of the run's steps")),
     ("training", "label-smoothing", dict(type=number(float, 0, high=0.5), default=0.0,
                                          help="cross-entropy label smoothing")),
-    ("training", "class-weighting", dict(choices=("none", "balanced"), default="none",
+    ("training", "class-weighting", _choices(("none", "balanced"), default="none",
                                          help="balanced: weigh the loss by inverse class frequency")),
     ("training", "patience", dict(type=auto_or(number(int, 0)), default="auto",
                                   help="epochs without a better val score before stopping; 0: never stop early; "
@@ -107,20 +141,20 @@ TABLE = [
                                   "averages the last tenth of the run")),
     ("training", "seed", dict(type=number(int, 0), default=42,
                               help="seeds the held-out split, initialisation, augmentation and order")),
-    ("model and data", "task", dict(choices=("auto", "multiclass", "multilabel"), default="auto",
+    ("model and data", "task", _choices(("auto", "multiclass", "multilabel"), default="auto",
                                     help="auto: multilabel when the train channel's labels.csv has finding "
                                          "columns, else multiclass")),
     ("model and data", "ordinal", dict(type=str2bool, default=False,
                                        help="classes are ordered grades (in label-dict order): adds quadratic "
                                             "weighted kappa and mean absolute grade error; not with findings")),
-    ("model and data", "model", dict(choices=sorted(model_def.MODELS), default="smallcnn",
+    ("model and data", "model", _choices(sorted(model_def.MODELS), default="smallcnn",
                                      help="an architecture of code/model_def.py's registry")),
     ("model and data", "pretrained", dict(type=str2bool, default=False,
                                           help="ImageNet weights for the torchvision models (downloaded then)")),
     ("model and data", "image-size", dict(type=auto_or(number(int, 0)), default="auto",
                                           help="side in pixels; auto (or 0): the training images' most common "
                                                "size, at most 224")),
-    ("model and data", "in-channels", dict(type=int, choices=(0, 1, 3), default=0,
+    ("model and data", "in-channels", dict(type=number(int), choices=(0, 1, 3), default=0,
                                            help="1 or 3; 0: 3 when any sampled training image holds colour")),
     ("model and data", "augment", dict(type=str2bool, default=True,
                                        help="random affine (rotation, scale, shift), brightness and contrast")),
@@ -133,6 +167,12 @@ TABLE = [
     ("evaluation", "target-sensitivity", dict(type=number(float, 0, high=1), default=0.0,
                                               help="binary and multi-label only: the operating threshold is the "
                                                    "highest with at least this val sensitivity; 0: Youden's J")),
+    ("evaluation", "positive-class", dict(type=str, default=layout.POSITIVE_AUTO,
+                                          help="binary tasks: the class whose sensitivity, PPV and operating "
+                                               "threshold are reported (a class name, ignoring case); auto: the "
+                                               "other class when exactly one name means no finding (normal, "
+                                               "benign, healthy, negative, ...: README, The positive class), else the "
+                                               "second")),
     ("evaluation", "bootstrap", dict(type=number(int, 0), default=1000,
                                      help="resamples for the 95%% confidence intervals of the test metrics; 0: none")),
     ("model and data", "val-fraction", dict(type=number(float, 0, low_inclusive=False, high=0.5), default=0.1,
@@ -156,7 +196,7 @@ TABLE = [
                                   help="data loader processes when streaming; -1: automatic")),
     ("speed", "max-steps-per-epoch", dict(type=number(int, 0), default=0,
                                           help="cap on steps per epoch (benchmarks, smoke tests); 0: all")),
-    ("speed", "device", dict(choices=("auto", "cpu", "cuda"), default="auto", help="auto, cpu or cuda")),
+    ("speed", "device", _choices(("auto", "cpu", "cuda"), default="auto", help="auto, cpu or cuda")),
     ("speed", "dist-timeout", dict(type=number(int, 10), default=600,
                                    help="seconds a collective waits for a dead or stuck rank")),
 ]

@@ -26,9 +26,11 @@ resized to image_size x image_size (bilinear), scaled to [0, 1] and normalised w
 Response, one entry per image in request order:
   Accept application/json, */* or none:
     {"predictions": [{"label": "pneumonia", "index": 1, "probabilities": {"normal": 0.1, "pneumonia": 0.9},
-                      "decision": {"rule": "Youden's J on val", "positive_class": "pneumonia", "threshold": 0.31}}]}
+                      "decision": {"rule": "Youden's J on val", "positive_class": "pneumonia", "threshold": 0.31,
+                                   "positive_class_from": "the other class of 'normal', a name meaning no finding"}}]}
     Probabilities are calibrated (model_config.json's temperature). A binary model's label is the positive class
-    when its probability reaches the operating threshold chosen on val (the decision says which); a model of more
+    when its probability reaches the operating threshold chosen on val, else the other class (the decision says
+    which class is positive and why: model_config.json's positive_class, positive_class_from); a model of more
     classes answers the argmax class ({"decision": {"rule": "argmax"}}).
     multi-label models: {"predictions": [{"findings": ["Effusion"], "probabilities": {"Effusion": 0.81, ...},
     "thresholds": {"Effusion": 0.5, ...}}]} (a sigmoid probability per finding; listed when >= its threshold)
@@ -126,6 +128,7 @@ class LoadedModel:
         self.thresholds = list(config.get("thresholds") or [])
         self.temperature = config.get("temperature", 1.0)
         self.threshold, self.threshold_rule = config.get("threshold"), config.get("threshold_rule", "argmax")
+        self.positive, self.positive_from = config.get("positive_index", 1), config.get("positive_class_from")
 
 
 def load_weights(model_dir, config):
@@ -336,7 +339,8 @@ def predict_fn(data, model):
     probs = probabilities(model, images)
     if model.multilabel:
         return {"predictions": [findings_answer(p, model.classes, model.thresholds) for p in probs]}
-    return {"predictions": [answer(p, model.classes, model.threshold, model.threshold_rule) for p in probs]}
+    return {"predictions": [answer(p, model.classes, model.threshold, model.threshold_rule, positive=model.positive,
+                                   positive_from=model.positive_from) for p in probs]}
 
 
 def to_batch(items, channels, size, page=0):
@@ -382,17 +386,21 @@ def probabilities(model, batch):
     return torch.cat(out).numpy()
 
 
-def answer(prob, classes, threshold=None, rule="argmax"):
+def answer(prob, classes, threshold=None, rule="argmax", positive=1, positive_from=None):
     """One image of a single-label model: its label and every class's (calibrated) probability. A binary model with
-    an operating threshold (chosen on val when it was trained) labels the positive class when its probability is
-    >= the threshold, and says so in ``decision``; other models label the argmax class."""
+    an operating threshold (chosen on val when it was trained) labels the positive class (index ``positive``) when
+    its probability is >= the threshold, else the other class, and says so in ``decision`` (with where the choice of
+    positive class came from, ``positive_from``); other models label the argmax class."""
     out = {"probabilities": {name: float(p) for name, p in zip(classes, prob)}}
     if threshold is None:
         index = int(np.argmax(prob))
         out["decision"] = {"rule": "argmax"}
     else:
-        index = int(prob[1] >= threshold)
-        out["decision"] = {"rule": rule, "positive_class": classes[1], "threshold": float(threshold)}
+        positive = 1 if positive is None else int(positive)
+        index = positive if prob[positive] >= threshold else 1 - positive
+        out["decision"] = {"rule": rule, "positive_class": classes[positive], "threshold": float(threshold)}
+        if positive_from:
+            out["decision"]["positive_class_from"] = positive_from
     return {"label": classes[index], "index": index, **out}
 
 

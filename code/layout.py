@@ -153,6 +153,77 @@ def describe_spellings(spellings, unit="rows"):
 
 
 # ==================================================================================================
+# The positive class of a binary task: the finding, not whatever sorts second
+# ==================================================================================================
+# A class name "means no finding" when one of its words (split on anything but letters and digits, and between a
+# lower-case and an upper-case letter: "NoFinding" is "no finding"; compared case-folded) is one of NO_FINDING_WORDS,
+# when its words hold one of NO_FINDING_PHRASES, or when its first word is one of NEGATIONS ("no tumor", "No DR",
+# "non-COVID", "not detected"), unless that negation is of a no-finding word ("not normal", "non-healthy" are
+# findings). Whole words only: "abnormal" is not "normal", "benignity" is not "benign". The glued words at the end
+# are class names of public data sets (NIH malaria's "Uninfected", the Kaggle brain MRI set's "notumor").
+NO_FINDING_WORDS = ("normal", "healthy", "negative", "benign", "control", "controls", "unremarkable", "none",
+                    "absent", "uninfected", "unaffected", "nofinding", "nofindings", "notumor", "nontumor")
+NO_FINDING_PHRASES = (("no", "finding"), ("no", "findings"), ("not", "detected"), ("disease", "free"),
+                      ("within", "normal", "limits"))
+NEGATIONS = ("no", "non", "not")
+POSITIVE_AUTO = "auto"  # the positive-class hyperparameter's default: the rule below
+
+
+def name_words(name):
+    """The words of a class name, case-folded: ``"normal, benign"`` -> ``["normal", "benign"]``, ``"No_Finding"``
+    and ``"NoFinding"`` -> ``["no", "finding"]``."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", unicodedata.normalize("NFC", str(name)))
+    return [w.casefold() for w in re.split(r"[\W_]+", spaced) if w]
+
+
+def means_no_finding(name):
+    """Whether a class name says "no finding" (normal, healthy, negative, benign, control, unremarkable, none,
+    absent, uninfected, no finding, not detected, disease free, within normal limits, or a first word no/non/not,
+    but not "not normal")."""
+    words = name_words(name)
+    if not words:
+        return False
+    if words[0] in NEGATIONS:
+        return len(words) == 1 or words[1] not in NO_FINDING_WORDS
+    if any(w in NO_FINDING_WORDS for w in words):
+        return True
+    return any(tuple(words[i:i + len(p)]) == p for p in NO_FINDING_PHRASES for i in range(len(words)))
+
+
+def positive_class(classes, requested=None):
+    """``(index, why)``: the positive class of a binary single-label task (the one whose sensitivity, PPV and
+    operating threshold are reported) and where that choice came from, in words for the log and metrics.json.
+
+    ``requested`` (the positive-class hyperparameter; None or "auto": the rule) is matched as class folders are (the
+    name or its folder_name, ignoring case); a name that is not a class raises LayoutError listing the classes.
+    Else, when exactly one of the two names means no finding (``means_no_finding``), the other class is positive;
+    else the second class (index 1), saying why (neither or both names mean no finding)."""
+    classes = list(classes)
+    if len(classes) != 2:
+        raise LayoutError(f"a positive class is chosen for two classes, not {len(classes)} ({classes})")
+    if requested is not None and str(requested).strip().casefold() != POSITIVE_AUTO:
+        index = _matching_class(classes, str(requested))
+        if index is None:
+            raise LayoutError(f"positive-class {requested!r} is not one of the classes {classes}; give one of "
+                              f"them (ignoring case), or auto")
+        return index, "set by the positive-class hyperparameter"
+    meaning = [means_no_finding(name) for name in classes]
+    if meaning.count(True) == 1:
+        negative = meaning.index(True)
+        return 1 - negative, f"the other class of {classes[negative]!r}, a name meaning no finding"
+    why = "both names mean no finding" if all(meaning) else "neither name means no finding"
+    return 1, f"the second class, as {why}"
+
+
+def _matching_class(classes, requested):
+    keys = {folder_key(folder): index for folder, index in class_folders(classes).items()}
+    for candidate in (requested.strip(), folder_name(requested)):
+        if folder_key(candidate) in keys:
+            return keys[folder_key(candidate)]
+    return None
+
+
+# ==================================================================================================
 # label_dict.json: {"0": "normal", "1": "pneumonia"} (index -> class name), as MedMNIST's INFO["label"]
 # ==================================================================================================
 def parse_label_dict(raw, source=LABEL_DICT_FILE, minimum=2):

@@ -111,14 +111,15 @@ def ordinal_metrics(y_true, y_prob):
             "mae": float(np.abs(y_pred - y_true).mean())}
 
 
-def evaluate_predictions(y_true, y_prob, *, task, classes, ordinal=False):
+def evaluate_predictions(y_true, y_prob, *, task, classes, ordinal=False, positive=None):
     """Every metric of a split from its labels and probabilities (the one function train.py's evaluation uses):
-    multiclass (``compute_metrics``, positive class 1 when binary), multilabel (``multilabel_metrics``), plus the
-    ordinal ones when ``ordinal``, and ``loss`` (``log_loss``)."""
+    multiclass (``compute_metrics``; binary: of the class at index ``positive``, 1 when None), multilabel
+    (``multilabel_metrics``), plus the ordinal ones when ``ordinal``, and ``loss`` (``log_loss``)."""
     if task == "multilabel":
         out = multilabel_metrics(y_true, y_prob, classes)
     else:
-        out = compute_metrics(y_true, y_prob, positive_class=1 if len(classes) == 2 else None)
+        binary = len(classes) == 2
+        out = compute_metrics(y_true, y_prob, positive_class=(1 if positive is None else positive) if binary else None)
         if ordinal:
             out.update(ordinal_metrics(y_true, y_prob))
     out["loss"] = log_loss(y_true, y_prob, task)
@@ -150,19 +151,24 @@ def _ece(confidence, correct, bins):
 
 
 def binary_at_threshold(y_true, p_positive, threshold, positive_class=1):
-    """A binary decision at ``threshold`` (positive when p >= threshold): sensitivity, specificity, PPV, NPV,
-    accuracy, prevalence and the confusion matrix [[TN, FP], [FN, TP]]."""
-    y = np.asarray(y_true).astype(int) == positive_class
+    """A binary decision at ``threshold`` on the probability of the class at index ``positive_class`` (that class
+    when p >= threshold, else the other): its sensitivity, specificity, PPV, NPV, accuracy, prevalence, and the
+    confusion matrix in class order, as compute_metrics' (rows the true class, columns the answer; with the positive
+    class at index 1 that is [[TN, FP], [FN, TP]])."""
+    labels = np.asarray(y_true).astype(int)
+    y = labels == positive_class
     pred = np.asarray(p_positive, dtype=np.float64) >= threshold
     tp, fp = int((pred & y).sum()), int((pred & ~y).sum())
     fn, tn = int((~pred & y).sum()), int((~pred & ~y).sum())
+    answered = np.where(pred, positive_class, 1 - positive_class)
+    matrix = np.bincount(np.where(y, positive_class, 1 - positive_class) * 2 + answered, minlength=4).reshape(2, 2)
 
     def ratio(a, b):
         return a / b if b else float("nan")
 
     return {"threshold": float(threshold), "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
             "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn), "accuracy": ratio(tp + tn, len(y)),
-            "prevalence": ratio(tp + fn, len(y)), "confusion_matrix": [[tn, fp], [fn, tp]]}
+            "prevalence": ratio(tp + fn, len(y)), "confusion_matrix": matrix.tolist()}
 
 
 def bootstrap_ci(statistics, n, resamples=1000, seed=0, level=0.95, groups=None):

@@ -14,8 +14,12 @@ One schema, written by train.py (``write``) and read by inference.py and the cli
     task           "multiclass" (softmax over classes) or "multilabel" (a sigmoid per finding)
     temperature    temperature scaling fitted on val: probabilities are softmax (sigmoid) of logits / temperature
                    (a float; one per finding for multilabel); 1.0 when not calibrated
+    positive_class, positive_index, positive_class_from
+                   binary: the positive class (the finding: its sensitivity and operating point are reported), its
+                   index in classes and where that choice came from (code/layout.py's positive_class); a config
+                   without them means index 1, as train.py chose before there was a choice
     threshold      binary: the operating threshold on the positive class's probability, chosen on val (the label
-                   is the positive class when p >= threshold); threshold_rule says how it was chosen
+                   is the positive class when p >= threshold, else the other); threshold_rule says how it was chosen
     thresholds     multilabel: the probability at which each finding is reported (in class order), chosen on val
     format, weights, torch_version, hyperparameters
 """
@@ -35,8 +39,9 @@ class ModelLoadError(RuntimeError):
 
 
 def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyperparameters, torch_version,
-          task="multiclass", architecture_options=None, page=0):
-    """The config of a trained model (a plain dict, the file's content)."""
+          task="multiclass", architecture_options=None, page=0, positive=(None, None)):
+    """The config of a trained model (a plain dict, the file's content); ``positive``: (index, where it came from)
+    of a binary task's positive class."""
     config = {"architecture": architecture, "architecture_options": dict(architecture_options or {}),
               "num_classes": len(classes), "classes": list(classes),
               "in_channels": int(in_channels), "image_size": int(image_size), "mean": list(mean), "std": list(std),
@@ -44,6 +49,9 @@ def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyp
               "torch_version": torch_version, "hyperparameters": dict(hyperparameters)}
     if task == "multilabel":
         config["thresholds"] = [0.5] * len(classes)
+    elif len(classes) == 2 and positive[0] is not None:
+        config.update(positive_class=classes[positive[0]], positive_index=int(positive[0]),
+                      positive_class_from=positive[1])
     return config
 
 
@@ -77,4 +85,9 @@ def read(model_dir):
     config = {**OPTIONAL, **config}
     if config["task"] == "multilabel":
         config.setdefault("thresholds", [0.5] * config["num_classes"])
+    elif config["num_classes"] == 2:
+        config.setdefault("positive_index", 1)
+        if config["positive_index"] not in (0, 1):
+            raise ModelLoadError(f"{path} has positive_index={config['positive_index']!r}; it must be 0 or 1")
+        config.setdefault("positive_class", config["classes"][config["positive_index"]])
     return config

@@ -147,11 +147,14 @@ def evaluate_and_save(trainer, args, writer, dist_info):
     for name, (_, logits, _) in predicted.items():
         if not np.isfinite(logits).all():
             trainer.fail_non_finite(trainer.state.epoch, f"the model's predictions on {name} are NaN or infinite")
+    positive = getattr(trainer.classes, "positive", None)
     decisions = evaluation.fit_decisions(*predicted["val"][:2], task=task, classes=classes, calibrate=args.calibrate,
-                                         target_sensitivity=args.target_sensitivity)
+                                         target_sensitivity=args.target_sensitivity, positive=positive)
     writer.config = model_config.with_decisions(writer.config, decisions)
     metrics = {"history": trainer.state.history, "best_epoch": trainer.state.best_epoch, "classes": classes,
                "classes_from": trainer.classes.source, "task": task, "config": writer.config,
+               "positive_class": None if positive is None else classes[positive],
+               "positive_class_from": getattr(trainer.classes, "positive_from", None),
                "plan": trainer.plan.to_dict(), "steps": trainer.state.global_step, "epochs_run": trainer.state.epoch,
                "decisions": dataclasses.asdict(decisions)}
     for name, (labels, logits, idx) in predicted.items():
@@ -160,7 +163,7 @@ def evaluate_and_save(trainer, args, writer, dist_info):
             labels, logits, [split.names[i] for i in idx], decisions, task=task, classes=classes,
             ordinal=args.ordinal, resamples=args.bootstrap if name == "test" else 0, seed=args.seed,
             groups=[split.groups[i] for i in idx] if split.groups is not None else None)
-        why = accounting.undefined(labels, classes, task, name)
+        why = accounting.undefined(labels, classes, task, name, positive=1 if positive is None else positive)
         if why:  # the nulls of this split, each with its reason
             metrics[name]["undefined"] = why
     skipped = accounting.skipped_images(data, dist_info)  # a collective for streamed splits: every rank
@@ -224,7 +227,7 @@ def run(args, callbacks=()):
                                 architecture_options=model_def.architecture_options(args.model, data.size),
                                 image_size=data.size, mean=data.mean, std=data.std, tta=args.tta and args.hflip,
                                 hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
-                                task=data.task, page=args.page)
+                                task=data.task, page=args.page, positive=(classes.positive, classes.positive_from))
     writer = ModelWriter(args.model_dir, config)
     trainer = Trainer(args, data, classes, model, wrapped, device=device, amp_dtype=amp_dtype, dist_info=dist_info,
                       writer=writer, stop=stop, callbacks=callbacks)

@@ -160,9 +160,21 @@ def skipped_table(metrics, first=5):
     return pd.DataFrame(rows).set_index("split")
 
 
-def _binary_rows(m, split, classes):
-    """Sensitivity, specificity, PPV, NPV, prevalence at argmax and at the operating point, for one split."""
-    (tn, fp), (fn, tp) = m["confusion_matrix"]
+def positive_index(metrics):
+    """The index of a binary single-label model's positive class (metrics.json's ``positive_class``; 1 in files
+    written before there was a choice), else None."""
+    classes = list(metrics.get("classes") or [])
+    if metrics.get("task") == "multilabel" or len(classes) != 2:
+        return None
+    name = metrics.get("positive_class")
+    return classes.index(name) if name in classes else 1
+
+
+def _binary_rows(m, split, positive):
+    """Sensitivity, specificity, PPV, NPV, prevalence (of the class at index ``positive``) at argmax and at the
+    operating point, for one split."""
+    cm, negative = m["confusion_matrix"], 1 - positive  # rows the true class, columns the answer, in class order
+    tp, fn, fp, tn = cm[positive][positive], cm[positive][negative], cm[negative][positive], cm[negative][negative]
     ratio = lambda a, b: a / b if b else None  # noqa: E731
     argmax = {"decision": "argmax (p >= 0.5)", "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
               "PPV": ratio(tp, tp + fp), "NPV": ratio(tn, tn + fn), "prevalence": ratio(tp + fn, tn + fp + fn + tp)}
@@ -180,21 +192,23 @@ def _binary_rows(m, split, classes):
 def clinical_table(metrics, digits=3):
     """What clinicians read, for a binary model: sensitivity, specificity, PPV, NPV and prevalence of the positive
     class, at argmax and at the operating point chosen on val, for val and test (test with 95% intervals). None
-    for models of more classes or findings."""
+    for models of more classes or findings. ``attrs``: ``positive_class`` and ``positive_class_from`` (why)."""
     import pandas as pd
 
-    classes = metrics["classes"]
-    if metrics.get("task") == "multilabel" or len(classes) != 2:
+    classes, positive = metrics["classes"], positive_index(metrics)
+    if positive is None:
         return None
     rows = []
     for split in ("val", "test"):
         if split in metrics:
-            for row in _binary_rows(metrics[split], split, classes):
+            for row in _binary_rows(metrics[split], split, positive):
                 ci = row.pop("_ci")
                 rows.append({k: (_cell(v, ci.get(k), digits) if isinstance(v, float) or v is None else v)
                              for k, v in row.items()})
     table = pd.DataFrame(rows).set_index(["split", "decision"])
-    table.attrs["positive_class"] = classes[1]
+    table.attrs["positive_class"] = classes[positive]
+    table.attrs["positive_class_from"] = metrics.get("positive_class_from") or "the second class (a metrics.json " \
+                                                                               "written before positive-class)"
     return table
 
 
@@ -214,12 +228,13 @@ def per_finding_table(metrics, split="test", digits=3):
 
 
 def decided(metrics, probabilities):
-    """The class indices the model answers for rows of (calibrated) probabilities: the operating threshold of a
-    binary model, else the argmax."""
+    """The class indices the model answers for rows of (calibrated) probabilities: the operating threshold on the
+    positive class's probability of a binary model (that class at or above it, else the other), else the argmax."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     threshold = (metrics.get("decisions") or {}).get("threshold")
-    if threshold is not None:
-        return (probabilities[:, 1] >= threshold).astype(int)
+    positive = positive_index(metrics)
+    if threshold is not None and positive is not None:
+        return np.where(probabilities[:, positive] >= threshold, positive, 1 - positive)
     return probabilities.argmax(axis=1)
 
 

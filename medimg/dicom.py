@@ -687,6 +687,9 @@ def _write(data, table, out, n, n_bad, warnings_, notes, log, warn):
                  "column yourself)")
     log(f"wrote {out}: one manifest channel per split (images/<n>.png, labels.csv with salted-hash patient ids, "
         "label_dict.json)")
+    note = prepare_data.positive_note(table.classes) if table.kind == "single" else None
+    if note:
+        log(note)
     return summary
 
 

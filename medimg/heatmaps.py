@@ -58,8 +58,9 @@ def _compute(model_dir, paths, targets):
         probs = prediction.probabilities(model, batch, mean=loaded.mean, std=loaded.std, tta=False,
                                          multilabel=loaded.multilabel, temperature=loaded.temperature).numpy()
     if targets is None:  # the model's own decision: its operating threshold when it has one, else the argmax
-        threshold = config.get("threshold")
-        targets = ((probs[:, 1] >= threshold).astype(int) if threshold is not None else probs.argmax(axis=1)).tolist()
+        threshold, positive = config.get("threshold"), config.get("positive_index", 1)
+        targets = (np.where(probs[:, positive] >= threshold, positive, 1 - positive) if threshold is not None
+                   else probs.argmax(axis=1)).tolist()
     x = prediction.normalize(batch.float().div(255), loaded.mean, loaded.std).requires_grad_(True)
     cam = LayerGradCam(model, layer).attribute(x, target=[int(t) for t in targets], relu_attributions=True)
     maps = LayerAttribution.interpolate(cam, (loaded.size, loaded.size), interpolate_mode="bilinear")

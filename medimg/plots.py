@@ -121,17 +121,20 @@ def confusion_matrix(cm, classes, title="test confusion matrix"):
     return fig
 
 
-def roc_curves(labels, probs, classes, title="test ROC", operating_point=None):
-    """Binary: the positive class (index 1), with the operating point (sensitivity, 1 - specificity) marked.
-    More classes: one-vs-rest per class. Multi-label (``labels`` (N, K)): one curve per finding. AUC in the
-    legend."""
+def roc_curves(labels, probs, classes, title="test ROC", operating_point=None, positive=None):
+    """Binary: the positive class (index ``positive``; by default the operating point's ``positive_class``, else
+    index 1), with the operating point (sensitivity, 1 - specificity) marked. More classes: one-vs-rest per class.
+    Multi-label (``labels`` (N, K)): one curve per finding. AUC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _plt()
     labels, probs = np.asarray(labels), np.asarray(probs)
     fig, ax = plt.subplots(figsize=(PANEL + 0.6, PANEL + 0.6))
     multilabel = labels.ndim == 2
-    targets = range(len(classes)) if multilabel or len(classes) > 2 else [1]
+    if positive is None:
+        named = (operating_point or {}).get("positive_class")
+        positive = list(classes).index(named) if named in list(classes) else 1
+    targets = range(len(classes)) if multilabel or len(classes) > 2 else [positive]
     for c in targets:
         y = labels[:, c] > 0.5 if multilabel else labels == c
         if y.all() or not y.any():

@@ -317,16 +317,31 @@ def main(argv=None):
     except PrepareError as exc:
         print(f"prepare_data: error: {exc}", file=sys.stderr)
         return 2
-    report(counts, args.out)
+    multi = any(split.targets and isinstance(split.targets[0], tuple) for split in data.values())
+    report(counts, args.out, None if multi else classes)
     return 0
 
 
-def report(counts, out):
-    """One line per split: its images, and per class its images (or per finding its positive images)."""
+def report(counts, out, classes=None):
+    """One line per split: its images, and per class its images (or per finding its positive images); then, for
+    two classes (single-label ``classes``), which one train.py will report as positive (``positive_note``)."""
     for split, (n, per_class) in counts.items():
         what = "images" if sum(per_class.values()) == n else "images; positives per finding"
         print(f"{split}: {n} {what} {per_class}")
     print(f"wrote {out}: one channel folder per split, each with its label_dict.json")
+    note = positive_note(classes) if classes else None
+    if note:
+        print(note)
+
+
+def positive_note(classes):
+    """For two single-label classes, the line that says which one train.py will report as the positive class
+    (code/layout.py's rule, as train.py applies it without the positive-class hyperparameter); else None."""
+    if len(classes) != 2:
+        return None
+    index, why = layout.positive_class(classes)
+    return (f"positive class: {classes[index]} ({why}): train.py reports its sensitivity, PPV and operating point; "
+            "set train.py's positive-class hyperparameter to choose the other")
 
 
 if __name__ == "__main__":

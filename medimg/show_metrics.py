@@ -7,7 +7,8 @@ For each of val and test: accuracy and AUC (with their bootstrap 95% intervals w
 quadratic weighted kappa and MAE for ordinal grades; then, for a binary task, sensitivity and specificity at
 argmax (p >= 0.5, the MedMNIST definition) and at the operating point chosen on val (the threshold the endpoint
 uses), with PPV and NPV; for more classes, their means and the recall of each class; for multi-label tasks, each
-finding at its own threshold. Confusion matrices: rows are the true class, columns the predicted one. Undefined
+finding at its own threshold. A binary task's positive class (the finding those figures are of) is named first,
+with where that choice came from. Confusion matrices: rows are the true class, columns the predicted one. Undefined
 values (``null`` in the file) print as ``n/a``, with the reason metrics.json's ``undefined`` gives (a split
 without images of a class). Then what the intervals resampled (patients when the split names them, else images)
 and the images each split skipped (unreadable, too large, listed but missing), with the first names.
@@ -122,6 +123,9 @@ def main(argv=None):
         return 2
     print(f"classes: {metrics['classes']} ({metrics.get('task', 'multiclass')}); best epoch {metrics['best_epoch']} "
           f"of {len(metrics['history'])}")
+    if metrics.get("positive_class") is not None:
+        print(f"positive class: {metrics['positive_class']} ({metrics.get('positive_class_from') or 'unknown'}): "
+              "sensitivity, specificity, PPV and NPV below are of this class")
     for split in ("val", "test"):
         if split in metrics:
             print("\n".join(format_split(split, metrics[split], metrics["classes"])))

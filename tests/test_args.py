@@ -51,8 +51,45 @@ def test_booleans_accept_every_spelling(text, expected):
     assert parse("--amp", text).amp is expected
 
 
+@pytest.mark.parametrize("flag, text, expected", [
+    ("--model", "ResNet18", "resnet18"), ("--model", "SMALLCNN", "smallcnn"), ("--model", " EfficientNet_B0 ",
+                                                                              "efficientnet_b0"),
+    ("--optimizer", "AdamW", "adamw"), ("--optimizer", "SGD", "sgd"),
+    ("--device", "CUDA", "cuda"), ("--device", "Auto", "auto"), ("--task", "MultiLabel", "multilabel"),
+    ("--class-weighting", "Balanced", "balanced"), ("--class-weighting", "NONE", "none"),
+])
+def test_choices_are_matched_ignoring_case_and_saved_as_the_table_spells_them(flag, text, expected):
+    args = parse(flag, text)
+    assert getattr(args, flag[2:].replace("-", "_")) == expected
+    assert hyperparameters.recorded(args)[flag[2:].replace("-", "_")] == expected
+
+
+@pytest.mark.parametrize("flag, text, expected", [
+    ("--epochs", "3.0", 3), ("--epochs", "3.00", 3), ("--epochs", "1e2", 100),
+    ("--epochs", "AUTO", "auto"), ("--batch-size", "64.0", 64), ("--seed", "7.0", 7), ("--patience", "0.0", 0),
+    ("--in-channels", "3.0", 3), ("--in-channels", "1", 1), ("--image-size", "28.0", 28),
+    ("--train-steps", " 200 ", 200), ("--num-workers", "-1.0", -1), ("--bootstrap", "0", 0),
+])
+def test_whole_numbers_written_as_floats_are_integers(flag, text, expected):
+    """What a ContinuousParameter, a YAML file or SDK v2's JSON encoding of 3.0 sends for an integer."""
+    value = getattr(parse(flag, text), flag[2:].replace("-", "_"))
+    assert value == expected and type(value) is type(expected)
+    assert hyperparameters.whole_number(3.0) == 3 and hyperparameters.whole_number(12345678901234567891) == \
+        12345678901234567891
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--model", "vgg99"], "choose from"),
+    (["--model", "ResNet"], "--model: invalid choice: 'ResNet' (choose from"),
+    (["--optimizer", "adam"], "--optimizer: invalid choice: 'adam' (choose from 'adamw', 'sgd')"),
+    (["--device", "gpu"], "--device: invalid choice: 'gpu' (choose from 'auto', 'cpu', 'cuda')"),
+    (["--epochs", "3.5"], "--epochs: expected a whole number, got '3.5'"),
+    (["--epochs", "inf"], "--epochs: expected a whole number, got 'inf'"),
+    (["--epochs", "nan"], "--epochs: expected a whole number, got 'nan'"),
+    (["--seed", "True"], "--seed: expected a whole number, got 'True'"),
+    (["--in-channels", "2.0"], "--in-channels: invalid choice: 2 (choose from 0, 1, 3)"),
+    (["--in-channels", "1.5"], "--in-channels: expected a whole number, got '1.5'"),
+    (["--batch-size", "0.0"], "--batch-size: must be >= 1, got '0.0'"),
     (["--lr", "0"], "--lr: must be > 0"),
     (["--lr", "-0.1"], "--lr: must be > 0"),
     (["--batch-size", "0"], "--batch-size: must be >= 1"),

@@ -4,6 +4,8 @@ are what metrics.json, model_config.json, the log and the endpoint say."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 
 import channels as code_channels
 import layout
-from conftest import make_image, read_failure, run_local_train
+from conftest import SCRIPTS, make_image, read_failure, run_local_train
 from errors import DataError
 from medimg import artifacts, prepare_data
 from medimg import channels as client_channels
@@ -122,10 +124,28 @@ def test_prepare_then_train_with_the_same_names_through_the_toolkit(prepared, tm
     source = "label-dict hyperparameter" if with_label_dict else "the train channel's label_dict.json"
     assert source in metrics["classes_from"] and f"classes from {metrics['classes_from']}" in result.stdout
     assert "classes ['malignant', 'normal, benign']" in result.stdout
+    # issue 18: the finding (malignant, index 0) is the positive class with no hyperparameter set, and every place
+    # that reports a figure of it says so
+    why = "the other class of 'normal, benign', a name meaning no finding"
+    assert f"positive class: malignant ({why}; set positive-class to choose)" in result.stdout
+    assert (metrics["positive_class"], metrics["positive_class_from"]) == ("malignant", why)
+    assert metrics["test"]["operating_point"]["positive_class"] == "malignant" and metrics["decisions"]["positive"] == 0
+    assert (config["positive_class"], config["positive_index"], config["positive_class_from"]) == ("malignant", 0, why)
+    assert "operating point (" in result.stdout and "p(malignant) >= " in result.stdout
+    saved = metrics["test_predictions"]
+    labels, prob = np.asarray(saved["labels"]), np.asarray(saved["probabilities"])
+    answered = prob[:, 0] >= metrics["decisions"]["threshold"]
+    assert metrics["test"]["operating_point"]["sensitivity"] == pytest.approx(answered[labels == 0].mean())
+    shown = subprocess.run([sys.executable, os.path.join(SCRIPTS, "show_metrics.py"),
+                            str(work / "output" / "data" / "metrics.json")], capture_output=True, text=True, timeout=60)
+    assert f"positive class: malignant ({why})" in shown.stdout and "p(malignant) >= " in shown.stdout
     with artifacts.LocalModel(str(work / "model")) as model:  # the endpoint's answer names the real class
         image = next((tmp / "data" / "test" / "normal_benign").glob("*.png")).read_bytes()
         answer = model.invoke(image, "image/png")["predictions"][0]
     assert set(answer["probabilities"]) == set(NAMES) and answer["label"] in NAMES
+    assert answer["decision"]["positive_class"] == "malignant" and answer["decision"]["positive_class_from"] == why
+    assert answer["label"] == ("malignant" if answer["probabilities"]["malignant"] >= config["threshold"]
+                               else "normal, benign")
 
 
 @pytest.mark.slow
@@ -173,14 +193,9 @@ def class_folder_args(root, *folders, label_dict=None):
 ])
 def test_class_folders_of_its_own_name_the_classes(tmp_path, caplog, folders, classes):
     """No label_dict.json and folders that name none of code/label_dict.json's classes: the data brings its names."""
-    with caplog.at_level("WARNING", logger="train"):
-        names = code_channels.resolve_class_names(class_folder_args(tmp_path, *folders))
-    assert list(names) == classes and not names.default
+    names = code_channels.resolve_class_names(class_folder_args(tmp_path, *folders))
+    assert list(names) == classes and not names.default and names.sorted_names
     assert names.source.startswith(f"the class folders of the train channel ({tmp_path / 'train'}), sorted")
-    warned = [r.getMessage() for r in caplog.records if "positive class" in r.getMessage()]
-    assert warned == ([f"the two classes are the train channel's folders in sorted order, so {classes[1]!r} is the "
-                       "positive class (sensitivity, the operating point); add a label_dict.json to the train "
-                       "channel to choose"] if len(classes) == 2 else [])
 
 
 @pytest.mark.parametrize("folders", [
@@ -257,8 +272,8 @@ def test_class_folders_of_its_own_train_serve_and_travel_with_the_model(tmp_path
     metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
     assert metrics["classes"] == ["benign", "malignant"]
     assert "the class folders of the train channel" in metrics["classes_from"]
-    assert "so 'malignant' is the positive class" in result.stdout
-    assert metrics["test"]["operating_point"]["positive_class"] == "malignant"
+    assert "positive class: malignant (the other class of 'benign', a name meaning no finding" in result.stdout
+    assert metrics["test"]["operating_point"]["positive_class"] == metrics["positive_class"] == "malignant"
     assert json.loads((work / "model" / "label_dict.json").read_text()) == {"0": "benign", "1": "malignant"}
     with artifacts.LocalModel(str(work / "model")) as model:
         image = (tmp_path / "data" / "test" / "malignant" / "0.png").read_bytes()

@@ -177,7 +177,8 @@ def test_png_matches_training_evaluation(trained, model, reference):
         assert set(p) == {"label", "index", "probabilities", "decision"}
         # the label is the operating point's decision (chosen on val, in model_config.json), and the answer says so
         assert p["decision"] == {"rule": config["threshold_rule"], "positive_class": "pneumonia",
-                                 "threshold": config["threshold"]}
+                                 "threshold": config["threshold"],
+                                 "positive_class_from": "the other class of 'normal', a name meaning no finding"}
         assert p["index"] == int(prob[1] >= config["threshold"]) and p["label"] == CLASSES[p["index"]]
         assert list(p["probabilities"]) == CLASSES and abs(sum(p["probabilities"].values()) - 1) < 1e-5
 

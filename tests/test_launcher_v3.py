@@ -111,7 +111,9 @@ def test_v3_env(monkeypatch):
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     work = tmp_path_factory.mktemp("v3job") / "work"
-    result = run_v3(tiny_data, work, FAST)
+    # values as users and tuners write them (issue 18): a whole number as a float, a choice in another case
+    result = run_v3(tiny_data, work, ["epochs=2.0" if hp == "epochs=2" else "model=SmallCNN" if hp == "model=smallcnn"
+                                      else hp for hp in FAST])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return work, result
 
@@ -121,14 +123,15 @@ def test_train_py_gets_v3s_argv_in_the_order_given(trained):
     work, result = trained
     python3 = os.path.join(os.path.dirname(SDK3_PYTHON), "python3")
     # basic_script_driver.py's own line: dict order, booleans true/false, strings bare; then the checkpoint dir
-    assert (f"Executing command: {python3} train.py --epochs 2 --batch-size 16 --ema 0 --patience 0 --amp false "
-            f"--tta true --model smallcnn --checkpoint-dir {work}/checkpoints") in result.stdout
+    assert (f"Executing command: {python3} train.py --epochs 2.0 --batch-size 16 --ema 0 --patience 0 --amp false "
+            f"--tta true --model SmallCNN --checkpoint-dir {work}/checkpoints") in result.stdout
     assert "Running Basic Script driver" in result.stdout and "local_train: job succeeded" in result.stdout
     config = json.loads((work / "model" / "model_config.json").read_text())
     assert (config["hyperparameters"]["amp"], config["hyperparameters"]["tta"]) == (False, True)  # parsed, not str
+    assert (config["hyperparameters"]["epochs"], config["hyperparameters"]["model"]) == (2, "smallcnn")
     assert json.loads((work / "input" / "config" / "hyperparameters.json").read_text()) == {
-        "epochs": "2", "batch-size": "16", "ema": "0", "patience": "0", "amp": "false", "tta": "true",
-        "model": "smallcnn", "checkpoint-dir": f"{work}/checkpoints"}
+        "epochs": "2.0", "batch-size": "16", "ema": "0", "patience": "0", "amp": "false", "tta": "true",
+        "model": "SmallCNN", "checkpoint-dir": f"{work}/checkpoints"}
 
 
 @slow
