@@ -37,6 +37,10 @@ Sections (``--only``):
 
 Each measurement runs in its own process; the load average before each one and at the start and end is
 recorded, so a reader can judge a busy machine. Results: a table on stdout and a JSON file (``--out``).
+
+This module is the command line and the section registry; the process harness is benchmarks/harness.py, the data
+benchmarks/datasets.py, the targets and the printed report benchmarks/report.py, and each section a module of
+benchmarks/sections/.
 """
 import argparse
 import datetime
@@ -96,6 +100,7 @@ MODES = {
                   size_cases=(("smallcnn", 28), ("smallcnn", 64)), size_cap_s=120, size_extra=("--epochs", "1"),
                   flop_sizes=(28, 64)),
 }
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
