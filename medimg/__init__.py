@@ -15,6 +15,10 @@ ships to SageMaker (``code/`` is what ships).
     plots         the notebook's figures
     prepare_data  MedMNIST .npz (or a download) -> channels          (also: scripts/prepare_data.py)
     local_train   train.py on a fake /opt/ml through the real launcher, v2 toolkit or v3 drivers (also: scripts/local_train.py)
+    opt_ml        one host's fake /opt/ml (config files, channels, output folders), for local_train and the tests
+    launch_v2     local_train --launcher v2: the sagemaker-training toolkit's /opt/ml, command and environment
+    launch_v3     local_train --launcher v3: SDK v3's drivers staged and redirected, command and environment
+    processes     local_train's processes: one per host, logs, the process tree, signals passed on
     show_metrics  headline figures of a metrics.json                   (also: scripts/show_metrics.py)
 
 Install it with ``pip install -e .`` from the repository root (``make install`` does): it reads ``code/`` from

@@ -9,11 +9,11 @@ text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this pr
   a background thread: its channels are fetched from moto's S3 and
 
   - an SDK v2 job (the Estimator: ``sagemaker_submit_directory`` = the uploaded sourcedir.tar.gz) runs through
-    the real sagemaker-training toolkit on a fake /opt/ml (medimg.local_train's ``stage_base_dir`` and
+    the real sagemaker-training toolkit on a fake /opt/ml (medimg.launch_v2's ``stage_base_dir`` and
     ``toolkit_env``) with ``python``;
   - an SDK v3 job (ModelTrainer: a ContainerEntrypoint, the code in a ``code`` channel and the SDK's drivers in
     ``sm_drivers``) runs its own container command through those uploaded drivers, their /opt/ml redirected to the
-    fake one (medimg.local_train's ``stage_v3_base``, ``v3_command``, ``v3_env``), with ``python_v3`` (default
+    fake one (medimg.launch_v3's ``stage_v3_base``, ``v3_command``, ``v3_env``), with ``python_v3`` (default
     ``python``) first on PATH as the image's python3/pip3/torchrun;
 
   checkpoints are restored from and synced to the job's CheckpointConfig S3 URI (SM_CHECKPOINT_DIR stands in for
@@ -52,7 +52,7 @@ import tarfile
 import threading
 import time
 
-from medimg import local_train
+from medimg import launch_v2, launch_v3, opt_ml
 from medimg.serving import ModelServer
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -328,14 +328,14 @@ class SageMakerEmulator:
         hps = {k: json.loads(v) for k, v in (job.hyper_parameters or {}).items()}
         if hps.get("sagemaker_torch_distributed_enabled"):
             raise RuntimeError("the emulator runs SDK v2 jobs without distribution only")
-        code = local_train.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1")
+        code = launch_v2.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1")
         shutil.rmtree(code)  # the job runs the uploaded sourcedir, not this checkout's code/
         bucket, key = _s3_parts(hps["sagemaker_submit_directory"])
         _extract(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), code)
-        local_train.write_json(os.path.join(base, "input", "config", "hyperparameters.json"),
-                               local_train.encode_hyperparameters(dict(hps, sagemaker_submit_directory=code)))
-        argv = [self.python, "-c", "from sagemaker_training.cli.train import main; main()"]
-        return argv, local_train.toolkit_env(base, base, 1)
+        opt_ml.write_json(os.path.join(base, "input", "config", "hyperparameters.json"),
+                          launch_v2.encode_hyperparameters(dict(hps, sagemaker_submit_directory=code)))
+        argv = [self.python, "-c", launch_v2.TOOLKIT_COMMAND]
+        return argv, launch_v2.toolkit_env(base, base, 1)
 
     def _stage_v3(self, job, base, channels):
         """SDK v3: the downloaded ``code`` and ``sm_drivers`` channels in place, the drivers redirected to
@@ -344,11 +344,11 @@ class SageMakerEmulator:
         if missing:
             raise RuntimeError(f"a job with a ContainerEntrypoint but without the {missing} channel(s): not a "
                                "ModelTrainer job the emulator knows how to run")
-        local_train.stage_v3_base(base, {ch: None for ch in channels}, job.hyper_parameters or {}, ["algo-1"],
-                                  "algo-1")
+        launch_v3.stage_v3_base(base, {ch: None for ch in channels}, job.hyper_parameters or {}, ["algo-1"],
+                                "algo-1")
         spec = job.algorithm_specification
-        argv = local_train.v3_command(spec["ContainerEntrypoint"], spec.get("ContainerArguments"), base)
-        return argv, local_train.v3_env(self.python_v3, 1, job.training_job_name)
+        argv = launch_v3.v3_command(spec["ContainerEntrypoint"], spec.get("ContainerArguments"), base)
+        return argv, launch_v3.v3_env(self.python_v3, 1, job.training_job_name)
 
     def _run_process(self, job, run, argv, env, base):
         """Run the job's process (its own session, killed at MaxRuntimeInSeconds); its log into ``run.log``."""

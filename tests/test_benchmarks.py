@@ -14,8 +14,10 @@ import torch
 
 import epoch_log
 import model_def
-from benchmarks import ceiling, gpu_report, probe
+from benchmarks import ceiling, datasets, gpu_report, harness, probe, report
 from benchmarks import run as bench
+from benchmarks.sections import ceiling as ceiling_section
+from benchmarks.sections import dev, quality
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
@@ -67,7 +69,7 @@ def test_sizes_section_counts_flops_and_times_train_py(smoke):
     assert [(r["model"], r["size"]) for r in sizes["runs"]] == [("smallcnn", 28), ("smallcnn", 64)]
     for run in sizes["runs"]:
         assert run["images_per_sec"] > 0 and [e["epoch"] for e in run["epochs"]] == [1]
-        assert run["reached"] == (run["epochs"][0]["val_auc"] >= bench.TARGET_AUC)
+        assert run["reached"] == (run["epochs"][0]["val_auc"] >= report.TARGET_AUC)
 
 
 def test_the_stride_of_a_flop_case_is_forced_by_its_name():
@@ -81,7 +83,8 @@ def dev_smoke(tmp_path_factory):
     """One real run of the dev section on tiny settings: train.py with --epochs 1 on 48 training and 40 val
     images of each setting (RetinaMNIST too when ../shared/data has it), one seed, each run in its own process."""
     build = tmp_path_factory.mktemp("bench-dev")
-    settings = ["pneumonia-300"] + (["retina"] if bench.dev_npz("retinamnist_trainval.npz", bench.DEV_DATA) else [])
+    retina = datasets.dev_npz("retinamnist_trainval.npz", datasets.DEV_DATA)
+    settings = ["pneumonia-300"] + (["retina"] if retina else [])
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--smoke", "--only", "dev", "--settings",
            ",".join(settings), "--build", str(build)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
@@ -100,7 +103,7 @@ def test_dev_smoke_run_writes_every_field(dev_smoke):
     assert dev["code"]["dir"] == os.path.join(ROOT, "code") and list(dev["settings"]) == settings
     for name, st in dev["settings"].items():
         assert st["n_train"] == 48 and st["n_val"] == 40 and sum(st["train_per_class"]) == 48
-        assert min(st["train_per_class"]) >= 1 and st["subsample_seed"] == bench.DEV_SUBSAMPLE_SEED
+        assert min(st["train_per_class"]) >= 1 and st["subsample_seed"] == datasets.DEV_SUBSAMPLE_SEED
         for key in ("val_accuracy", "val_auc", "val_ece", "steps", "epochs_run", "wall_s"):
             assert st[key]["mean"] is not None and len(st[key]["values"]) == 1 and st[key]["sd"] is None, key
         (run,) = st["runs"]
@@ -136,43 +139,43 @@ def test_expected_calibration_error_is_guo_et_al():
     labels = [0, 1, 0, 1]
     prob = [[0.9, 0.1], [0.9, 0.1], [0.58, 0.42], [0.55, 0.45]]
     expected = 2 / 4 * abs(0.5 - 0.9) + 2 / 4 * abs(0.5 - 0.565)
-    assert bench.expected_calibration_error(labels, prob) == pytest.approx(expected)
-    assert bench.expected_calibration_error([0, 1], [[1.0, 0.0], [0.0, 1.0]]) == 0.0
+    assert dev.expected_calibration_error(labels, prob) == pytest.approx(expected)
+    assert dev.expected_calibration_error([0, 1], [[1.0, 0.0], [0.0, 1.0]]) == 0.0
     # train.py's own figure wins; else the predictions of the val folder passed as --test
-    assert bench.val_ece({"val": {"ece": 0.25}, "test_predictions": {"labels": labels, "probabilities": prob}}) == \
+    assert dev.val_ece({"val": {"ece": 0.25}, "test_predictions": {"labels": labels, "probabilities": prob}}) == \
         (0.25, "metrics.json val.ece")
-    assert bench.val_ece({"val": {}, "test_predictions": {"labels": labels, "probabilities": prob}})[0] == \
+    assert dev.val_ece({"val": {}, "test_predictions": {"labels": labels, "probabilities": prob}})[0] == \
         pytest.approx(expected)
-    assert bench.val_as_test_args("v") == ["--val", "v", "--test", "v"]
+    assert dev.val_as_test_args("v") == ["--val", "v", "--test", "v"]
 
 
 def test_dev_subsample_is_stratified_and_seeded():
     labels = [0] * 1214 + [1] * 3494
-    idx = bench.stratified_subsample(labels, 300, 7)
+    idx = datasets.stratified_subsample(labels, 300, 7)
     assert len(idx) == 300 and sorted(set(idx)) == list(idx)
     assert sum(labels[i] == 0 for i in idx) == 77  # 300 x 1214 / 4708 = 77.4
-    assert list(idx) == list(bench.stratified_subsample(labels, 300, 7))
-    assert list(idx) != list(bench.stratified_subsample(labels, 300, 8))
-    assert len(bench.stratified_subsample(labels, None, 7)) == 4708
-    few = bench.stratified_subsample([0] * 98 + [1, 2], 10, 0)  # every class keeps an image
+    assert list(idx) == list(datasets.stratified_subsample(labels, 300, 7))
+    assert list(idx) != list(datasets.stratified_subsample(labels, 300, 8))
+    assert len(datasets.stratified_subsample(labels, None, 7)) == 4708
+    few = datasets.stratified_subsample([0] * 98 + [1, 2], 10, 0)  # every class keeps an image
     assert len(few) == 10 and {98, 99} <= set(few)
 
 
 def test_dev_steps_and_spread():
     hp = {"batch_size": 128, "max_steps_per_epoch": 0}
     metrics = {"history": [{}] * 40, "config": {"hyperparameters": hp}}
-    assert bench.run_steps(metrics, 300) == (80, "epochs x steps per epoch")  # 2 full batches of 128
-    assert bench.run_steps(metrics, 100)[0] == 40  # one batch of all 100
-    assert bench.run_steps(dict(metrics, steps=123), 300) == (123, "metrics.json")
-    s = bench.spread([1.0, 2.0, 3.0])
+    assert dev.run_steps(metrics, 300) == (80, "epochs x steps per epoch")  # 2 full batches of 128
+    assert dev.run_steps(metrics, 100)[0] == 40  # one batch of all 100
+    assert dev.run_steps(dict(metrics, steps=123), 300) == (123, "metrics.json")
+    s = report.spread([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["sd"] == pytest.approx(1.0) and s["values"] == [1.0, 2.0, 3.0]
-    assert bench.spread([0.5])["sd"] is None
+    assert report.spread([0.5])["sd"] is None
 
 
 def test_train_py_epoch_lines_are_parsed():
     line = epoch_log.epoch_line({"epoch": 7, "train_loss": 0.25, "val_loss": 0.2, "val_auc": 0.9712,
                                  "val_acc": 0.94, "lr": 0.001, "images_per_sec": 812.4})
-    values = bench.epoch_log.parse_epoch("2026-01-01 00:00:00,000 INFO " + line)
+    values = quality.epoch_log.parse_epoch("2026-01-01 00:00:00,000 INFO " + line)
     assert (values["epoch"], values["val_auc"], values["val_acc"], values["images_per_sec"]) == (7, 0.9712, 0.94,
                                                                                                     812.4)
 
@@ -181,7 +184,7 @@ def test_steady_state_leaves_out_the_warm_up_epoch():
     result = {"epochs": [{"epoch": 1, "images": 100, "images_per_sec": 10.0, "wall_s": 10, "cpu_s": 20},
                          {"epoch": 2, "images": 100, "images_per_sec": 100.0, "wall_s": 1, "cpu_s": 2},
                          {"epoch": 3, "images": 300, "images_per_sec": 300.0, "wall_s": 1, "cpu_s": 1}]}
-    s = bench.steady(result)
+    s = harness.steady(result)
     assert s["images_per_sec"] == pytest.approx(200.0) and s["epoch_ips"] == [100.0, 300.0]
     assert s["cpu_util"] == pytest.approx(1.5)
 
@@ -192,15 +195,15 @@ def test_ceiling_fraction_uses_the_step_dtype():
              "plain": {"0": {"images_per_sec": 250.0}}}]
     ceil = {"matmul": {"float32": {"flops": 100e9}, "bfloat16": {"flops": 200e9}},
             "flops_per_image": {"smallcnn@28:1": 60e6}}
-    bench.attach_ceiling(rows, ceil)
+    ceiling_section.attach(rows, ceil)
     assert rows[0]["achieved_flops"] == pytest.approx(60e9)
     assert rows[0]["ceiling_fraction"] == pytest.approx(0.30) and rows[0]["ceiling_fraction_fp32"] == pytest.approx(0.6)
     assert rows[0]["plain_ceiling_fraction_fp32"] == pytest.approx(0.15)
-    targets = bench.targets({"throughput": rows})
+    targets = report.targets({"throughput": rows})
     assert [t["met"] for t in targets] == [True, True]
-    text = bench.render({"machine": {"cpu": "x", "cpus": 2}, "torch": "t", "load_start": [0, 0, 0],
-                         "load_end": [0, 0, 0], "mode": "full", "ceiling": dict(ceil, threads=2),
-                         "throughput": rows, "targets": targets})
+    text = report.render({"machine": {"cpu": "x", "cpus": 2}, "torch": "t", "load_start": [0, 0, 0],
+                          "load_end": [0, 0, 0], "mode": "full", "ceiling": dict(ceil, threads=2),
+                          "throughput": rows, "targets": targets}, bench.SECTIONS)
     assert re.search(r"bfloat16 +200.0", text) and "30%" in text and "3.50x" in text
 
 
@@ -240,16 +243,16 @@ def test_conv_speedup_times_the_models_own_convolutions():
         conv_flops = out[side]["flops"] * out[side]["seconds_per_batch"] / 4
         assert conv_flops == pytest.approx(ceiling.train_flops_per_image("smallcnn", 28, 1) - fc, rel=1e-6)
     assert out["speedup"] == pytest.approx(out["plain"]["seconds_per_batch"] / out["train_py"]["seconds_per_batch"])
-    text = bench.render({"machine": {"cpu": "x", "cpus": 2}, "torch": "t", "load_start": [0, 0, 0],
-                         "load_end": [0, 0, 0], "mode": "full",
-                         "ceiling": {"threads": 2, "matmul": {"float32": {"flops": 1e11}},
-                                     "conv_speedup": {"smallcnn@28:1": out}}})
+    text = report.render({"machine": {"cpu": "x", "cpus": 2}, "torch": "t", "load_start": [0, 0, 0],
+                          "load_end": [0, 0, 0], "mode": "full",
+                          "ceiling": {"threads": 2, "matmul": {"float32": {"flops": 1e11}},
+                                      "conv_speedup": {"smallcnn@28:1": out}}}, bench.SECTIONS)
     assert "Convolutions alone" in text and re.search(r"smallcnn@28 .* %.2fx" % out["speedup"], text)
 
 
 def test_synthetic_scaling_data_is_class_folders(tmp_path):
     npz = os.path.join(ROOT, "data", "pneumoniamnist_trainval.npz")
-    folder = bench.synthetic(str(tmp_path), npz, 40, (20, 10))
+    folder = datasets.synthetic(str(tmp_path), npz, 40, (20, 10))
     counts = {split: sum(f.endswith(".png") for _, _, files in os.walk(os.path.join(folder, split)) for f in files)
               for split in ("train", "val")}
     assert counts == {"train": 40, "val": 10}
@@ -307,3 +310,68 @@ def test_gpu_check_script_parses_and_plans_every_configuration():
         assert flags == [("false", "false"), ("false", "true"), ("true", "false"), ("true", "true")]
         assert all("--max-steps-per-epoch" in r and "--device cuda" in r and "--profile-epoch 3" in r for r in mine)
     assert not os.path.exists(os.path.join(ROOT, "build", "gpu-check-dry"))  # a dry run writes nothing
+
+
+# ---------------------------------------------------------------- the harness's rooms
+def test_every_section_module_is_registered_with_run_and_render():
+    """benchmarks/sections/<name>.py is section <name> of run.SECTIONS, which is also what --only accepts."""
+    folder = os.path.join(ROOT, "benchmarks", "sections")
+    modules = sorted(n[:-3] for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
+    assert sorted(bench.SECTIONS) == modules
+    for name, section in bench.SECTIONS.items():
+        assert section.__name__ == f"benchmarks.sections.{name}" and callable(section.run) and callable(section.render)
+    assert set(bench.DEFAULT_SECTIONS) <= set(bench.SECTIONS)
+    assert bench.parse_args(["--only", ",".join(bench.SECTIONS)]).sections == list(bench.SECTIONS)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "throughput,nonsense"])
+
+
+def test_the_report_prints_sections_in_the_registry_order():
+    class Section:
+        def __init__(self, name):
+            self.name = name
+
+        def render(self, result, results):
+            return f"[{self.name}: {result}]"
+
+    sections = {name: Section(name) for name in ("b", "a", "c")}
+    text = report.render({"machine": {"cpu": "x", "cpus": 2}, "torch": "t", "load_start": None, "load_end": None,
+                          "mode": "smoke", "c": 3, "b": 2, "a": 0}, sections)
+    assert text.splitlines()[1:] == ["[b: 2]", "[c: 3]"]  # in the registry's order; a section without a result: none
+
+
+def test_child_processes_get_the_environment_they_are_given(tmp_path, monkeypatch):
+    """What a measurement process gets (code/ on the path, threads) is passed in, so two settings in one process
+    do not leak into each other, and nothing is set when no thread count is asked for."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    show = [sys.executable, "-c", "import json, os; print('ENV ' + json.dumps({k: os.environ.get(k) for k in "
+            "('PYTHONPATH', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'PYTHONUNBUFFERED')}))"]
+    other = harness.child_environment(str(tmp_path / "other-code"), threads=3)
+    default = harness.child_environment(harness.CODE)
+    seen = harness.Child(show, str(tmp_path / "a.log"), other).run("ENV ")
+    assert (seen["PYTHONPATH"], seen["OMP_NUM_THREADS"], seen["MKL_NUM_THREADS"], seen["PYTHONUNBUFFERED"]) == (
+        str(tmp_path / "other-code"), "3", "3", "1")
+    seen = harness.Child(show, str(tmp_path / "b.log"), default).run("ENV ")
+    assert (seen["PYTHONPATH"], seen["OMP_NUM_THREADS"], seen["MKL_NUM_THREADS"]) == (harness.CODE, "7", None)
+    context = harness.Bench(SimpleNamespace(code="/c"), {}, str(tmp_path / "logs"), other)
+    child = context.child(show, "x")
+    assert child.log_path == str(tmp_path / "logs" / "x.log") and child.env["OMP_NUM_THREADS"] == "3"
+    assert context.train_py("/w", ["--train", "/d"], ["--seed", 1])[1:] == [
+        "/c/train.py", "--train", "/d", "--model-dir", "/w/model", "--output-data-dir", "/w/data", "--output-dir",
+        "/w/output", "--checkpoint-dir", "", "--seed", 1]
+
+
+def test_run_py_starts_where_only_medimg_is_installed(tmp_path):
+    """pip install -e . maps only medimg, and `python benchmarks/run.py` puts benchmarks/ itself on sys.path, not the
+    checkout: run.py must still find its own modules (here the checkout is taken off sys.path first)."""
+    script = os.path.join(ROOT, "benchmarks", "run.py")
+    code = ("import os, runpy, sys\n"
+            "import medimg.container\n"  # the client package, found as pip install -e . finds it
+            f"root = os.path.realpath({ROOT!r})\n"
+            "sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != root]\n"
+            "assert 'benchmarks' not in sys.modules\n"
+            f"sys.argv = [{script!r}, '--only', 'nonsense']\n"
+            f"runpy.run_path({script!r}, run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "unknown section 'nonsense'; choose from ceiling, throughput, scaling, quality, dev, sizes" in proc.stderr

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from medimg import local_train
+from medimg import processes
 from conftest import CODE, SCRIPTS, make_dataset, read_failure, run_local_train
 
 pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
@@ -140,7 +140,7 @@ def test_streamed_splits_name_every_rank_s_unreadable_images_on_rank_0(tmp_path)
 # ---------------------------------------------------------------- a rank dies: the job fails, promptly
 def worker_pid(root_pid, rank):
     """The train.py process of ``rank`` below ``root_pid``: torchrun gives only its workers RANK."""
-    for pid in local_train.descendants(root_pid):
+    for pid in processes.descendants(root_pid):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read().split(b"\0")

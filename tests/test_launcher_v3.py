@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from medimg import local_train
+from medimg import launch_v3
 from conftest import CODE, ROOT, SCRIPTS, make_dataset, read_failure
 from test_resume import (EPOCHS, HPS, assert_same_final_model, checkpoint_files, epochs_trained, kill_group,
                          wait_for_checkpoint)
@@ -67,7 +67,7 @@ def test_redirect_drivers_moves_every_opt_ml_path(sdk_drivers, tmp_path):
     base = str(tmp_path / "ml")
     before = {rel: open(p, encoding="utf-8").read() for rel, p in files_under(drivers).items() if p.endswith(".py")}
     assert any("/opt/ml" in text for text in before.values())
-    changed = local_train.redirect_drivers(str(drivers), base)
+    changed = launch_v3.redirect_drivers(str(drivers), base)
     assert changed == sorted(rel for rel, text in before.items() if "/opt/ml" in text)
     assert {"common/utils.py", "scripts/environment.py"} <= set(changed)
     after = {rel: open(p, encoding="utf-8").read() for rel, p in files_under(drivers).items()}
@@ -82,26 +82,26 @@ def test_redirect_drivers_moves_every_opt_ml_path(sdk_drivers, tmp_path):
 def test_redirect_drivers_points_the_master_at_the_first_host(sdk_drivers, tmp_path):
     drivers = tmp_path / "sm_drivers"
     shutil.copytree(sdk_drivers, drivers)
-    local_train.redirect_drivers(str(drivers), str(tmp_path / "ml"), master_addr="127.0.0.1")
+    launch_v3.redirect_drivers(str(drivers), str(tmp_path / "ml"), master_addr="127.0.0.1")
     assert 'SM_MASTER_ADDR = "127.0.0.1"\n' in (drivers / "scripts" / "environment.py").read_text()
     with pytest.raises(RuntimeError, match="no `SM_MASTER_ADDR = \"algo-1\"` line"):  # drivers that changed: say so
-        local_train.redirect_drivers(str(drivers), str(tmp_path / "ml"), master_addr="127.0.0.1")
+        launch_v3.redirect_drivers(str(drivers), str(tmp_path / "ml"), master_addr="127.0.0.1")
 
 
 def test_redirect_text_and_command():
-    assert local_train.redirect_text("/opt/ml /opt/ml/x '/opt/ml' /opt/mlflow /opt/ml2", "/w") == (
+    assert launch_v3.redirect_text("/opt/ml /opt/ml/x '/opt/ml' /opt/mlflow /opt/ml2", "/w") == (
         "/w /w/x '/w' /opt/mlflow /opt/ml2")
-    assert local_train.v3_command(["/bin/bash"], ["-c", "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && "
+    assert launch_v3.v3_command(["/bin/bash"], ["-c", "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && "
                                                   "/opt/ml/input/data/sm_drivers/sm_train.sh"], "/w") == [
         "/bin/bash", "-c", "chmod +x /w/input/data/sm_drivers/sm_train.sh && /w/input/data/sm_drivers/sm_train.sh"]
     for bad in ("/tmp/my work", "/tmp/it's", "/tmp/a$b", "/tmp/a\\b"):
         with pytest.raises(ValueError, match="without spaces, quotes"):
-            local_train.check_v3_base(bad)
+            launch_v3.check_v3_base(bad)
 
 
 def test_v3_env(monkeypatch):
     monkeypatch.setenv("SM_CHECKPOINT_DIR", "/elsewhere")  # v3 sets no SM_* of its own before environment.py
-    env = local_train.v3_env("/venv/bin/python", 2, "job-1", {"MY_ENV": "1"})
+    env = launch_v3.v3_env("/venv/bin/python", 2, "job-1", {"MY_ENV": "1"})
     assert "SM_CHECKPOINT_DIR" not in env
     assert (env["TRAINING_JOB_NAME"], env["MY_ENV"], env["GLOO_SOCKET_IFNAME"]) == ("job-1", "1", "lo")
     assert env["PATH"].split(os.pathsep)[0] == "/venv/bin"
