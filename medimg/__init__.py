@@ -1,13 +1,15 @@
 """The client side of the package: everything that runs in the notebook, on a laptop or in the tests, and never
 ships to SageMaker (``code/`` is what ships).
 
-    channels      local data folders: list, sample, subset, upload to S3 once per content
+    data_folders  local data folders: list, count, sample, the smoke-test subset
+    s3_data       upload a data folder to S3 once per content; download a prefix safely
     container     code/'s contract modules (data layout, log lines), loaded from the files that ship
     job           one description of a training job (JobSpec, TuningSpec): every rule, both SDK majors
     sdk           which SageMaker Python SDK major runs (v2 or v3), and its builder
     sdk_v2        the JobSpec as a sagemaker.pytorch Estimator, tuner and PyTorchModel (SDK v2)
     sdk_v3        the JobSpec as a ModelTrainer, v3 tuner and sagemaker-core endpoint (SDK v3)
-    jobs          follow a job's status and log (headline lines); metrics; clean up endpoints and warm pools
+    monitor       follow a job's status and log (headline lines), its CloudWatch metrics, a tuning job
+    cleanup       delete endpoints and their configs and models, stop warm pools; the resource log
     heatmaps      Grad-CAM heat maps of a trained model, computed in the model's own process
     dicom         DICOM files to manifest channels of PNGs (prepare_data --dicom)
     artifacts     download and safely extract model.tar.gz / output.tar.gz; metrics tables; the local model

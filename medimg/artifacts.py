@@ -15,7 +15,7 @@ import tarfile
 
 import numpy as np
 
-from medimg.channels import list_images
+from medimg.data_folders import list_images
 from medimg.serving import ModelServer
 from medimg.show_metrics import SPLIT_ORDER, interval_unit
 

@@ -234,7 +234,7 @@ class JobSpec:
                                  f"({', '.join(layout.LAUNCHER_CHANNELS)}); name the data train, val or test")
             if not (isinstance(uri, str) and uri.startswith("s3://")):
                 raise ValueError(f"channel {name!r}: expected an s3:// URI, got {uri!r}; upload the data first "
-                                 "(medimg.channels.upload_channels)")
+                                 "(medimg.s3_data.upload_channels)")
 
     def replace(self, **changes):
         """A copy with ``changes``, validated again."""

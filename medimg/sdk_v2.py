@@ -20,7 +20,7 @@ installed too (``inference_version`` and the keyword builders work there).
 import json
 import logging
 
-from medimg import job, jobs
+from medimg import cleanup, job
 from medimg.job import INFERENCE_VERSIONS, check_vpc, inference_version, unique_name  # noqa: F401 (API)
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -222,4 +222,4 @@ def invoke(predictor, body, content_type=IMAGE_CONTENT_TYPE, accept="application
 
 def delete(session, endpoint_name, out=print):
     """Delete the endpoint, its config and its model (each step skips what is already gone)."""
-    return jobs.delete_endpoint_resources(session.sagemaker_client, endpoint_name=endpoint_name, out=out)
+    return cleanup.delete_endpoint_resources(session.sagemaker_client, endpoint_name=endpoint_name, out=out)

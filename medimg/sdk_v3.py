@@ -33,7 +33,7 @@ The SDK is imported inside functions, so this module imports with SDK v2 install
 import json
 import time
 
-from medimg import job, jobs
+from medimg import cleanup, job
 from medimg.job import INFERENCE_ENVIRONMENT, inference_version, unique_name
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -308,5 +308,5 @@ def invoke(endpoint_resource, body, content_type=IMAGE_CONTENT_TYPE, accept="app
 
 def delete(session, endpoint_name, out=print):
     """Delete the endpoint, its config and its model (each step skips what is already gone)."""
-    return jobs.delete_endpoint_resources(session.boto_session.client("sagemaker"), endpoint_name=endpoint_name,
+    return cleanup.delete_endpoint_resources(session.boto_session.client("sagemaker"), endpoint_name=endpoint_name,
                                           out=out)

@@ -10,8 +10,8 @@ import pytest
 import hyperparameters
 from conftest import make_dataset, read_failure, run_local_train
 from errors import ConfigError
-from medimg import channels as client_channels
-from medimg.channels import ChannelError
+from medimg import data_folders
+from medimg.data_folders import ChannelError
 
 
 def sm_env(*names, **extra):
@@ -106,11 +106,11 @@ def test_a_train_channel_that_is_the_data_sets_root_says_so(tmp_path):
 def test_the_client_uploads_the_channels_train_py_reads(tmp_path):
     data = make_dataset(tmp_path / "d", counts={"train": 2, "val": 1})
     os.rename(os.path.join(data, "val"), os.path.join(data, "validation"))
-    assert client_channels.channels_in(data) == ["train", "validation"]
+    assert data_folders.channels_in(data) == ["train", "validation"]
     os.makedirs(os.path.join(data, "scratch"))
     with pytest.raises(ChannelError, match="scratch is not a channel train.py reads"):
-        client_channels.channels_in(data)
+        data_folders.channels_in(data)
     os.rmdir(os.path.join(data, "scratch"))
     shutil.copytree(os.path.join(data, "validation"), os.path.join(data, "val"))
     with pytest.raises(ChannelError, match="has both val/ and validation/ for the val split"):
-        client_channels.channels_in(data)
+        data_folders.channels_in(data)

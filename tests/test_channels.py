@@ -1,11 +1,11 @@
-"""medimg/channels.py: listing and sampling class folders, the smoke-test subset, and the upload to S3 that
+"""medimg/data_folders.py and medimg/s3_data.py: listing and sampling class folders, the smoke-test subset, and the upload to S3 that
 happens once per content (manifest of sizes and SHA-256, content-addressed prefix)."""
 import json
 import os
 
 import pytest
 
-from medimg import channels
+from medimg import data_folders, s3_data
 from conftest import make_dataset
 
 
@@ -19,15 +19,15 @@ def keys(s3, prefix=""):
 
 
 def test_listing_counts_and_samples(data):
-    assert channels.channels_in(data) == ["train", "val", "test"]
-    assert channels.class_counts(data) == {"train": {"normal": 5, "pneumonia": 5}, "val": {"normal": 2, "pneumonia": 2},
+    assert data_folders.channels_in(data) == ["train", "val", "test"]
+    assert data_folders.class_counts(data) == {"train": {"normal": 5, "pneumonia": 5}, "val": {"normal": 2, "pneumonia": 2},
                                            "test": {"normal": 3, "pneumonia": 3}}
-    sample = channels.sample_images(os.path.join(data, "train"), per_class=2, seed=3)
+    sample = data_folders.sample_images(os.path.join(data, "train"), per_class=2, seed=3)
     assert [c for _, c in sample] == ["normal", "normal", "pneumonia", "pneumonia"]
-    assert sample == channels.sample_images(os.path.join(data, "train"), per_class=2, seed=3)  # reproducible
+    assert sample == data_folders.sample_images(os.path.join(data, "train"), per_class=2, seed=3)  # reproducible
     with open(os.path.join(data, "train", "normal", ".hidden.png"), "wb"):
         pass
-    assert len(channels.list_images(os.path.join(data, "train"))) == 10
+    assert len(data_folders.list_images(os.path.join(data, "train"))) == 10
 
 
 def test_labels_spelt_two_ways_count_as_one_class_as_train_py_counts_them(tmp_path):
@@ -40,37 +40,37 @@ def test_labels_spelt_two_ways_count_as_one_class_as_train_py_counts_them(tmp_pa
         for i in range(len(labels)):
             (folder / f"{i}.png").write_bytes(b"")
         layout.write_manifest(str(folder / "labels.csv"), [f"{i}.png" for i in range(6)], labels=labels)
-    assert channels.class_counts(str(tmp_path))["train"] == {"normal": 3, "pneumonia": 3}
+    assert data_folders.class_counts(str(tmp_path))["train"] == {"normal": 3, "pneumonia": 3}
     (tmp_path / "val" / "label_dict.json").write_text(json.dumps({"0": "Normal", "1": "PNEUMONIA"}))
-    assert channels.class_counts(str(tmp_path))["val"] == {"Normal": 3, "PNEUMONIA": 3}  # the data's own names
+    assert data_folders.class_counts(str(tmp_path))["val"] == {"Normal": 3, "PNEUMONIA": 3}  # the data's own names
 
 
 def test_channels_need_train(tmp_path):
     (tmp_path / "val").mkdir()
-    with pytest.raises(channels.ChannelError, match="has no train/ folder"):
-        channels.channels_in(str(tmp_path))
+    with pytest.raises(data_folders.ChannelError, match="has no train/ folder"):
+        data_folders.channels_in(str(tmp_path))
 
 
 def test_subset(data, tmp_path):
-    out = channels.make_subset(data, str(tmp_path / "subset"), per_class=2)
-    assert channels.class_counts(out) == {ch: {"normal": 2, "pneumonia": 2} for ch in ("train", "val", "test")}
+    out = data_folders.make_subset(data, str(tmp_path / "subset"), per_class=2)
+    assert data_folders.class_counts(out) == {ch: {"normal": 2, "pneumonia": 2} for ch in ("train", "val", "test")}
     assert json.loads(open(os.path.join(out, "label_dict.json")).read()) == {"0": "normal", "1": "pneumonia"}
 
 
 def test_manifest_tracks_content(data):
-    first = channels.build_manifest(data)
+    first = s3_data.build_manifest(data)
     assert "label_dict.json" in first["files"] and "train/normal/0.png" in first["files"]
     assert len(first["files"]) == 21 and len(first["version"]) == 12
-    assert channels.build_manifest(data) == first
+    assert s3_data.build_manifest(data) == first
     with open(os.path.join(data, "test", "normal", "0.png"), "ab") as fh:
         fh.write(b"\0")
-    assert channels.build_manifest(data)["version"] != first["version"]
+    assert s3_data.build_manifest(data)["version"] != first["version"]
 
 
 def test_upload_once_per_content(data, s3):
     logged = []
-    uris, uploaded = channels.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)
-    version = channels.build_manifest(data)["version"]
+    uris, uploaded = s3_data.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)
+    version = s3_data.build_manifest(data)["version"]
     assert uploaded and uris == {ch: f"s3://bkt/p/data/tiny-{version}/{ch}/" for ch in ("train", "val", "test")}
     stored = keys(s3, f"p/data/tiny-{version}/")
     assert len(stored) == 22 and f"p/data/tiny-{version}/manifest.json" in stored
@@ -78,30 +78,30 @@ def test_upload_once_per_content(data, s3):
     body = s3.get_object(Bucket="bkt", Key=f"p/data/tiny-{version}/train/pneumonia/4.png")["Body"].read()
     assert body == open(os.path.join(data, "train", "pneumonia", "4.png"), "rb").read()
 
-    again, uploaded = channels.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)
+    again, uploaded = s3_data.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)
     assert again == uris and not uploaded and "already in S3" in logged[-1]
 
     s3.delete_object(Bucket="bkt", Key=f"p/data/tiny-{version}/val/normal/1.png")  # a file lost: upload again
-    assert channels.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)[1]
+    assert s3_data.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)[1]
     assert f"p/data/tiny-{version}/val/normal/1.png" in keys(s3)
 
     os.remove(os.path.join(data, "test", "normal", "2.png"))  # other content: another prefix, the old one kept
-    uris2, uploaded = channels.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)
+    uris2, uploaded = s3_data.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=logged.append)
     assert uploaded and uris2["test"] != uris["test"] and len(keys(s3, f"p/data/tiny-{version}/")) == 22
 
 
 def test_upload_with_kms(data, s3):
-    uris, _ = channels.upload_channels(s3, data, "s3://bkt/enc", "tiny", kms_key="alias/medimg", log=lambda m: None)
+    uris, _ = s3_data.upload_channels(s3, data, "s3://bkt/enc", "tiny", kms_key="alias/medimg", log=lambda m: None)
     head = s3.head_object(Bucket="bkt", Key=uris["train"][len("s3://bkt/"):] + "normal/0.png")
     assert head["ServerSideEncryption"] == "aws:kms"
 
 
 def test_download_prefix(data, s3, tmp_path):
-    uris, _ = channels.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=lambda m: None)
-    got = channels.download_prefix(s3, uris["test"], str(tmp_path / "test"))
-    assert len(got) == 6 and sorted(c for _, c in channels.list_images(str(tmp_path / "test"))) == (
+    uris, _ = s3_data.upload_channels(s3, data, "s3://bkt/p/data", "tiny", log=lambda m: None)
+    got = s3_data.download_prefix(s3, uris["test"], str(tmp_path / "test"))
+    assert len(got) == 6 and sorted(c for _, c in data_folders.list_images(str(tmp_path / "test"))) == (
         ["normal"] * 3 + ["pneumonia"] * 3)
-    assert len(channels.download_prefix(s3, uris["train"], str(tmp_path / "few"), max_files=3)) == 3
+    assert len(s3_data.download_prefix(s3, uris["train"], str(tmp_path / "few"), max_files=3)) == 3
     s3.put_object(Bucket="bkt", Key="evil/../../outside.png", Body=b"x")
-    with pytest.raises(channels.ChannelError, match="outside"):
-        channels.download_prefix(s3, "s3://bkt/evil/", str(tmp_path / "evil"))
+    with pytest.raises(data_folders.ChannelError, match="outside"):
+        s3_data.download_prefix(s3, "s3://bkt/evil/", str(tmp_path / "evil"))

@@ -16,7 +16,7 @@ import layout
 from conftest import SCRIPTS, make_image, read_failure, run_local_train
 from errors import DataError
 from medimg import artifacts, prepare_data
-from medimg import channels as client_channels
+from medimg import data_folders
 
 NAMES = ["malignant", "normal, benign"]  # BreastMNIST's label names
 
@@ -218,7 +218,7 @@ def test_folders_match_their_class_ignoring_case(tmp_path):
         make_image(label, np.random.default_rng(label), 8).save(tmp_path / "train" / folder / "0.png")
     paths, labels = code_channels.list_channel(args.train, names, "train")
     assert [os.path.basename(os.path.dirname(p)) for p in paths] == ["NORMAL", "Pneumonia"] and labels == [0, 1]
-    assert client_channels.class_names(str(tmp_path / "train")) == {}  # no label dict: the client shows folders
+    assert data_folders.class_names(str(tmp_path / "train")) == {}  # no label dict: the client shows folders
 
 
 def test_a_label_dict_still_wins_over_the_folders(tmp_path):
@@ -229,9 +229,9 @@ def test_a_label_dict_still_wins_over_the_folders(tmp_path):
 
 def test_the_client_shows_names_not_folders(prepared):
     tmp, _ = prepared
-    counts = client_channels.class_counts(str(tmp / "data"))
+    counts = data_folders.class_counts(str(tmp / "data"))
     assert counts["train"] == {"malignant": 12, "normal, benign": 12}
-    assert {name for _, name in client_channels.sample_images(str(tmp / "data" / "test"))} == set(NAMES)
+    assert {name for _, name in data_folders.sample_images(str(tmp / "data" / "test"))} == set(NAMES)
 
 
 def test_prepare_data_refuses_names_that_collide(tmp_path):

@@ -1,4 +1,4 @@
-"""medimg/jobs.py: following a training job (status changes and the log, each line once), a failed job's
+"""medimg/monitor.py and medimg/cleanup.py: following a training job (status changes and the log, each line once), a failed job's
 plain FailureReason, waiting for a tuning job, idempotent clean-up, stopping a warm pool, the resource log."""
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from medimg import jobs
+from medimg import cleanup, monitor
 from medimg.container import epoch_log
 
 
@@ -62,7 +62,7 @@ def test_follow_prints_status_changes_and_each_log_line_once():
                         status("Completed", "Completed", TrainingTimeInSeconds=100, BillableTimeInSeconds=30,
                                EnableManagedSpotTraining=True)], logs)
     out = []
-    desc = jobs.follow_training_job(sm, logs, "job", poll=0, full_log=True, out=out.append)
+    desc = monitor.follow_training_job(sm, logs, "job", poll=0, full_log=True, out=out.append)
     assert desc["TrainingJobStatus"] == "Completed"
     log_lines = [line for line in out if not line.startswith(("training time", "0", "1", "2"))]
     assert log_lines == ["a", "b", "c", "epoch=1", "epoch=2", "done"]
@@ -74,7 +74,7 @@ def test_follow_prefixes_hosts_of_multi_instance_jobs():
     logs = FakeLogs([{"job/algo-1-1": ["x"], "job/algo-2-1": ["y"]}])
     sm = FakeSageMaker([status("Completed", "Completed")], logs)
     out = []
-    jobs.follow_training_job(sm, logs, "job", poll=0, full_log=True, out=out.append)
+    monitor.follow_training_job(sm, logs, "job", poll=0, full_log=True, out=out.append)
     assert "[algo-1-1] x" in out and "[algo-2-1] y" in out
 
 
@@ -89,23 +89,23 @@ def test_follow_shows_only_the_headline_lines_by_default():
              "2026-11-30 07:00:06,000 sagemaker-training-toolkit INFO     Reporting training SUCCESS"]
     logs = FakeLogs([{"job/algo-1-1": lines}])
     out = []
-    jobs.follow_training_job(FakeSageMaker([status("Completed", "Completed")], logs), logs, "job", poll=0,
+    monitor.follow_training_job(FakeSageMaker([status("Completed", "Completed")], logs), logs, "job", poll=0,
                              out=out.append)
     assert out[1:] == ["data: train 300 images, val 60", "plan: 5 epochs", epoch,
                        "2026-11-30 07:00:04 WARNING the val channel has 3 images of pneumonia",
                        "best epoch 1: val_auc=0.9; model saved to /opt/ml/model", "Reporting training SUCCESS"]
-    assert jobs.headline("2026-11-30 07:00:02 INFO some detail nobody needs") is None
+    assert monitor.headline("2026-11-30 07:00:02 INFO some detail nobody needs") is None
 
 
 def test_failed_job_raises_its_failure_reason():
     logs = FakeLogs([{"job/algo-1-1": ["Traceback ..."]}])
     reason = "AlgorithmError: invalid hyperparameter: argument --lr: must be > 0, got '0'"
     sm = FakeSageMaker([status("Failed", "Failed", FailureReason=reason)], logs)
-    with pytest.raises(jobs.JobFailed) as err:
-        jobs.follow_training_job(sm, logs, "job", poll=0, out=lambda line: None)
+    with pytest.raises(monitor.JobFailed) as err:
+        monitor.follow_training_job(sm, logs, "job", poll=0, out=lambda line: None)
     assert str(err.value) == f"job failed: {reason}"
     stopped = {"TrainingJobName": "j", "TrainingJobStatus": "Stopped"}
-    assert jobs.failure_message(stopped) == "j stopped: SageMaker gave no reason"
+    assert monitor.failure_message(stopped) == "j stopped: SageMaker gave no reason"
 
 
 def test_wait_for_tuning_job():
@@ -117,7 +117,7 @@ def test_wait_for_tuning_job():
             return dict(next(answers), HyperParameterTuningJobName=HyperParameterTuningJobName)
 
     out = []
-    assert jobs.wait_for_tuning_job(SM(), "hpo", poll=0, out=out.append)["HyperParameterTuningJobStatus"] == "Completed"
+    assert monitor.wait_for_tuning_job(SM(), "hpo", poll=0, out=out.append)["HyperParameterTuningJobStatus"] == "Completed"
     assert len(out) == 2 and "Completed" in out[1]
     failing = {"HyperParameterTuningJobName": "hpo", "HyperParameterTuningJobStatus": "Failed",
                "FailureReason": "no capacity"}
@@ -126,8 +126,8 @@ def test_wait_for_tuning_job():
         def describe_hyper_parameter_tuning_job(self, HyperParameterTuningJobName):
             return failing
 
-    with pytest.raises(jobs.JobFailed, match="hpo failed: no capacity"):
-        jobs.wait_for_tuning_job(Failing(), "hpo", poll=0, out=lambda line: None)
+    with pytest.raises(monitor.JobFailed, match="hpo failed: no capacity"):
+        monitor.wait_for_tuning_job(Failing(), "hpo", poll=0, out=lambda line: None)
 
 
 # ---------------------------------------------------------------- clean-up against moto
@@ -151,13 +151,13 @@ def deploy(sm, name):
 def test_cleanup_deletes_everything_and_is_idempotent(sm):
     deploy(sm, "ep")
     out = []
-    assert jobs.delete_endpoint_resources(sm, endpoint_name="ep", out=out.append) == {
+    assert cleanup.delete_endpoint_resources(sm, endpoint_name="ep", out=out.append) == {
         "endpoint": True, "endpoint_config": True, "model": True}  # config and model found from the endpoint
     assert out == ["endpoint ep: deleted", "endpoint config ep-config: deleted", "model ep: deleted"]
     assert not sm.list_endpoints()["Endpoints"] and not sm.list_endpoint_configs()["EndpointConfigs"]
     assert not sm.list_models()["Models"]
     out.clear()
-    again = jobs.delete_endpoint_resources(sm, endpoint_name="ep", endpoint_config_name="ep-config", model_name="ep",
+    again = cleanup.delete_endpoint_resources(sm, endpoint_name="ep", endpoint_config_name="ep-config", model_name="ep",
                                            out=out.append)
     assert again == {"endpoint": False, "endpoint_config": False, "model": False}
     assert out == ["endpoint ep: already gone", "endpoint config ep-config: already gone", "model ep: already gone"]
@@ -167,10 +167,10 @@ def test_cleanup_after_a_half_done_deploy(sm):
     deploy(sm, "half")
     sm.delete_endpoint(EndpointName="half")  # the endpoint never came up; its config and model remain
     out = []
-    done = jobs.delete_endpoint_resources(sm, endpoint_name="half", endpoint_config_name="half-config",
+    done = cleanup.delete_endpoint_resources(sm, endpoint_name="half", endpoint_config_name="half-config",
                                           model_name="half", out=out.append)
     assert done == {"endpoint": False, "endpoint_config": True, "model": True}
-    assert jobs.delete_endpoint_resources(sm, out=out.append) == {"endpoint": False, "endpoint_config": False,
+    assert cleanup.delete_endpoint_resources(sm, out=out.append) == {"endpoint": False, "endpoint_config": False,
                                                                   "model": False}
 
 
@@ -179,7 +179,7 @@ def test_cleanup_raises_other_errors():
     with Stubber(client) as stub:
         stub.add_client_error("describe_endpoint", "AccessDeniedException", "not allowed")
         with pytest.raises(ClientError, match="not allowed"):
-            jobs.delete_endpoint_resources(client, endpoint_name="ep", out=lambda line: None)
+            cleanup.delete_endpoint_resources(client, endpoint_name="ep", out=lambda line: None)
 
 
 # ---------------------------------------------------------------- warm pools
@@ -202,20 +202,20 @@ def test_stop_warm_pool():
         stub.add_response("describe_training_job", describe("Available"), {"TrainingJobName": "j"})
         stub.add_response("update_training_job", {"TrainingJobArn": describe()["TrainingJobArn"]},
                           {"TrainingJobName": "j", "ResourceConfig": {"KeepAlivePeriodInSeconds": 0}})
-        assert jobs.stop_warm_pool(client, "j", out=out.append) is True
+        assert cleanup.stop_warm_pool(client, "j", out=out.append) is True
         stub.add_response("describe_training_job", describe("Terminated"), {"TrainingJobName": "j"})
-        assert jobs.stop_warm_pool(client, "j", out=out.append) is False
+        assert cleanup.stop_warm_pool(client, "j", out=out.append) is False
         stub.add_response("describe_training_job", describe(), {"TrainingJobName": "j"})
-        assert jobs.stop_warm_pool(client, "j", out=out.append) is False
+        assert cleanup.stop_warm_pool(client, "j", out=out.append) is False
         stub.add_client_error("describe_training_job", "ValidationException", "Could not find training job 'j'")
-        assert jobs.stop_warm_pool(client, "j", out=out.append) is False
+        assert cleanup.stop_warm_pool(client, "j", out=out.append) is False
         stub.assert_no_pending_responses()
     assert "asked to stop" in out[0] and "Terminated" in out[1] and "none" in out[2] and "not found" in out[3]
 
 
 # ---------------------------------------------------------------- resource log
 def test_resource_log(tmp_path):
-    log = jobs.ResourceLog(str(tmp_path / "sub" / "resources.json"))
+    log = cleanup.ResourceLog(str(tmp_path / "sub" / "resources.json"))
     assert log.read() == {"training_jobs": [], "tuning_jobs": [], "endpoints": []}
     entry = {"endpoint": "e", "endpoint_config": "e", "model": "e"}
     log.add("endpoints", entry)

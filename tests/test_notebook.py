@@ -238,7 +238,7 @@ def test_the_job_ran_and_left_its_artefacts(run):
 
 
 def test_a_test_split_is_held_out_when_the_data_has_none(run):
-    data = text_of(cell_with(run.nb, "channels.upload_channels"))
+    data = text_of(cell_with(run.nb, "s3_data.upload_channels"))
     if run.sdk == "v2":  # the .npz had train and val only
         assert re.search(r"the source has no test split: held out \d+ of 48 training images as test", data), data
         header = next(line for line in data.splitlines() if line.split() == ["train", "val", "test"])
@@ -261,7 +261,7 @@ def test_the_train_cell_shows_the_epochs_not_the_whole_log(run):
     assert "SM_HPS" not in train_cell and "SM_TRAINING_ENV" not in train_cell
     statuses = [line for line in lines if ": Completed / Completed" in line]
     assert len(statuses) == 1
-    assert "Completed" not in text_of(cell_with(run.nb, "jobs.model_data(sm, job_name)")).split("model:")[0]
+    assert "Completed" not in text_of(cell_with(run.nb, "monitor.model_data(sm, job_name)")).split("model:")[0]
 
 
 def test_setup_shows_the_sdk_path_once_and_no_info_noise(run):
@@ -284,15 +284,15 @@ def test_the_smoke_test_says_pass_and_what_it_checked(run):
 
 def test_the_figures_are_there(run):
     nb = run.nb
-    assert len(images_of(cell_with(nb, "plots.image_grid(channels.sample_images"))) == 1
+    assert len(images_of(cell_with(nb, "plots.image_grid(data_folders.sample_images"))) == 1
     assert len(images_of(cell_with(nb, "plots.learning_curves"))) == 1
     assert len(images_of(cell_with(nb, "plots.roc_curves"))) == 2  # confusion matrix and ROC with the point
     assert len(images_of(cell_with(nb, "plots.reliability_curve"))) == 1
     assert len(images_of(cell_with(nb, "plots.heatmap_grid"))) == 1
     mistakes = cell_with(nb, "artifacts.confident_mistakes")
     assert len(images_of(mistakes)) == 1 or "no mistakes to show" in text_of(mistakes)
-    cloudwatch = text_of(cell_with(nb, "jobs.metric_series"))
-    assert "too few CloudWatch points" in cloudwatch or len(images_of(cell_with(nb, "jobs.metric_series"))) == 1
+    cloudwatch = text_of(cell_with(nb, "monitor.metric_series"))
+    assert "too few CloudWatch points" in cloudwatch or len(images_of(cell_with(nb, "monitor.metric_series"))) == 1
 
 
 def test_the_endpoint_answered_test_images(run, tmp_path):
@@ -325,7 +325,7 @@ def test_cleanup_deleted_what_deploy_created(run):
     assert not [n for n in names if n.startswith(f"nb{run.sdk}")]
     record = json.loads((run.tmp / "work" / "resources.json").read_text())
     assert record["endpoints"] == [] and record["training_jobs"] == [training_request(run)["TrainingJobName"]]
-    cleanup = text_of(cell_with(run.nb, "jobs.delete_endpoint_resources"))
+    cleanup = text_of(cell_with(run.nb, "cleanup.delete_endpoint_resources"))
     for what in ("endpoint", "endpoint config", "model"):
         assert re.search(rf"^{what} nb{run.sdk}-endpoint-\S+: deleted$", cleanup, re.MULTILINE), cleanup
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from medimg import jobs, sdk_v2
+from medimg import monitor, sdk_v2
 from medimg.job import JobSpec
 from conftest import CODE, make_dataset
 from sagemaker_emulator import SageMakerEmulator
@@ -86,18 +86,18 @@ def test_security_request(sdk):
 
 def test_failed_job_reports_the_scripts_failure_line(sdk):
     """A real run through the toolkit: train.py refuses lr=0; the job's FailureReason is its one line."""
-    from medimg import channels
+    from medimg import s3_data
 
     emu, session, tmp = sdk
     data = make_dataset(tmp / "data", counts={"train": 4, "val": 2})
     s3 = emu.client("s3")
-    inputs, _ = channels.upload_channels(s3, data, f"s3://{BUCKET}/p/data", "small", log=lambda m: None)
+    inputs, _ = s3_data.upload_channels(s3, data, f"s3://{BUCKET}/p/data", "small", log=lambda m: None)
     emu.run_jobs = True
     try:
         submit(sdk, "req-fails", hyperparameters={"epochs": 1, "lr": 0}, inputs=inputs, mode="on-demand")
         out = []
-        with pytest.raises(jobs.JobFailed) as err:
-            jobs.follow_training_job(session.sagemaker_client, emu.client("logs"), "req-fails", poll=1,
+        with pytest.raises(monitor.JobFailed) as err:
+            monitor.follow_training_job(session.sagemaker_client, emu.client("logs"), "req-fails", poll=1,
                                      out=out.append)
     finally:
         emu.run_jobs = False
@@ -127,11 +127,11 @@ def test_job_names_are_unique(sdk):
 def test_sdk_v2_deploy_serves_the_trained_model_and_delete_cleans_up(sdk, tmp_path):
     """sdk_v2.deploy: the job's model.tar.gz repacked with code/inference.py on the 2.6.0 inference image, raw
     image bytes in, inference.py's JSON out (the emulator serves the model for real); sdk_v2.delete removes it."""
-    from medimg import artifacts, channels
+    from medimg import artifacts, s3_data
 
     emu, session, tmp = sdk
     data = make_dataset(tmp / "deploy-data", counts={"train": 6, "val": 2, "test": 2})
-    inputs, _ = channels.upload_channels(emu.client("s3"), data, f"s3://{BUCKET}/p/data", "deploy", log=lambda m: 0)
+    inputs, _ = s3_data.upload_channels(emu.client("s3"), data, f"s3://{BUCKET}/p/data", "deploy", log=lambda m: 0)
     spec = JobSpec(role=ROLE, hyperparameters={"epochs": 1, "batch-size": 8}, output_path=f"s3://{BUCKET}/p/jobs",
                    code_location=f"s3://{BUCKET}/p/code", base_job_name="req", source_dir=CODE, mode="on-demand",
                    channels=inputs, tags={"project": "req"})

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import CODE, make_dataset
-from medimg import artifacts, channels
+from medimg import artifacts, s3_data
 from medimg.job import JobSpec
 from sagemaker_emulator import SageMakerEmulator
 
@@ -39,7 +39,7 @@ def job(tmp_path_factory):
                 sagemaker_config={"SchemaVersion": "1.0",
                                   "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}})
             session.default_bucket()
-            inputs, _ = channels.upload_channels(emu.client("s3"), data, f"s3://{BUCKET}/p/data", "d", log=lambda m: 0)
+            inputs, _ = s3_data.upload_channels(emu.client("s3"), data, f"s3://{BUCKET}/p/data", "d", log=lambda m: 0)
             from medimg import sdk_v2
 
             spec = JobSpec(role=ROLE, hyperparameters={"epochs": 2, "batch-size": 16},

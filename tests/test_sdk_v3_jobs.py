@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from medimg import artifacts, channels
+from medimg import artifacts, s3_data
 from medimg.job import JobSpec
 from conftest import CODE, ROOT, make_dataset
 from sagemaker_emulator import SageMakerEmulator
@@ -42,7 +42,7 @@ def run(tmp_path_factory):
     with SageMakerEmulator(tmp / "emulator", python_v3=SDK3_PYTHON) as emu:
         s3 = emu.client("s3")
         s3.create_bucket(Bucket=BUCKET)
-        inputs, _ = channels.upload_channels(s3, data, f"s3://{BUCKET}/p/data", "d", log=lambda m: None)
+        inputs, _ = s3_data.upload_channels(s3, data, f"s3://{BUCKET}/p/data", "d", log=lambda m: None)
         spec = dict(role=ROLE, hyperparameters=HYPERPARAMETERS, channels=inputs, source_dir=CODE, base_job_name="v3job",
                     output_path=f"s3://{BUCKET}/p/jobs", code_location=f"s3://{BUCKET}/p/code", mode="spot",
                     max_run=3600, checkpoint_s3_uri=f"s3://{BUCKET}/p/checkpoints/v3job", tags={"project": "v3"})
