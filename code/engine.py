@@ -3,10 +3,11 @@ and tests use to observe (or stop) the loop instead of patching it.
 
 The shape follows HF transformers' ``TrainerState``/``TrainerCallback`` and Lightning's fit loop: ``TrainState``
 holds what a resumed run needs besides tensors (epoch, step, history, plan); ``Trainer.fit`` is a short skeleton
-of named steps. Its collaborators each have a module: the checkpoint's content (checkpoint_connector.py, files in
-checkpoints.py), the best epoch and patience (early_stopping.py), stop requests, the time limit and non-finite
-checks (safeguards.py), predictions on a split (evaluation.SplitPredictor). The learning rate is a pure function of
-the optimiser step (``schedule.lr_at``), so a resumed run (even with a new ``lr``) never reaches into a scheduler.
+of named steps. Its collaborators each have a module: one training epoch (epoch_loop.py), the checkpoint's content
+(checkpoint_connector.py, files in checkpoints.py), the best epoch and patience (early_stopping.py), stop requests,
+the time limit and non-finite checks (safeguards.py), predictions on a split (evaluation.SplitPredictor). The
+learning rate is a pure function of the optimiser step (``schedule.lr_at``), so a resumed run (even with a new
+``lr``) never reaches into a scheduler.
 """
 import copy
 import dataclasses

@@ -161,4 +161,5 @@ def test_the_saved_plan_goes_on_and_what_is_set_now_replaces_it(tmp_path, caplog
         lower.resume(str(tmp_path / "ck"))
     assert (lower.plan.lr, lower.plan.epochs, lower.plan.batch_size) == (0.0001, 9, 8)
     assert lower.state.plan == lower.plan.to_dict()  # what the next checkpoint saves
-    assert "lr 0.0001 replaces the checkpoint's" in caplog.text and "epochs 9 replaces the checkpoint's 4" in caplog.text
+    assert "lr 0.0001 replaces the checkpoint's" in caplog.text
+    assert "epochs 9 replaces the checkpoint's 4" in caplog.text

@@ -136,6 +136,7 @@ def test_a_stop_at_the_end_of_an_epoch_leaves_after_its_checkpoint(tmp_path):
     trainer.callbacks.append(StopAt(1, 2))  # the last step of epoch 1: the epoch completes
     with pytest.raises(Stopped) as err:
         run()
-    assert str(err.value) == "training stopped by a test after epoch 1; run again with the same checkpoint dir to resume"
+    assert str(err.value) == ("training stopped by a test after epoch 1; run again with the same checkpoint dir to "
+                              "resume")
     assert sorted(os.listdir(tmp_path / "ck")) == ["checkpoint-0001-000000.pt"]
     assert trainer.early_stopping.best_epoch == 1 and trainer.writer.saved
