@@ -430,10 +430,12 @@ def choose_positive_class(args, task, classes):
 def check_settings_fit_the_task(args, task, classes):
     """Hyperparameters that this task would not use are a ConfigError (nothing set is silently ignored), and
     ordered grades whose order is only their names' sort order are a warning."""
-    why = " (task=auto follows the train channel's labels.csv)" if getattr(args, "task", "auto") == "auto" else ""
-    if getattr(args, "ordinal", False) and task == "multilabel":
+    auto = getattr(args, "task", "auto") == "auto"
+    why = " (task=auto follows the train channel's labels.csv)" if auto else ""
+    if getattr(args, "ordinal", False) and task == "multilabel":  # the one home of this rule: task=auto or not
         raise ConfigError(f"invalid hyperparameter: ordinal=true needs one grade per image, but this run is "
-                          f"multilabel{why}; leave ordinal out or give a label column")
+                          f"multilabel{why or ' (task=multilabel)'}; leave ordinal out or give a label column"
+                          f"{'' if auto else ' and task=auto'}")
     if getattr(args, "target_sensitivity", 0) and task == "multiclass" and len(classes) > 2:
         raise ConfigError(f"invalid hyperparameter: target-sensitivity chooses the threshold of a binary or "
                           f"multi-label decision, but this run has {len(classes)} classes (the label is the argmax); "

@@ -20,7 +20,12 @@ NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 EPOCH_KEYS = ("epoch", "train_loss", "val_loss", "val_auc", "val_acc", "lr", "images_per_sec")
 ORDINAL_KEYS = ("val_kappa", "val_mae")
 TEST_KEYS = ("test_loss", "test_acc", "test_auc", "test_sensitivity", "test_specificity")
+TEST_ORDINAL_KEYS = ("test_kappa", "test_mae")
 SUMMARY_KEYS = ("val_auc", "val_acc")
+# a split's figures by their names in metrics.json (metrics.evaluate_predictions) -> their names in the lines, after
+# the split's prefix: accuracy -> val_acc, test_acc
+LINE_NAMES = {"loss": "loss", "accuracy": "acc", "auc": "auc", "sensitivity": "sensitivity",
+              "specificity": "specificity", "kappa": "kappa", "mae": "mae"}
 FORMATS = {"epoch": "{:d}", "lr": "{:.6g}", "images_per_sec": "{:.1f}"}  # everything else: 4 decimals
 _PAIR = re.compile(r"\b([a-z_]+)=(\S+)")
 
@@ -33,6 +38,18 @@ def _value(key, value):
 
 def _pairs(keys, values):
     return " ".join(f"{k}={_value(k, values[k])}" for k in keys if k in values)
+
+
+def keyed(split, figures):
+    """A split's ``figures`` (metrics.json's names) under the lines' keys: ``{"accuracy": a}`` -> ``{"val_acc": a}``
+    for split "val"; figures the lines do not carry are left out."""
+    return {f"{split}_{short}": figures[name] for name, short in LINE_NAMES.items() if name in figures}
+
+
+def epoch_values(epoch, *, train_loss, val, lr, images_per_sec):
+    """What an epoch line shows and the run's history keeps, in the line's order (``val``: the val figures)."""
+    values = dict(keyed("val", val), epoch=epoch, train_loss=train_loss, lr=lr, images_per_sec=images_per_sec)
+    return {k: values[k] for k in EPOCH_KEYS + ORDINAL_KEYS if k in values}
 
 
 def epoch_line(values):
@@ -50,8 +67,8 @@ def summary_line(best_epoch, values, model_dir, metrics_path):
 
 
 def test_line(values):
-    """The test split's figures (``values`` keyed by TEST_KEYS, plus ``test_kappa``/``test_mae`` if ordinal)."""
-    return _pairs(TEST_KEYS + ("test_kappa", "test_mae"), values)
+    """The test split's figures (``values`` keyed by TEST_KEYS, plus TEST_ORDINAL_KEYS if ordinal: ``keyed``)."""
+    return _pairs(TEST_KEYS + TEST_ORDINAL_KEYS, values)
 
 
 def parse(line):
@@ -87,5 +104,5 @@ def metric_definitions(*, test=True, ordinal=False):
     matches makes CloudWatch and the notebook warn about a missing metric)."""
     keys = list(EPOCH_KEYS) + (list(ORDINAL_KEYS) if ordinal else [])
     if test:
-        keys += ["test_auc", "test_acc"] + (["test_kappa", "test_mae"] if ordinal else [])
+        keys += ["test_auc", "test_acc"] + (list(TEST_ORDINAL_KEYS) if ordinal else [])
     return [{"Name": key, "Regex": rf"\b{key}={NUMBER}"} for key in keys]

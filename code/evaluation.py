@@ -1,4 +1,5 @@
-"""After training: the decisions fitted on validation (temperature, operating thresholds) and the report of the kept
+"""Evaluation: a model's predictions on a whole split (``SplitPredictor``, for each epoch's validation and for the
+kept model), the decisions fitted on validation (temperature, operating thresholds) and the report of the kept
 model on val and test (metrics.json): calibrated probabilities, ECE, the operating point beside the argmax figures,
 bootstrap confidence intervals, and every image's prediction. Test data is only ever evaluated here, never fitted.
 """
@@ -9,11 +10,47 @@ import numpy as np
 import torch
 
 import calibration
+import distributed
+import hyperparameters
 import metrics
 import prediction
+from errors import DataError
+from loaders import check_bad_fraction
 
 CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity")
 logger = logging.getLogger("train")
+
+
+class SplitPredictor:
+    """(labels, logits, indices) of a whole split, by the endpoint's forward pass (prediction.logits: fp32, the flip
+    TTA of ``hyperparameters.flip_tta``): each rank predicts a shard, and every rank gets all of them back in the
+    split's order (``indices`` index ``split.names``). A streamed split drops its unreadable images here; above
+    max-bad-fraction, or when none is left, they end the run."""
+
+    def __init__(self, args, data, plan, device, dist):
+        self.mean, self.std, self.num_classes = data.mean, data.std, len(data.classes)
+        self.tta, self.memory_format = hyperparameters.flip_tta(args), hyperparameters.memory_format(args)
+        self.batch_size, self.max_bad_fraction = max(plan.batch_size, 256), args.max_bad_fraction
+        self.device, self.dist = device, dist
+
+    @torch.no_grad()
+    def __call__(self, model, split, name):
+        model.eval()
+        indices = list(range(self.dist.rank, len(split), self.dist.world_size))
+        all_idx, all_out = [], []
+        for x, _, idx in split.batches(indices, self.batch_size, self.device):
+            out = prediction.logits(model, x, mean=self.mean, std=self.std, tta=self.tta,
+                                    memory_format=self.memory_format)
+            all_idx.append(idx.numpy())
+            all_out.append(out.cpu().numpy())
+        idx = np.concatenate(all_idx) if all_idx else np.zeros(0, dtype=np.int64)
+        out = np.concatenate(all_out) if all_out else np.zeros((0, self.num_classes), dtype=np.float32)
+        idx, out = distributed.gather_predictions(idx, out, self.dist)
+        if len(idx) < len(split):  # streamed: the unreadable images were found and dropped while reading
+            check_bad_fraction(len(split) - len(idx), len(split), self.max_bad_fraction, name)
+            if not len(idx):
+                raise DataError(f"none of the {len(split)} images in {name} could be read; check the files")
+        return split.labels.cpu().numpy()[idx], out, idx
 
 
 @dataclasses.dataclass

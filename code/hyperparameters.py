@@ -14,6 +14,8 @@ import json
 import math
 import os
 
+import torch
+
 import layout
 import model_def
 from errors import ConfigError
@@ -161,7 +163,8 @@ TABLE = [
     ("model and data", "hflip", dict(type=str2bool, default=True, help="random horizontal flips in augment")),
     ("model and data", "vflip", dict(type=str2bool, default=False, help="random vertical flips in augment")),
     ("model and data", "tta", dict(type=str2bool, default=False,
-                                   help="average with the horizontal flip at evaluation and inference")),
+                                   help="average with the horizontal flip at evaluation and inference; needs "
+                                        "hflip")),
     ("evaluation", "calibrate", dict(type=str2bool, default=True,
                                      help="temperature scaling fitted on val, applied at evaluation and inference")),
     ("evaluation", "target-sensitivity", dict(type=number(float, 0, high=1), default=0.0,
@@ -285,13 +288,24 @@ def parse_args(argv=None, environ=None):
     if args.checkpoint_dir is None:
         args.checkpoint_dir = environ.get("SM_CHECKPOINT_DIR") or (
             SAGEMAKER_CHECKPOINT_DIR if os.path.isdir(SAGEMAKER_CHECKPOINT_DIR) else "")
-    if args.ordinal and args.task == "multilabel":
-        raise ConfigError("invalid hyperparameter: ordinal=true needs one grade per image; it cannot be used with "
-                          "task=multilabel")
+    if args.tta and not args.hflip:
+        raise ConfigError("invalid hyperparameter: tta=true averages each image with its horizontal flip, but "
+                          "hflip=false trains without flips (as when the side matters); set tta=false, or hflip=true")
     if args.pretrained and args.model == "smallcnn":
         raise ConfigError("invalid hyperparameter: smallcnn has no pretrained weights; set pretrained=false "
                           f"or choose one of {sorted(set(model_def.MODELS) - {'smallcnn'})}")
     return args
+
+
+def flip_tta(args):
+    """Whether evaluation and the endpoint average each image's logits with its horizontal flip's: ``tta``, for a
+    model trained with ``hflip`` (parse_args refuses tta without it)."""
+    return bool(args.tta and args.hflip)
+
+
+def memory_format(args):
+    """The memory format of the model and its input batches (``channels-last``)."""
+    return torch.channels_last if args.channels_last else torch.contiguous_format
 
 
 def defaults():

@@ -21,6 +21,7 @@ checkpoints in ``<checkpoint-dir>`` when there is one.
 """
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import sys
@@ -37,10 +38,12 @@ import evaluation
 import layout
 import model_config
 import model_def
+import safeguards
+import schedule
 import utils
-from engine import ProgressBar, StopRequest, Trainer
+from engine import ProgressBar, Trainer
 from errors import ConfigError, Stopped, TrainingError, write_failure
-from hyperparameters import parse_args, recorded
+from hyperparameters import flip_tta, memory_format, parse_args, recorded
 # estimator.deploy() serves the training entry point (SAGEMAKER_PROGRAM=train.py): the endpoint's handlers, here too
 from inference import input_fn, model_fn, output_fn, predict_fn  # noqa: F401
 
@@ -102,7 +105,7 @@ def build_model(args, data, num_classes, device, dist_info):
         raise ConfigError(f"invalid hyperparameter: {exc}") from exc
     except RuntimeError as exc:  # ImageNet weights that could not be downloaded
         raise ConfigError(str(exc)) from exc
-    model = model.to(device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
+    model = model.to(device, memory_format=memory_format(args))
     wrapped = model
     if dist_info.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(
@@ -136,26 +139,28 @@ class ModelWriter:
                 shutil.copyfile(os.path.join(HERE, name), os.path.join(code_dir, name))
 
 
-def evaluate_and_save(trainer, args, writer, dist_info):
-    """The kept weights: calibrate and choose the operating point on val, report val and test, and write the model
-    (with those decisions in its model_config.json) and metrics.json (rank 0)."""
-    trainer.eval_model.load_state_dict(trainer.best_weights)
-    data, task, classes = trainer.data, trainer.task, list(trainer.classes)
-    predicted = {"val": trainer.predict(trainer.eval_model, data.val)}
-    if data.test is not None:
-        predicted["test"] = trainer.predict(trainer.eval_model, data.test)
+def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
+    """The kept weights (``fitted``: Trainer.fit's FitResult) in ``model``, predicted by ``predict`` (an
+    evaluation.SplitPredictor): calibrate and choose the operating point on val, report val and test, and write the
+    model (with those decisions in its model_config.json) and metrics.json (rank 0)."""
+    model.load_state_dict(fitted.best_weights)
+    task, classes = data.task, list(data.classes)
+    predicted = {name: predict(model, split, name) for name, split in (("val", data.val), ("test", data.test))
+                 if split is not None}
     for name, (_, logits, _) in predicted.items():
-        if not np.isfinite(logits).all():
-            trainer.fail_non_finite(trainer.state.epoch, f"the model's predictions on {name} are NaN or infinite")
-    positive = getattr(trainer.classes, "positive", None)
+        if not np.isfinite(logits).all():  # the model dir holds the kept model (Trainer.fit)
+            raise safeguards.non_finite_error(f"the model's predictions on {name} are NaN or infinite",
+                                              epoch=fitted.state.epoch, args=args, lr=fitted.plan.lr,
+                                              best_epoch=fitted.best_epoch)
+    positive = getattr(data.classes, "positive", None)
     decisions = evaluation.fit_decisions(*predicted["val"][:2], task=task, classes=classes, calibrate=args.calibrate,
                                          target_sensitivity=args.target_sensitivity, positive=positive)
     writer.config = model_config.with_decisions(writer.config, decisions)
-    metrics = {"history": trainer.state.history, "best_epoch": trainer.state.best_epoch, "classes": classes,
-               "classes_from": trainer.classes.source, "task": task, "config": writer.config,
+    metrics = {"history": fitted.state.history, "best_epoch": fitted.best_epoch, "classes": classes,
+               "classes_from": data.classes.source, "task": task, "config": writer.config,
                "positive_class": None if positive is None else classes[positive],
-               "positive_class_from": getattr(trainer.classes, "positive_from", None),
-               "plan": trainer.plan.to_dict(), "steps": trainer.state.global_step, "epochs_run": trainer.state.epoch,
+               "positive_class_from": getattr(data.classes, "positive_from", None),
+               "plan": fitted.plan.to_dict(), "steps": fitted.state.global_step, "epochs_run": fitted.state.epoch,
                "decisions": dataclasses.asdict(decisions)}
     for name, (labels, logits, idx) in predicted.items():
         split = data.val if name == "val" else data.test
@@ -169,7 +174,7 @@ def evaluate_and_save(trainer, args, writer, dist_info):
     skipped = accounting.skipped_images(data, dist_info)  # a collective for streamed splits: every rank
     if dist_info.is_main:
         metrics["skipped"] = accounting.skipped_section(skipped, args.output_data_dir)
-        writer.save(trainer.best_weights)
+        writer.save(fitted.best_weights)
         path = os.path.join(args.output_data_dir, "metrics.json")
         utils.atomic_write_json(path, utils.json_safe(metrics))
     log_results(metrics, args, path if dist_info.is_main else None)
@@ -179,9 +184,7 @@ def log_results(metrics, args, path):
     """The test line and the summary line (epoch_log's formats: the metric definitions read them)."""
     test = metrics.get("test")
     if test is not None:
-        logger.info(epoch_log.test_line({f"test_{k}": test[m] for k, m in (
-            ("loss", "loss"), ("acc", "accuracy"), ("auc", "auc"), ("sensitivity", "sensitivity"),
-            ("specificity", "specificity"), ("kappa", "kappa"), ("mae", "mae")) if m in test}))
+        logger.info(epoch_log.test_line(epoch_log.keyed("test", test)))
         if accounting.interval_unit(test):
             logger.info("test 95%% intervals: %d bootstrap resamples of %s", args.bootstrap,
                         accounting.interval_unit(test))
@@ -194,15 +197,14 @@ def log_results(metrics, args, path):
     # the kept epoch's own line, as the model was selected on it (epoch_log's contract; for more than two classes
     # metrics.json's val AUC, of the temperature-scaled probabilities, may differ from it in the third decimal)
     kept = next(h for h in metrics["history"] if h["epoch"] == metrics["best_epoch"])
-    summary = {k: kept[k] for k in ("val_auc", "val_acc", "val_kappa", "val_mae") if k in kept}
-    logger.info(epoch_log.summary_line(metrics["best_epoch"], summary, args.model_dir, path))
+    logger.info(epoch_log.summary_line(metrics["best_epoch"], kept, args.model_dir, path))
 
 
 # ==================================================================================================
 # Main
 # ==================================================================================================
 def run(args, callbacks=()):
-    stop = StopRequest()  # first: a SIGTERM while the data loads still ends in a clean stop
+    stop = safeguards.StopRequest()  # first: a SIGTERM while the data loads still ends in a clean stop
     dist_info = distributed.init_distributed(args.dist_timeout)
     setup_logging(dist_info.rank)
     if ProgressBar.wanted(sys.stderr, dist_info.is_main):  # a person at a terminal; never in a job's log
@@ -223,17 +225,19 @@ def run(args, callbacks=()):
         callback.on_data_loaded(data, time.perf_counter() - started)
 
     model, wrapped = build_model(args, data, len(classes), device, dist_info)
+    plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
     config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
                                 architecture_options=model_def.architecture_options(args.model, data.size),
-                                image_size=data.size, mean=data.mean, std=data.std, tta=args.tta and args.hflip,
+                                image_size=data.size, mean=data.mean, std=data.std, tta=flip_tta(args),
                                 hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
                                 task=data.task, page=args.page, positive=(classes.positive, classes.positive_from))
     writer = ModelWriter(args.model_dir, config)
-    trainer = Trainer(args, data, classes, model, wrapped, device=device, amp_dtype=amp_dtype, dist_info=dist_info,
-                      writer=writer, stop=stop, callbacks=callbacks)
+    predict = evaluation.SplitPredictor(args, data, plan, device, dist_info)
+    trainer = Trainer(args, data, model, wrapped, plan=plan, predict=predict, device=device, amp_dtype=amp_dtype,
+                      dist_info=dist_info, writer=writer, stop=stop, callbacks=callbacks)
     trainer.resume(args.checkpoint_dir)
-    trainer.fit()
-    evaluate_and_save(trainer, args, writer, dist_info)
+    fitted = trainer.fit()
+    evaluate_and_save(fitted, model, data, predict, args, writer, dist_info)
 
 
 def main(argv=None, callbacks=()):

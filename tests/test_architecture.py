@@ -12,6 +12,7 @@ import train
 from conftest import CODE, ROOT
 
 MAX_FUNCTION_LINES = 60
+MAX_CLASS_LINES = 200  # a class in code/: past this it holds more than one job (issue 19: engine.Trainer was 377)
 MAX_TRAIN_PY_LINES = 300
 MAX_CLIENT_FILE_LINES = 450  # a source file of medimg/ or benchmarks/: past this, split it by topic
 # files still over that, each with the change that splits it; an entry no longer needed fails the check too
@@ -51,6 +52,15 @@ def test_functions_in_code_are_short_and_train_py_reads_in_a_few_screens():
     assert not long, long
     with open(os.path.join(CODE, "train.py"), encoding="utf-8") as fh:
         assert len(fh.read().splitlines()) <= MAX_TRAIN_PY_LINES
+
+
+def test_no_class_in_code_holds_more_than_one_job():
+    """Every class of code/, measured from its ``class`` line to its last line, at most MAX_CLASS_LINES."""
+    sizes = {f"{path}:{node.lineno} {node.name}": node.end_lineno - node.lineno + 1
+             for path, tree in sources("code") for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    assert any(name.endswith(" Trainer") for name in sizes), "the check no longer sees engine.Trainer"
+    over = {name: n for name, n in sizes.items() if n > MAX_CLASS_LINES}
+    assert not over, f"split these by job (as engine.Trainer was: docs/ARCHITECTURE.md, The engine): {over}"
 
 
 def test_client_and_benchmark_source_files_stay_under_450_lines():

@@ -113,7 +113,7 @@ def test_dev_smoke_run_writes_every_field(dev_smoke):
         assert run["val_as_test"] == dev["val_as_test"] == (run["ece_from"] != "metrics.json val.ece")
         assert run["test_equals_val"] is not False
         assert run["epochs_run"] == 1 and run["best_epoch"] == 1 and run["epochs_max"] == 1 and run["steps"] >= 1
-        if run["steps_from"] != "metrics.json":  # counted as engine.py does: 48 images, one full batch
+        if run["steps_from"] != "metrics.json":  # counted as epoch_loop.py does: 48 images, one full batch
             assert run["steps"] == 1
         assert run["in_channels"] == (3 if name == "retina" else 1)
         assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["train_images_per_sec_median"] > 0

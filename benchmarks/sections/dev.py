@@ -52,7 +52,7 @@ def val_ece(metrics):
 
 def run_steps(metrics, n_train):
     """(optimiser steps, how they were found): metrics.json's ``steps`` when train.py writes it, else epochs run x
-    steps per epoch as code/engine.py counts them (full batches of min(batch size, n); the last partial batch is
+    steps per epoch as code/epoch_loop.py counts them (full batches of min(batch size, n); the last partial batch is
     dropped; at least one; capped by max-steps-per-epoch)."""
     if metrics.get("steps") is not None:
         return int(metrics["steps"]), "metrics.json"
