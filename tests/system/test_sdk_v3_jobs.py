@@ -1,5 +1,5 @@
-"""SDK v3 end to end against the emulator: medimg.sdk_v3 in a .venv-sdk3 process (tests/sdk3_probe.py job) builds
-a JobSpec's ModelTrainer job, which the emulator runs for real through the uploaded ``code`` and ``sm_drivers``
+"""SDK v3 end to end against the emulator: medimg.sdk_v3 in a .venv-sdk3 process (tests/support/sdk3_probe.py job)
+builds a JobSpec's ModelTrainer job, which the emulator runs for real through the uploaded ``code`` and ``sm_drivers``
 channels (SDK v3's own drivers, .venv-sdk3's python on PATH); then the job's model.tar.gz is deployed as it is
 through sagemaker-core resources, answers an image, and is deleted; a tuning job is started; and a second job
 whose SDK-given name collides with the first's starts under the next second's name and fails with train.py's
@@ -48,8 +48,9 @@ def run(tmp_path_factory):
                     max_run=3600, checkpoint_s3_uri=f"s3://{BUCKET}/p/checkpoints/v3job", tags={"project": "v3"})
         params = {"spec": spec, "bucket": BUCKET, "deploy": True, "image": image, "tuning": {"max_jobs": 4},
                   "second_job": {"hyperparameters": {"epochs": 1, "lr": 0}, "checkpoint_s3_uri": None}}
-        probe = subprocess.run([SDK3_PYTHON, os.path.join(ROOT, "tests", "sdk3_probe.py"), "job"], cwd=ROOT,
-                               input=json.dumps(params), env=emu.env(), capture_output=True, text=True, timeout=900)
+        probe = subprocess.run([SDK3_PYTHON, os.path.join(ROOT, "tests", "support", "sdk3_probe.py"), "job"],
+                               cwd=ROOT, input=json.dumps(params), env=emu.env(), capture_output=True, text=True,
+                               timeout=900)
         emu.wait_for_jobs()
         assert probe.returncode == 0, probe.stderr[-5000:]
         out = json.loads(probe.stdout)

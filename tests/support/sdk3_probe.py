@@ -1,8 +1,8 @@
 """What medimg.sdk_v3 builds, printed as JSON, for tests that run in the SDK v2 environment: run with .venv-sdk3's
 python (SDK v3 installed, medimg installed with --no-deps -e .), never collected by pytest.
 
-    .venv-sdk3/bin/python tests/sdk3_probe.py build  < cases.json   # no AWS: a session that refuses every request
-    .venv-sdk3/bin/python tests/sdk3_probe.py job    < job.json     # against the emulator (AWS_ENDPOINT_URL)
+    .venv-sdk3/bin/python tests/support/sdk3_probe.py build  < cases.json  # no AWS: a session refusing every request
+    .venv-sdk3/bin/python tests/support/sdk3_probe.py job    < job.json    # against the emulator (AWS_ENDPOINT_URL)
 
 ``build``: ``{"jobs": {case: JobSpec kwargs}, "tuners": {case: [JobSpec kwargs, TuningSpec kwargs]}}`` in; out, per
 job case, the CreateTrainingJob request ModelTrainer would send (``_create_training_job_args(boto3=True)``), what

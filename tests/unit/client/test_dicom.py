@@ -1,10 +1,10 @@
-"""prepare_data.py --dicom (medimg.dicom): DICOM files written here with pydicom, and pydicom's bundled samples.
+"""prepare_data.py --dicom (medimg.dicom): DICOM files written with pydicom (tests/support/dicom_files.py), and
+pydicom's bundled samples.
 
 The pixel checks compare with the DICOM standard's formulas computed here by hand (PS3.3 C.11.1 rescale,
 C.11.2.1.2.1 LINEAR window, C.7.6.3.1.2 MONOCHROME1); an output value v for an exact value y * top (y in 0..1) must
 satisfy |v - y * top| <= 0.5, i.e. be y * top rounded.
 """
-import csv
 import json
 import os
 import re
@@ -16,12 +16,11 @@ import pytest
 from PIL import Image
 
 pydicom = pytest.importorskip("pydicom", reason="prepare_data --dicom needs pydicom (requirements.txt)")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import (UID, ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage,  # noqa: E402
-                         generate_uid)
+from pydicom.uid import UID, JPEG2000Lossless  # noqa: E402
 
-from conftest import SCRIPTS, run_local_train  # noqa: E402
-from medimg import artifacts, dicom, prepare_data  # noqa: E402
+from conftest import SCRIPTS  # noqa: E402
+from dicom_files import read_rows, write_csv, write_dcm  # noqa: E402
+from medimg import dicom, prepare_data  # noqa: E402
 
 RAMP = np.arange(256, dtype=np.uint16).reshape(16, 16)  # every stored value 0..255 once
 EPS = 1e-6
@@ -29,83 +28,8 @@ MPEG2 = UID("1.2.840.10008.1.2.4.100")  # MPEG2 Main Profile / Main Level: no py
 
 
 # ==================================================================================================
-# Writing DICOM files and CSVs
+# Converting and reading the output (DICOM files and CSVs are written by tests/support/dicom_files.py)
 # ==================================================================================================
-def write_dcm(path, pixels, *, photometric="MONOCHROME2", patient="PAT-0001", bits_stored=16, signed=False,
-              slope=None, intercept=None, center=None, width=None, voi_lut=None, frames=None, frame_windows=None,
-              syntax=ExplicitVRLittleEndian, pixel_data=None, name="Doe^Jane", accession="ACC-0001", attributes=()):
-    """Write one DICOM Part 10 file: ``pixels`` (H, W) grey, (H, W, 3) colour, or (F, H, W) with ``frames``;
-    ``attributes``: more elements as (tag, VR, value)."""
-    arr = np.asarray(pixels)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    if patient is not None:
-        ds.PatientID = patient
-    ds.PatientName, ds.AccessionNumber = name, accession
-    colour = photometric not in ("MONOCHROME1", "MONOCHROME2")
-    ds.Rows, ds.Columns = arr.shape[-3:-1] if colour else arr.shape[-2:]
-    ds.SamplesPerPixel = 3 if colour else 1
-    ds.PhotometricInterpretation = photometric
-    if colour:
-        ds.PlanarConfiguration = 0
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit, ds.PixelRepresentation = 7, 0
-        data = arr.astype(np.uint8)
-    else:
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-        ds.PixelRepresentation = int(signed)
-        data = arr.astype(np.int16 if signed else np.uint16)
-    if frames:
-        ds.NumberOfFrames = frames
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = str(slope), str(intercept), "US"
-    if center is not None:
-        ds.WindowCenter, ds.WindowWidth = str(center), str(width)
-    if voi_lut is not None:
-        item = Dataset()
-        item.LUTDescriptor = [len(voi_lut[1]), voi_lut[0], 8]
-        item.add_new("LUTData", "US", list(voi_lut[1]))  # LUTData is US or OW: say which
-        ds.VOILUTSequence = [item]
-    if frame_windows is not None:  # enhanced multi-frame: a window per frame in the functional groups
-        groups = []
-        for c, w in frame_windows:
-            voi = Dataset()
-            voi.WindowCenter, voi.WindowWidth = str(c), str(w)
-            group = Dataset()
-            group.FrameVOILUTSequence = [voi]
-            groups.append(group)
-        ds.PerFrameFunctionalGroupsSequence = groups
-    for tag, vr, value in attributes:
-        ds.add_new(tag, vr, value)
-    if pixel_data is None:
-        ds.PixelData = data.tobytes()
-    else:  # compressed: encapsulated fragments
-        from pydicom.encaps import encapsulate
-
-        ds.PixelData = encapsulate([pixel_data])
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(str(path), enforce_file_format=True)
-    else:  # pydicom 2.x
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(str(path), write_like_original=False)
-    return str(path)
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return str(path)
 
 
 def convert(capsys, root, csv_path, *extra, out=None):
@@ -118,11 +42,6 @@ def convert(capsys, root, csv_path, *extra, out=None):
 
 def png(out, split, index):
     return np.asarray(Image.open(os.path.join(out, split, "images", f"{index}.png")))
-
-
-def read_rows(out, split):
-    with open(os.path.join(out, split, "labels.csv"), encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def linear_window(x, center, width):
@@ -292,8 +211,9 @@ def test_a_file_of_nothing_but_padding_is_a_bad_file_and_unused_padding_changes_
     with pytest.raises(dicom.DicomFileError, match=r"every pixel is Pixel Padding Value \(0028,0120\)"):
         dicom.to_pixels(dicom.read_dataset(path))
     unused = write_dcm(tmp_path / "unused.dcm", RAMP, attributes=[(PADDING_VALUE, "US", 9999)])
+    ramp = write_dcm(tmp_path / "ramp.dcm", RAMP)
     np.testing.assert_array_equal(dicom.to_pixels(dicom.read_dataset(unused)),
-                                  dicom.to_pixels(dicom.read_dataset(write_dcm(tmp_path / "ramp.dcm", RAMP))))
+                                  dicom.to_pixels(dicom.read_dataset(ramp)))
 
 
 def test_16_bit_output_is_a_uint16_png_with_the_same_picture(tmp_path, capsys):
@@ -659,46 +579,3 @@ def test_bundled_jpeg2000_file_decodes_like_its_original_or_is_a_bad_file_withou
 # ==================================================================================================
 # End to end: DICOM -> prepare_data -> local_train (the real toolkit) -> the served model
 # ==================================================================================================
-def e2e_tree(root, patients=24, per_patient=3):
-    """Learnable DICOM files: 'nodule' has a bright square. Stored 4v + 100 with rescale 0.25/-25 gives v back;
-    every other file is MONOCHROME1 with stored values inverted, so the converted pictures agree."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for p in range(patients):
-        label = p % 2
-        for k in range(per_patient):
-            v = rng.normal(80, 20, (16, 16))
-            if label:
-                r, c = rng.integers(2, 8, 2)
-                v[r:r + 5, c:c + 5] += 120
-            v = v.clip(0, 255)
-            mono1 = (p + k) % 2 == 1
-            stored = 4 * ((255 - v) if mono1 else v) + 100
-            rel = f"p{p}/s{k}.dcm"
-            write_dcm(root / "dcm" / rel, np.rint(stored), photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
-                      patient=f"E2E-{p:03d}", slope=0.25, intercept=-25, center=128, width=256, bits_stored=12)
-            rows.append([rel, ["no finding", "nodule"][label]])
-    return write_csv(root / "labels.csv", ["file", "label"], rows)
-
-
-@pytest.mark.slow
-def test_dicom_to_prepared_channels_to_training_to_an_answer(tmp_path):
-    csv_path = e2e_tree(tmp_path)
-    data = tmp_path / "data"
-    result = subprocess.run([sys.executable, os.path.join(SCRIPTS, "prepare_data.py"), "--dicom",
-                             str(tmp_path / "dcm"), "--labels", csv_path, "--out", str(data), "--val-fraction",
-                             "0.17", "--seed", "1"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "E2E-" not in result.stdout + result.stderr
-    sizes = {s: len(read_rows(str(data), s)) for s in ("train", "val", "test")}
-    assert sum(sizes.values()) == 72 and min(sizes.values()) >= 9
-    work = tmp_path / "work"
-    run = run_local_train(data, work, ["epochs=2", "batch-size=16", "patience=0"])
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
-    assert metrics["classes"] == ["no finding", "nodule"]
-    image = data / "test" / read_rows(str(data), "test")[0]["image"]
-    with artifacts.LocalModel(str(work / "model")) as model:
-        answer = model.invoke(image.read_bytes(), "image/png")["predictions"][0]
-    assert set(answer["probabilities"]) == {"no finding", "nodule"} and answer["label"] in ("no finding", "nodule")
-    assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
