@@ -6,17 +6,10 @@ import pytest
 
 import calibration
 import evaluation
-import hyperparameters
 import metrics
+from train_args import args_with
 
 pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
-
-
-def args_with(**overrides):
-    args = hyperparameters.parse_args([], environ={})
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return args
 
 
 # ---------------------------------------------------------------- calibration and the operating point

@@ -4,15 +4,9 @@ import pytest
 
 import hyperparameters
 import schedule
+from train_args import args_with
 
 pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
-
-
-def args_with(**overrides):
-    args = hyperparameters.parse_args([], environ={})
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return args
 
 
 @pytest.mark.parametrize("n, batch, epochs, steps_per_epoch", [
