@@ -1,5 +1,5 @@
-"""prepare_data.py --dicom (medimg.dicom): DICOM files written with pydicom (tests/support/dicom_files.py), and
-pydicom's bundled samples.
+"""prepare_data.py --dicom (medimg.dicom, dicom_pixels, dicom_labels): DICOM files written with pydicom
+(tests/support/dicom_files.py), and pydicom's bundled samples.
 
 The pixel checks compare with the DICOM standard's formulas computed here by hand (PS3.3 C.11.1 rescale,
 C.11.2.1.2.1 LINEAR window, C.7.6.3.1.2 MONOCHROME1); an output value v for an exact value y * top (y in 0..1) must
@@ -20,7 +20,7 @@ from pydicom.uid import UID, JPEG2000Lossless  # noqa: E402
 
 from conftest import SCRIPTS  # noqa: E402
 from dicom_files import read_rows, write_csv, write_dcm  # noqa: E402
-from medimg import dicom, prepare_data  # noqa: E402
+from medimg import dicom_pixels, prepare_data  # noqa: E402
 
 RAMP = np.arange(256, dtype=np.uint16).reshape(16, 16)  # every stored value 0..255 once
 EPS = 1e-6
@@ -183,14 +183,14 @@ def test_padding_does_not_change_the_picture_of_the_real_pixels(tmp_path, case, 
     attributes = [(PADDING_VALUE, vr, value)] + ([(PADDING_LIMIT, *limit)] if limit else [])
     path = write_dcm(tmp_path / "p.dcm", stored, photometric=photometric, signed=signed, bits_stored=bits,
                      slope=1, intercept=-1024, attributes=attributes)
-    out = dicom.to_pixels(dicom.read_dataset(path))
+    out = dicom_pixels.to_pixels(dicom_pixels.read_dataset(path))
     lo, hi = float(np.min(real)), float(np.max(real))
     exact = (stored[:-4] - lo) / (hi - lo)  # the real pixels by their own range, by hand
     assert_rounded(out[:-4], exact if photometric == "MONOCHROME2" else 1 - exact, 255)
     assert (out[-4:] == 0).all(), out[-4:]
     without = write_dcm(tmp_path / "plain.dcm", stored[:-4], photometric=photometric, signed=signed,
                         bits_stored=bits, slope=1, intercept=-1024)
-    np.testing.assert_array_equal(out[:-4], dicom.to_pixels(dicom.read_dataset(without)))
+    np.testing.assert_array_equal(out[:-4], dicom_pixels.to_pixels(dicom_pixels.read_dataset(without)))
 
 
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
@@ -200,7 +200,7 @@ def test_padding_is_black_with_a_window_too(tmp_path, photometric):
     stored = padded(np.arange(0, 192) * 4, 4000)
     path = write_dcm(tmp_path / "w.dcm", stored, photometric=photometric, center=400, width=800,
                      attributes=[(PADDING_VALUE, "US", 4000)])
-    out = dicom.to_pixels(dicom.read_dataset(path))
+    out = dicom_pixels.to_pixels(dicom_pixels.read_dataset(path))
     exact = linear_window(stored[:-4], 400, 800)
     assert_rounded(out[:-4], exact if photometric == "MONOCHROME2" else 1 - exact, 255)
     assert (out[-4:] == 0).all()
@@ -208,12 +208,12 @@ def test_padding_is_black_with_a_window_too(tmp_path, photometric):
 
 def test_a_file_of_nothing_but_padding_is_a_bad_file_and_unused_padding_changes_nothing(tmp_path):
     path = write_dcm(tmp_path / "all.dcm", np.full((8, 8), 7), attributes=[(PADDING_VALUE, "US", 7)])
-    with pytest.raises(dicom.DicomFileError, match=r"every pixel is Pixel Padding Value \(0028,0120\)"):
-        dicom.to_pixels(dicom.read_dataset(path))
+    with pytest.raises(dicom_pixels.DicomFileError, match=r"every pixel is Pixel Padding Value \(0028,0120\)"):
+        dicom_pixels.to_pixels(dicom_pixels.read_dataset(path))
     unused = write_dcm(tmp_path / "unused.dcm", RAMP, attributes=[(PADDING_VALUE, "US", 9999)])
     ramp = write_dcm(tmp_path / "ramp.dcm", RAMP)
-    np.testing.assert_array_equal(dicom.to_pixels(dicom.read_dataset(unused)),
-                                  dicom.to_pixels(dicom.read_dataset(ramp)))
+    np.testing.assert_array_equal(dicom_pixels.to_pixels(dicom_pixels.read_dataset(unused)),
+                                  dicom_pixels.to_pixels(dicom_pixels.read_dataset(ramp)))
 
 
 def test_16_bit_output_is_a_uint16_png_with_the_same_picture(tmp_path, capsys):
@@ -487,7 +487,7 @@ def test_other_refusals_leave_out_alone(tmp_path, capsys):
     write_dcm(tmp_path / "dcm" / "a.dcm", RAMP)
     csv_path = write_csv(tmp_path / "l.csv", ["file", "label"], [["a.dcm", "x"], ["a.dcm", "y"]])
     code, _, err, out = convert(capsys, tmp_path, csv_path)
-    assert "lines 2 and 3 list the same file" in one_line_error(code, err, out)
+    assert "lines 2 and 3 both list the same file; list each file once" in one_line_error(code, err, out)
     code, _, err, out = convert(capsys, tmp_path, single(tmp_path, ["a.dcm"]), "--window", "40")
     assert "--window '40' must be CENTER,WIDTH" in one_line_error(code, err, out)
     (tmp_path / "full").mkdir()
@@ -555,8 +555,8 @@ def test_bundled_multi_frame_rt_dose_needs_a_frame(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["SC_rgb_small_odd.dcm", "SC_ybr_full_422_uncompressed.dcm",
                                   "examples_palette.dcm"])
 def test_bundled_colour_files_come_out_rgb(name):
-    ds = dicom.read_dataset(bundled(name))
-    pixels = dicom.to_pixels(ds)
+    ds = dicom_pixels.read_dataset(bundled(name))
+    pixels = dicom_pixels.to_pixels(ds)
     assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
     assert pixels.shape[:2] == (ds.Rows, ds.Columns)
     if name.startswith("SC_ybr"):  # pydicom's sample: the first rows are pure red
@@ -566,14 +566,15 @@ def test_bundled_colour_files_come_out_rgb(name):
 
 
 def test_bundled_jpeg2000_file_decodes_like_its_original_or_is_a_bad_file_without_a_decoder():
-    ds = dicom.read_dataset(bundled("MR_small_jp2klossless.dcm"))
+    ds = dicom_pixels.read_dataset(bundled("MR_small_jp2klossless.dcm"))
     try:
         pydicom.dcmread(bundled("MR_small_jp2klossless.dcm")).pixel_array
     except Exception:  # noqa: BLE001 - no JPEG 2000 decoder here (Pillow without OpenJPEG, no pylibjpeg, no gdcm)
-        with pytest.raises(dicom.DicomFileError, match="compressed as 'JPEG 2000 Image Compression"):
-            dicom.to_pixels(ds)
+        with pytest.raises(dicom_pixels.DicomFileError, match="compressed as 'JPEG 2000 Image Compression"):
+            dicom_pixels.to_pixels(ds)
     else:  # lossless: the same picture as MR_small.dcm
-        np.testing.assert_array_equal(dicom.to_pixels(ds), dicom.to_pixels(dicom.read_dataset(bundled("MR_small.dcm"))))
+        original = dicom_pixels.read_dataset(bundled("MR_small.dcm"))
+        np.testing.assert_array_equal(dicom_pixels.to_pixels(ds), dicom_pixels.to_pixels(original))
 
 
 # ==================================================================================================

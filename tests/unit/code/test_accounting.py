@@ -21,7 +21,7 @@ import loaders
 from conftest import CLASSES, FINDINGS, make_dataset, make_image, make_multilabel_dataset
 from data_factories import manifest_channel
 from errors import BadImageError, DataError, ImageTooLargeError
-from medimg import artifacts, dicom, show_metrics
+from medimg import artifacts, dicom_labels, show_metrics
 
 
 def args_for(root, **kw):
@@ -232,14 +232,14 @@ def test_a_label_dict_matches_labels_and_finding_columns_ignoring_case(tmp_path,
 def test_prepare_data_dicom_reads_its_labels_by_the_same_rule(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("file,label\na.dcm,Pneumonia\nb.dcm,normal\nc.dcm,pneumonia\nd.dcm,pneumonia\n")
-    table = dicom.read_labels(str(path))
+    table = dicom_labels.read_labels(str(path))
     assert table.classes == ["normal", "pneumonia"] and table.targets == [1, 0, 1, 1]
     assert table.warnings == [f"{path} spells class 'pneumonia' also as 'Pneumonia' (1 row): the same class, as "
                               "train.py compares names (ignoring case)"]
-    assert dicom.read_labels(str(path), ["NORMAL", "Pneumonia"]).targets == [1, 0, 1, 1]
+    assert dicom_labels.read_labels(str(path), ["NORMAL", "Pneumonia"]).targets == [1, 0, 1, 1]
     multi = tmp_path / "multi.csv"
     multi.write_text("file,nodule,Effusion\na.dcm,1,0\n")
-    assert dicom.read_labels(str(multi), ["effusion", "Nodule"]).targets == [(0, 1)]
+    assert dicom_labels.read_labels(str(multi), ["effusion", "Nodule"]).targets == [(0, 1)]
 
 
 # ---------------------------------------------------------------- the client views

@@ -16,7 +16,8 @@ import metrics
 from conftest import FINDINGS, make_dataset, make_multilabel_dataset
 from data_factories import single_label_manifest
 from errors import ConfigError, DataError
-from medimg import prepare_data
+from medimg import dicom_labels, prepare_data
+from medimg.prepare_data import PrepareError
 
 
 def args_for(root, **kw):
@@ -85,6 +86,78 @@ def test_manifest_errors_are_one_clear_line(tmp_path, case):
     message = str(err.value)
     assert fragment in message and "\n" not in message, message
     assert message.startswith(str(tmp_path / "train" / "labels.csv")) or "class" in fragment, message
+
+
+# one labels-CSV reader: the same malformed row in a channel's labels.csv (train.py) and in prepare_data --dicom's
+# CSV (the same with ``file`` for ``image``) gets the same line; the DICOM one names no path (a PACS path may hold
+# a patient's name), which is the only difference
+SAME_ROW_MISTAKES = {
+    "unquoted comma": ("image,label\n0.png,normal, benign\n", None),
+    "label beside findings": ("image,label,a\n0.png,x,1\n", None),
+    "repeated columns": ("image,a,a\n0.png,1,0\n", None),
+    "no label column": ("image\n0.png\n", None),
+    "not 0/1": ("image,a,b\n0.png,1,0\n1.png,0,2\n", "1.png"),
+    "empty value": ("image,a,b\n0.png,1,0\n1.png,,1\n", "1.png"),
+    "no label": ("image,label\n0.png,x\n\n1.png,\n", "1.png"),  # after a blank line: line 4 still
+    "climbing path": ("image,label\n../0.png,x\n", "../0.png"),
+    "absolute path": ("image,label\n/etc/0.png,x\n", "/etc/0.png"),
+    "windows path": ("image,label\nscans\\0.png,x\n", "scans\\0.png"),
+    "drive letter": ("image,label\nC:/0.png,x\n", "C:/0.png"),
+    "listed twice": ("image,label\n0.png,x\n1.png,y\n0.png,y\n", "0.png"),
+    "no rows": ("image,label\n", None),
+}
+
+
+def without_the_path(message, image):
+    """A labels.csv message as the DICOM CSV's reader words it: the row's path left out, files for images."""
+    if image is not None:
+        for named, hidden in ((f"image {image!r}", "the file"), (f" for {image!r}", ""), (f": {image!r} has", " has"),
+                              (f"both list {image!r}", "both list the same file")):
+            message = message.replace(named, hidden)
+    for image_word, file_word in (("the channel", "the DICOM folder"), ("each image", "each file"),
+                                  ("leave the image out", "leave the file out"), ("no images", "no files")):
+        message = message.replace(image_word, file_word)
+    return message
+
+
+@pytest.mark.parametrize("case", sorted(SAME_ROW_MISTAKES))
+def test_a_malformed_row_gets_the_same_line_from_train_py_and_prepare_data_dicom(tmp_path, case):
+    text, image = SAME_ROW_MISTAKES[case]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "labels.csv").write_text(text)
+    (tmp_path / "dicom.csv").write_text(text.replace("image", "file", 1))
+    with pytest.raises(DataError) as train_py:
+        channels.read_manifests(types.SimpleNamespace(train=str(tmp_path / "train"), val=None, test=None))
+    with pytest.raises(PrepareError) as dicom_csv:
+        dicom_labels.read_labels(str(tmp_path / "dicom.csv"))
+    said_by_train_py = str(train_py.value).replace(str(tmp_path / "train" / "labels.csv"), "CSV")
+    assert said_by_train_py.startswith("CSV ") and "\n" not in said_by_train_py
+    assert str(dicom_csv.value).replace(str(tmp_path / "dicom.csv"), "CSV") == without_the_path(said_by_train_py, image)
+    if image is not None:
+        assert image not in str(dicom_csv.value)
+
+
+def test_the_dicom_csv_keeps_its_own_columns(tmp_path):
+    """Its ``file`` column anywhere, a ``split`` column, no ``patient_id`` (patients come from the DICOM files); a
+    channel's labels.csv has ``image`` first, and a ``split`` column there is a finding like any other."""
+    (tmp_path / "d.csv").write_text("Label,Split,FILE\nx,Validation,a/0.dcm\ny,train,1.dcm\n")
+    table = dicom_labels.read_labels(str(tmp_path / "d.csv"))
+    assert (table.files, table.splits, table.lines, table.classes) == (["a/0.dcm", "1.dcm"], ["val", "train"], [2, 3],
+                                                                       ["x", "y"])
+    (tmp_path / "p.csv").write_text("file,label,patient_id\n0.dcm,x,p\n")
+    with pytest.raises(PrepareError, match="has a 'patient_id' column: patients come from each file's DICOM "
+                                           "PatientID tag"):
+        dicom_labels.read_labels(str(tmp_path / "p.csv"))
+    (tmp_path / "s.csv").write_text("file,label,split\n0.dcm,x,holdout\n")
+    with pytest.raises(PrepareError, match=r"line 2: split 'holdout' is not one of \['test', 'testing', 'train'"):
+        dicom_labels.read_labels(str(tmp_path / "s.csv"))
+    (tmp_path / "labels.csv").write_text("label,image\nx,0.png\n")
+    with pytest.raises(layout.LayoutError, match="whose first column is 'image'"):
+        layout.read_manifest(str(tmp_path / "labels.csv"))
+    (tmp_path / "labels.csv").write_text("Image,split,a\n0.png,1,0\n")
+    manifest = layout.read_manifest(str(tmp_path / "labels.csv"))
+    assert (manifest.kind, manifest.findings, manifest.splits, manifest.patients) == ("multi", ["split", "a"], None,
+                                                                                      None)
 
 
 def test_missing_files_count_as_unreadable_images(tmp_path, caplog):
