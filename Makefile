@@ -1,5 +1,6 @@
 # make demo: install, then train on the embedded PneumoniaMNIST sample through the real SageMaker toolkit.
-# make test: install if needed, then run the whole suite; make test-fast: the unit tier only (well under a minute).
+# make test: install if needed, then run the whole suite (tests/unit and tests/system); make test-fast: the unit tier
+# only (tests/unit: in process, under a minute); make test-system: the system tier (real processes, training runs).
 # make install builds two client environments: .venv (SageMaker Python SDK v2, the training toolkit, moto, the
 # test tools) and .venv-sdk3 (SDK v3, for the tests that run the ModelTrainer path and its container drivers).
 PYTHON ?= python3.11
@@ -15,13 +16,13 @@ SDK3_PACKAGES := "sagemaker>=3,<4" ipykernel matplotlib pandas scikit-learn capt
 VENV26 := .venv-torch26
 STAMP26 := $(VENV26)/.installed
 TORCH26_PIN := torch==2.6.0 torchvision==0.21.0
-TORCH26_TESTS := $(shell grep -l "mark.torch26" tests/test_*.py)
+TORCH26_TESTS := $(shell grep -rl --include="test_*.py" "mark.torch26" tests)
 # this project's own environments take this torch (from local disk here); Studio users keep their image's
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 DEMO_DATA := build/demo-data
 DEMO_WORK := build/demo-work
 
-.PHONY: install install-torch26 demo test test-fast test-torch26 bench clean
+.PHONY: install install-torch26 demo test test-fast test-system test-torch26 bench clean
 
 install: $(STAMP) $(STAMP3)
 
@@ -48,7 +49,7 @@ $(STAMP3): pyproject.toml
 	touch $(STAMP3)
 
 # torch 2.6.0 from PyPI (about 3 GB of CUDA wheels), then requirements.txt as a Studio user installs it next to
-# their image's torch: it must keep that torch (tests/test_container_torch.py checks the version it runs on).
+# their image's torch: it must keep that torch (tests/system/test_container_torch.py checks the version it runs on).
 install-torch26: $(STAMP26)
 
 $(STAMP26): requirements.txt pyproject.toml
@@ -77,7 +78,10 @@ test: $(STAMP) $(STAMP3)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) $(STAMP3)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q tests/unit
+
+test-system: $(STAMP) $(STAMP3)
+	$(PY) -m pytest -q tests/system
 
 # make bench BENCH_ARGS="--quick" (or --only throughput,ceiling ...): see benchmarks/run.py --help
 bench: $(STAMP)

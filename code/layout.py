@@ -6,11 +6,12 @@ the notebook's upload) and its reader (train.py) must agree on.
 * A channel is either class folders (``<channel>/<class folder>/<image>``) or a manifest
   (``<channel>/labels.csv`` with an ``image`` column, then ``label`` or one 0/1 column per finding, and an
   optional ``patient_id``: ``read_manifest``/``write_manifest``), with an optional ``label_dict.json``
-  (index -> class name) at its root.
+  (index -> class name) at its root. ``read_manifest`` is the one reader of such CSVs: prepare_data --dicom's
+  labels CSV is read by it too, with its own columns (``ManifestColumns``).
 * A class name is a name ("normal, benign", "Pleural Effusion", "Ödem"); its folder is ``folder_name(name)``.
 
 This module imports only the standard library and nothing else of ``code/``, so that the client package
-(``medimg``) loads this very file instead of keeping a copy (tests/test_architecture.py checks it).
+(``medimg``) loads this very file instead of keeping a copy (tests/unit/repository/test_architecture.py checks it).
 """
 import csv
 import hashlib
@@ -259,41 +260,60 @@ def label_dict_json(classes):
 class Manifest:
     """A parsed labels.csv. ``kind`` is "single" (one class name per image, ``labels``) or "multi" (one 0/1 value
     per finding per image: ``findings`` names the columns, ``values`` the rows); ``patients`` when the file has a
-    patient_id column; ``lines`` the file's line number of each row (for messages)."""
+    patient_id column; ``splits`` (train/val/test per row) when it has the split column asked for; ``lines`` the
+    file's line number of each row (for messages). ``images`` are the paths of the path column."""
 
-    def __init__(self, path, kind, images, lines, labels=None, findings=None, values=None, patients=None):
+    def __init__(self, path, kind, images, lines, labels=None, findings=None, values=None, patients=None,
+                 splits=None):
         self.path, self.kind, self.images, self.lines = path, kind, images, lines
         self.labels, self.findings, self.values, self.patients = labels, findings, values, patients
+        self.splits = splits
 
 
-def read_manifest(path):
+class ManifestColumns:
+    """What a CSV of paths and labels calls its columns, the one thing its readers differ in. A channel's labels.csv
+    (the default): ``image`` first, paths inside the channel, an optional ``patient_id``. prepare_data --dicom's
+    CSV (medimg.dicom_labels): ``file`` anywhere, paths inside the DICOM folder, an optional ``split``, patients from
+    the DICOM files (``patients_from``: a patient_id column is refused, saying where they come from), and rows named
+    by their line only (``show_paths=False``: a PACS path may hold a patient's name). Reserved column names are
+    compared ignoring case."""
+
+    def __init__(self, path=IMAGE_COLUMN, *, path_first=True, inside="the channel", split=None, patients_from=None,
+                 show_paths=True):
+        self.path, self.path_first, self.inside, self.split = path, path_first, inside, split
+        self.patients_from, self.show_paths = patients_from, show_paths
+        self.noun = "image" if path == IMAGE_COLUMN else path
+
+    def example(self):
+        extra = f"[,{self.split or PATIENT_COLUMN}]" if self.split or not self.patients_from else ""
+        return f"{self.path},{LABEL_COLUMN}{extra} or {self.path},finding_a,finding_b{extra}"
+
+    def row(self, line, image=None):
+        """How a message names a row: its line, and its path unless paths are not shown."""
+        return f"line {line}: {image!r}" if image is not None and self.show_paths else f"line {line}"
+
+
+LABELS_CSV = ManifestColumns()
+
+
+def read_manifest(path, columns=LABELS_CSV):
     """Parse ``path`` (a labels.csv: a header row, ``image`` first, then ``label`` or one 0/1 column per finding,
-    and optionally ``patient_id``). Raises LayoutError naming the line for: no header or no ``image`` column first,
-    ``label`` beside finding columns, an empty, absolute or climbing (``..``) image path, a value other than 0/1,
-    a missing label, and an image listed twice."""
+    and optionally ``patient_id``; ``columns`` for another CSV of paths and labels, see ManifestColumns). Blank
+    lines are skipped. Raises LayoutError naming the line for: no header or no path column (first), ``label``
+    beside finding columns, an empty, absolute or climbing (``..``) path (``is_relative_path``), a value other
+    than 0/1, a missing label, a path listed twice, too many fields (an unquoted comma), an unknown split."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             rows = list(csv.reader(io.StringIO(fh.read())))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise LayoutError(f"cannot read {path} as a UTF-8 CSV file ({exc})") from exc
     header = [h.strip() for h in rows[0]] if rows else []
-    if not header or header[0] != IMAGE_COLUMN:
-        raise LayoutError(f"{path} must start with a header row whose first column is {IMAGE_COLUMN!r} (got "
-                          f"{header[:3]}); e.g. image,label or image,finding_a,finding_b[,patient_id]")
-    patient_col = header.index(PATIENT_COLUMN) if PATIENT_COLUMN in header else None
-    columns = [i for i in range(1, len(header)) if i != patient_col]
-    if not columns:
-        raise LayoutError(f"{path} has no label columns; add {LABEL_COLUMN!r} or one 0/1 column per finding")
-    names = [header[i] for i in columns]
-    if LABEL_COLUMN in names and len(names) > 1:
-        raise LayoutError(f"{path} has a {LABEL_COLUMN!r} column beside other columns {names}: use either "
-                          f"{LABEL_COLUMN!r} (one class per image) or one 0/1 column per finding")
-    if len(set(names)) != len(names) or any(not n for n in names):
-        raise LayoutError(f"{path} has empty or repeated column names {names}")
-    kind = "single" if names == [LABEL_COLUMN] else "multi"
+    path_col, split_col, patient_col, label_cols = _manifest_header(path, header, columns)
+    names = [header[i] for i in label_cols]
+    kind = "single" if [n.lower() for n in names] == [LABEL_COLUMN] else "multi"
     out = Manifest(path, kind, [], [], labels=[] if kind == "single" else None,
                    findings=None if kind == "single" else names, values=None if kind == "single" else [],
-                   patients=[] if patient_col is not None else None)
+                   patients=[] if patient_col is not None else None, splits=[] if split_col is not None else None)
     seen = {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -301,47 +321,86 @@ def read_manifest(path):
         if len(row) > len(header):
             raise LayoutError(f"{path} line {line} has {len(row)} fields for {len(header)} columns; quote a value that "
                               'holds a comma ("normal, benign")')
-        _manifest_row(out, path, line, row + [""] * (len(header) - len(row)), columns, patient_col, seen)
+        cells = [cell.strip() for cell in row] + [""] * (len(header) - len(row))
+        _manifest_row(out, columns, line, cells, (path_col, label_cols, patient_col, split_col), seen)
     if not out.images:
-        raise LayoutError(f"{path} lists no images")
+        raise LayoutError(f"{path} lists no {columns.noun}s")
     return out
+
+
+def _manifest_header(path, header, columns):
+    """``(path column, split column, patient column, label columns)`` of a header row (split and patient None when
+    absent); raises LayoutError."""
+    lowered = [h.lower() for h in header]
+    if columns.path_first and lowered[:1] != [columns.path]:
+        raise LayoutError(f"{path} must start with a header row whose first column is {columns.path!r} (got "
+                          f"{header[:4]}); e.g. {columns.example()}")
+    if columns.path not in lowered:
+        raise LayoutError(f"{path} must start with a header row with a {columns.path!r} column (got {header[:4]}); "
+                          f"e.g. {columns.example()}")
+    if columns.patients_from and PATIENT_COLUMN in lowered:
+        raise LayoutError(f"{path} has a {PATIENT_COLUMN!r} column: patients come from {columns.patients_from}; "
+                          "drop the column")
+    found = {c: lowered.index(c) for c in (columns.path, columns.split, PATIENT_COLUMN) if c and c in lowered}
+    label_cols = [i for i in range(len(header)) if i not in found.values()]
+    names = [header[i] for i in label_cols]
+    if not label_cols:
+        raise LayoutError(f"{path} has no label columns; add {LABEL_COLUMN!r} or one 0/1 column per finding")
+    if LABEL_COLUMN in [n.lower() for n in names] and len(names) > 1:
+        raise LayoutError(f"{path} has a {LABEL_COLUMN!r} column beside other columns {names}: use either "
+                          f"{LABEL_COLUMN!r} (one class per image) or one 0/1 column per finding")
+    if len(set(names)) != len(names) or any(not n for n in names):
+        raise LayoutError(f"{path} has empty or repeated column names {names}")
+    return found[columns.path], found.get(columns.split), found.get(PATIENT_COLUMN), label_cols
 
 
 def is_relative_path(name):
     """True when ``name`` (str) is a path inside a folder as a CSV column of paths must give it: not empty, ``/``
     between folders, no leading ``/``, no ``..``, no backslash and no drive (``C:``). Used for labels.csv's
-    ``image`` and for the DICOM labels CSV's ``file`` (medimg.dicom)."""
+    ``image`` and for the DICOM labels CSV's ``file`` (read_manifest with their ManifestColumns)."""
     parts = name.split("/")
     return bool(name) and not name.startswith("/") and "\\" not in name and ".." not in parts and ":" not in parts[0]
 
 
-def _manifest_row(out, path, line, row, columns, patient_col, seen):
-    image = row[0].strip()
+def _manifest_row(out, columns, line, row, where, seen):
+    path_col, label_cols, patient_col, split_col = where
+    path, image = out.path, row[path_col]
     if not is_relative_path(image):
-        raise LayoutError(f"{path} line {line}: image {image!r} must be a path relative to the channel, with / "
-                          "between folders, inside the channel (no leading /, no ..)")
+        named = f"{columns.path} {image!r}" if columns.show_paths else f"the {columns.path}"
+        raise LayoutError(f"{path} line {line}: {named} must be a path relative to {columns.inside}, with / between "
+                          f"folders, inside {columns.inside} (no leading /, no ..)")
     if image in seen:
-        raise LayoutError(f"{path} lines {seen[image]} and {line} both list {image!r}; list each image once")
+        named = repr(image) if columns.show_paths else f"the same {columns.noun}"
+        raise LayoutError(f"{path} lines {seen[image]} and {line} both list {named}; list each {columns.noun} once")
     seen[image] = line
+    if out.kind == "single":
+        if not row[label_cols[0]]:
+            raise LayoutError(f"{path} {columns.row(line, image)} has no label")
+        out.labels.append(row[label_cols[0]])
+    else:
+        bad = [(out.findings[k], row[i]) for k, i in enumerate(label_cols) if row[i] not in ("0", "1")]
+        if bad:
+            named = f" for {image!r}" if columns.show_paths else ""
+            raise LayoutError(f"{path} line {line}: {bad[0][0]}={bad[0][1]!r}{named}; finding values must be 0 or 1 "
+                              f"(map uncertain or missing labels to 0 or 1, or leave the {columns.noun} out)")
+        out.values.append(tuple(int(row[i]) for i in label_cols))
+    if patient_col is not None:
+        if not row[patient_col]:
+            raise LayoutError(f"{path} {columns.row(line, image)} has no {PATIENT_COLUMN}")
+        out.patients.append(row[patient_col])
+    if split_col is not None:
+        out.splits.append(_split_of(path, line, row[split_col]))
     out.images.append(image)
     out.lines.append(line)
-    if out.kind == "single":
-        label = row[columns[0]].strip()
-        if not label:
-            raise LayoutError(f"{path} line {line}: {image!r} has no label")
-        out.labels.append(label)
-    else:
-        cells = [row[i].strip() for i in columns]
-        bad = [(out.findings[k], c) for k, c in enumerate(cells) if c not in ("0", "1")]
-        if bad:
-            raise LayoutError(f"{path} line {line}: {bad[0][0]}={bad[0][1]!r} for {image!r}; finding values must be "
-                              "0 or 1 (map uncertain or missing labels to 0 or 1, or leave the image out)")
-        out.values.append(tuple(int(c) for c in cells))
-    if patient_col is not None:
-        patient = row[patient_col].strip()
-        if not patient:
-            raise LayoutError(f"{path} line {line}: {image!r} has no {PATIENT_COLUMN}")
-        out.patients.append(patient)
+
+
+def _split_of(path, line, written):
+    """The split a row's split column names (``train``/``val``/``test`` or an alias of CHANNEL_ROLES)."""
+    role = channel_role(written) if written else None
+    if role not in CHANNEL_ROLES:
+        allowed = sorted(n for names in CHANNEL_ROLES.values() for n in names)
+        raise LayoutError(f"{path} line {line}: split {written!r} is not one of {allowed}")
+    return role
 
 
 def write_manifest(path, images, *, labels=None, findings=None, values=None, patients=None):

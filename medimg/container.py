@@ -2,7 +2,7 @@
 
 ``layout`` (channels, class-name folders, label_dict.json, manifests, image extensions), ``epoch_log`` (the log
 lines and their CloudWatch metric definitions) and ``splits`` (held-out splits, by patient) import only the standard
-library (tests/test_architecture.py checks it), so they load here by path, under this package's name, without
+library (tests/unit/repository/test_architecture.py checks it), so they load here by path, under this package's name, without
 putting ``code/`` on ``sys.path`` (where its flat module names, ``utils`` first, would shadow others). ``metrics``
 (NumPy only) loads the same way on demand, so that a harness computes a metric by train.py's own definition.
 
@@ -18,7 +18,7 @@ import sys
 CODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "code")
 CONTRACTS = ("layout", "epoch_log", "splits")
 NUMPY_ONLY = ("metrics",)  # the metric definitions (NumPy only): loaded on demand, for the benchmarks' harness
-# loaded on demand with the code/ modules they import, in import order (tests/test_architecture.py checks the list)
+# loaded on demand with the code/ modules they import, in import order (tests/unit/repository/test_architecture.py checks the list)
 WITH_CODE_IMPORTS = {"images": ("utils", "errors")}
 LOADABLE = CONTRACTS + NUMPY_ONLY + tuple(WITH_CODE_IMPORTS)
 _ABSENT = object()

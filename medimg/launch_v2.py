@@ -2,7 +2,7 @@
 local /opt/ml. Every host's /opt/ml gets the config files as SDK v2 writes them (each hyperparameter value
 JSON-encoded), the channels and a fresh copy of code/ (``stage_base_dir``); the toolkit runs with
 SAGEMAKER_BASE_DIR pointing there (``toolkit_env``), SM_CHECKPOINT_DIR=WORK/checkpoints standing in for
-/opt/ml/checkpoints. tests/sagemaker_emulator.py stages its SDK v2 jobs with the same functions.
+/opt/ml/checkpoints. tests/support/sagemaker_emulator.py stages its SDK v2 jobs with the same functions.
 """
 import importlib.util
 import json

@@ -6,7 +6,7 @@ the drivers as the ``sm_drivers`` channel and code/ as ``code``; ``v3_command`` 
 command and its environment. The drivers hard-code /opt/ml (no SAGEMAKER_BASE_DIR), so the staged copy is
 redirected (``redirect_drivers``): every /opt/ml path in its files and in the entrypoint starts at the work folder
 instead, and with several hosts environment.py's ``SM_MASTER_ADDR = "algo-1"`` becomes the first host's address.
-tests/sagemaker_emulator.py runs its SDK v3 jobs through the same functions.
+tests/support/sagemaker_emulator.py runs its SDK v3 jobs through the same functions.
 """
 import os
 import re

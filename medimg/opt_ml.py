@@ -1,5 +1,5 @@
 """A fake ``/opt/ml`` for one host, as SageMaker lays it out before the container starts, for both launchers (SDK
-v2's toolkit and SDK v3's drivers) and for tests/sagemaker_emulator.py: the platform's three config files
+v2's toolkit and SDK v3's drivers) and for tests/support/sagemaker_emulator.py: the platform's three config files
 (``input/config``), the channels (``input/data/<channel>``, links to local folders), and the output folders
 (``output/data``, ``model``), with the last run's success/failure files gone. The hosts of a multi-host run are
 loopback addresses, so every host name resolves without DNS.

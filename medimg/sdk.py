@@ -5,7 +5,7 @@ which path runs.
 
     path = sdk.detect(prefer)          # prefer: "auto" (the installed major), "v2" or "v3"
     print(sdk.describe(path))
-    builder = sdk.module(path)
+    builder = sdk.module(path)         # INTERFACE: the same functions and parameters on either path
 
 SDK v2 (< 3) has the ``sagemaker.pytorch`` Estimator; SDK v3 (>= 3, what ``pip install sagemaker`` and current
 SageMaker Studio images give) has none of it: ModelTrainer, ``sagemaker.train.tuner`` and sagemaker-core
@@ -15,6 +15,11 @@ import importlib
 import importlib.metadata
 
 PATHS = ("v2", "v3")
+# What the notebook calls on ``module(path)``: medimg.sdk_v2 and medimg.sdk_v3 each define all of these with the
+# same parameters (tests/unit/client/test_sdk_interface.py), so no cell forks on the path. A function added to one
+# builder goes to the other with the same name and parameters.
+INTERFACE = ("make_session", "execution_role", "start_job", "model_data", "start_tuning", "deploy", "invoke",
+             "delete")
 # the SDK's own telemetry, off for every session this package makes (both majors read this config)
 SAGEMAKER_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 WHAT_RUNS = {

@@ -2,7 +2,7 @@
 its HyperparameterTuner and its PyTorchModel endpoint.
 
     session = sdk_v2.make_session(boto3.Session(region_name=region), default_bucket=bucket)
-    estimator, job_name = sdk_v2.start_job(spec, session)           # fit(spec.channels, wait=False)
+    estimator, job_name = sdk_v2.start_job(spec, session, job_name=name)  # fit(spec.channels, wait=False)
     tuner, tuning_job = sdk_v2.start_tuning(spec, session, TuningSpec(max_jobs=6))
     predictor = sdk_v2.deploy(spec, estimator.model_data, session, endpoint_name=name)
     sdk_v2.invoke(predictor, png_bytes)   # {"predictions": [...]}; sdk_v2.delete(session, name) cleans up
@@ -101,14 +101,20 @@ def build_estimator(spec, session):
 
 def start_job(spec, session, *, job_name=None, wait=False):
     """Start the training job on ``spec.channels``: ``(estimator, job_name)``. ``job_name`` defaults to
-    ``<base_job_name>-<timestamp>`` (the SDK's ``name_from_base``). Raises ValueError when the spec has no
-    channels."""
+    ``<base_job_name>-<timestamp>`` (the SDK's ``name_from_base``). ``wait``: until the job ends, with its log.
+    Raises ValueError when the spec has no channels."""
     if not spec.channels:
         raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
     estimator = build_estimator(spec, session)
     job_name = job_name or unique_name(spec.base_job_name)
     estimator.fit(dict(spec.channels), job_name=job_name, wait=wait)
     return estimator, job_name
+
+
+def model_data(session, job_name):
+    """The job's model.tar.gz URI (from DescribeTrainingJob's ModelArtifacts)."""
+    return session.sagemaker_client.describe_training_job(TrainingJobName=job_name)["ModelArtifacts"][
+        "S3ModelArtifacts"]
 
 
 # ==================================================================================================
@@ -184,9 +190,10 @@ def deploy(spec, model_data, session, *, endpoint_name=None, instance_type="ml.m
            wait=True, poll=30):
     """Deploy a job's model.tar.gz behind an endpoint (model, endpoint config and endpoint all named
     ``endpoint_name``, default ``<base_job_name>-endpoint-<timestamp>``) with ``spec.source_dir``'s inference.py
-    on the PyTorch inference image for the job's version. The SDK repacks the model with that code (to
-    ``repack_location``, default the session's bucket). Returns the predictor: raw image bytes in
-    (application/x-image), JSON out. ``wait``: until InService, polling every ``poll`` seconds."""
+    on the PyTorch inference image for the job's version. ``repack_location``: where deploy may write the model it
+    serves: the SDK repacks the model with that code there (default the session's bucket). Returns the
+    predictor: raw image bytes in (application/x-image), JSON out. ``wait``: until InService, polling every
+    ``poll`` seconds."""
     from sagemaker.deserializers import JSONDeserializer
     from sagemaker.pytorch import PyTorchModel
     from sagemaker.serializers import IdentitySerializer
@@ -212,11 +219,11 @@ def execution_role(session):
     return sagemaker.get_execution_role(sagemaker_session=session)
 
 
-def invoke(predictor, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
-    """One request through the endpoint (by default an image file's bytes): inference.py's answer, parsed JSON
-    (or the raw bytes for another ``accept``)."""
-    data = predictor.sagemaker_session.sagemaker_runtime_client.invoke_endpoint(
-        EndpointName=predictor.endpoint_name, Body=body, ContentType=content_type, Accept=accept)["Body"].read()
+def invoke(deployed, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
+    """One request to what ``deploy`` returned (a predictor), by default an image file's bytes: inference.py's
+    answer, parsed JSON (or the raw bytes for another ``accept``)."""
+    data = deployed.sagemaker_session.sagemaker_runtime_client.invoke_endpoint(
+        EndpointName=deployed.endpoint_name, Body=body, ContentType=content_type, Accept=accept)["Body"].read()
     return json.loads(data) if accept == "application/json" else data
 
 

@@ -2,7 +2,7 @@
 ``HyperparameterTuner``, and an endpoint made of sagemaker-core resources.
 
     session = sdk_v3.make_session(boto3.Session(region_name=region), default_bucket=bucket)
-    trainer, job_name = sdk_v3.start_job(spec, session)              # ModelTrainer.train(wait=False)
+    trainer, job_name = sdk_v3.start_job(spec, session, job_name=name)  # ModelTrainer.train(wait=False)
     tuner, tuning_job = sdk_v3.start_tuning(spec, session, TuningSpec(max_jobs=6))
     endpoint = sdk_v3.deploy(spec, model_data, session, endpoint_name=name)
     sdk_v3.invoke(endpoint, png_bytes)    # {"predictions": [...]}; sdk_v3.delete(session, name) cleans up
@@ -18,9 +18,11 @@ What the job is, next to SDK v2's (SAGEMAKER_CONTRACT.md, "SDK v3 training"):
 - Code location: v2 puts ``sourcedir.tar.gz`` at ``<code_location>/<job>/source/``; v3 uploads the files to the
   session's default bucket under ``<key prefix>/<job>/input/code/``, so the key prefix is ``code_location``'s:
   ``<code_location>/<job>/input/{code,sm_drivers}/`` (``code_location`` must be in the default bucket).
-- Job name: ``ModelTrainer.train()`` takes none; the SDK names the job ``<base_job_name>-YYYYMMDDHHMMSS``, so two
-  jobs of one base started within the same second collide (SageMaker answers ResourceInUse). ``start_job``
-  starts again in the next second when that happens.
+- Job name: ``ModelTrainer.train()`` takes none; the SDK names the job ``<base_job_name>-YYYYMMDDHHMMSS``
+  (``sagemaker.train.utils._get_unique_name``, called once per ``train()``), so two jobs of one base started
+  within the same second collide (SageMaker answers ResourceInUse), and ``start_job`` starts again in the next
+  second. ``start_job(job_name=...)`` names the job as v2's does: that one call gives ``job_name`` (the code and
+  drivers upload under it too); an SDK without that function refuses a ``job_name`` rather than choose another.
 - Tuning: v3's tuner starts its trials without ModelTrainer's drivers (the training toolkit runs train.py, as
   under v2) and drops network isolation, inter-container encryption, the volume key, keep-alive and the trials'
   tags from their definition: an isolated or encrypted spec is refused rather than tuned without them.
@@ -30,6 +32,7 @@ What the job is, next to SDK v2's (SAGEMAKER_CONTRACT.md, "SDK v3 training"):
 
 The SDK is imported inside functions, so this module imports with SDK v2 installed too.
 """
+import contextlib
 import json
 import time
 
@@ -162,21 +165,44 @@ def is_name_collision(exc):
         "Message", "")
 
 
-def start_job(spec, session, *, wait=False):
-    """Start the training job on ``spec.channels``: ``(trainer, job_name)``. A job name the SDK gave out in the
-    same second as another job's (ResourceInUse) is retried in the next second, up to NAME_COLLISION_RETRIES
-    times; other errors are raised as the SDK raises them."""
+@contextlib.contextmanager
+def job_named(job_name):
+    """Within: ModelTrainer names the job it starts ``job_name`` (None: as the SDK does, ``<base>-<timestamp>``).
+    Raises ValueError when the installed SDK v3 names its jobs some other way, so no other name is chosen."""
+    if job_name is None:
+        yield
+        return
+    import sagemaker.train.model_trainer as model_trainer
+
+    sdk_namer = getattr(model_trainer, "_get_unique_name", None)
+    if sdk_namer is None:
+        raise ValueError(f"this SDK v3 names training jobs itself, so job_name={job_name!r} cannot be honoured; leave "
+                         "job_name out (the job is then <base_job_name>-<timestamp>)")
+    model_trainer._get_unique_name = lambda base, max_length=63: job_name
+    try:
+        yield
+    finally:
+        model_trainer._get_unique_name = sdk_namer
+
+
+def start_job(spec, session, *, job_name=None, wait=False):
+    """Start the training job on ``spec.channels``: ``(trainer, job_name)``. ``job_name`` names the job (as
+    SDK v2's ``fit(job_name=...)``; a name in use is SageMaker's ResourceInUse error); without it the SDK names
+    it ``<base_job_name>-YYYYMMDDHHMMSS``, and a name it gave out in the same second as another job's
+    (ResourceInUse) is retried in the next second, up to NAME_COLLISION_RETRIES times; other errors are raised as
+    the SDK raises them. ``wait``: until the job ends, with its log."""
     from botocore.exceptions import ClientError
 
     inputs, attempt = input_data(spec.channels), 0
     while True:
         trainer = build_trainer(spec, session)
         try:
-            trainer.train(input_data_config=inputs, wait=wait, logs=wait)
+            with job_named(job_name):
+                trainer.train(input_data_config=inputs, wait=wait, logs=wait)
             return trainer, trainer._latest_training_job.training_job_name
         except ClientError as exc:
             attempt += 1
-            if not is_name_collision(exc) or attempt > NAME_COLLISION_RETRIES:
+            if job_name is not None or not is_name_collision(exc) or attempt > NAME_COLLISION_RETRIES:
                 raise
             time.sleep(1.0 - time.time() % 1.0 + 0.01)  # the SDK's names change every second
 
@@ -258,17 +284,16 @@ def execution_role(session):
     return get_execution_role(sagemaker_session=session)
 
 
-def deploy(spec, model_data_url, session, *, endpoint_name=None, instance_type="ml.m5.large", wait=True, poll=30,
-           repack_location=None):
-    """Deploy a job's model.tar.gz as it is: a Model (the inference image, SAGEMAKER_PROGRAM=inference.py from
-    the tarball's ``code/``, the spec's VPC and network isolation), an EndpointConfig (one instance of
-    ``instance_type``, the volume KMS key) and an Endpoint, all named ``endpoint_name`` (default
-    ``<base_job_name>-endpoint-<timestamp>``) and tagged as the job. Returns the
+def deploy(spec, model_data, session, *, endpoint_name=None, instance_type="ml.m5.large", repack_location=None,
+           wait=True, poll=30):
+    """Deploy a job's model.tar.gz (``model_data``) as it is: a Model (the inference image,
+    SAGEMAKER_PROGRAM=inference.py from the tarball's ``code/``, the spec's VPC and network isolation), an
+    EndpointConfig (one instance of ``instance_type``, the volume KMS key) and an Endpoint, all named
+    ``endpoint_name`` (default ``<base_job_name>-endpoint-<timestamp>``) and tagged as the job. Returns the
     ``sagemaker.core.resources.Endpoint``; ``wait``: until InService, polling every ``poll`` seconds.
-    ``repack_location`` is SDK v2's (where it repacks the model with the code); v3 needs none: the job's
-    model.tar.gz already holds code/inference.py, and it is refused when given, so that nothing is ignored."""
-    if repack_location:
-        raise ValueError("SDK v3 deploys model.tar.gz as it is: there is nothing to repack to repack_location")
+    ``repack_location``: where deploy may write the model it serves. SDK v2 writes the model repacked with
+    code/ there; v3 writes nothing anywhere (the job's model.tar.gz already holds code/inference.py, and the
+    endpoint serves it from ``model_data``), so the prefix stays empty."""
     from sagemaker.core.resources import Endpoint, EndpointConfig, Model
     from sagemaker.core.shapes import ContainerDefinition, ProductionVariant, Tag, VpcConfig
 
@@ -277,7 +302,7 @@ def deploy(spec, model_data_url, session, *, endpoint_name=None, instance_type="
     tags = [Tag(key=k, value=v) for k, v in spec.tags.items()] if spec.tags else None
     Model.create(model_name=name, execution_role_arn=spec.role, session=boto, region=region, **_only_set(
         primary_container=ContainerDefinition(image=inference_image(spec, region, instance_type),
-                                              model_data_url=model_data_url,
+                                              model_data_url=model_data,
                                               environment=dict(INFERENCE_ENVIRONMENT, SAGEMAKER_REGION=region)),
         vpc_config=VpcConfig(subnets=spec.subnets, security_group_ids=spec.security_group_ids) if spec.subnets
         else None, enable_network_isolation=spec.enable_network_isolation, tags=tags))
@@ -299,9 +324,10 @@ def endpoint(session, endpoint_name):
     return Endpoint.get(endpoint_name=endpoint_name, session=session.boto_session, region=region_of(session))
 
 
-def invoke(endpoint_resource, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
-    """One request: inference.py's JSON answer (``accept`` application/json), else the raw bytes."""
-    response = endpoint_resource.invoke(body=body, content_type=content_type, accept=accept)
+def invoke(deployed, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
+    """One request to what ``deploy`` returned (a sagemaker-core Endpoint), by default an image file's bytes:
+    inference.py's JSON answer (``accept`` application/json), else the raw bytes."""
+    response = deployed.invoke(body=body, content_type=content_type, accept=accept)
     data = response.body.read()
     return json.loads(data) if accept == "application/json" else data
 

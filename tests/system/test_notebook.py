@@ -1,6 +1,6 @@
 """train.ipynb end to end, headless, under SageMaker Python SDK v2 and v3: papermill runs it in a real kernel (the
-v2 client .venv, or .venv-sdk3) against SageMaker emulated on 127.0.0.1 (tests/sagemaker_emulator.py: moto, with
-training jobs that really run through the toolkit or ModelTrainer's drivers, and endpoints that really serve), with
+v2 client .venv, or .venv-sdk3) against SageMaker emulated on 127.0.0.1 (tests/support/sagemaker_emulator.py: moto,
+with training jobs that really run through the toolkit or ModelTrainer's drivers, and endpoints that really serve), with
 the smoke test, tuning and deployment on. Then: what each SDK sent, what landed in S3, what the notebook showed (a
 test split held out when the data had none, a readable train cell, the new figures, the endpoint's answers on test
 images), and that the clean-up deleted what it deployed. Also the committed notebook's hygiene.

@@ -1,8 +1,8 @@
 """What medimg.sdk_v3 builds, printed as JSON, for tests that run in the SDK v2 environment: run with .venv-sdk3's
 python (SDK v3 installed, medimg installed with --no-deps -e .), never collected by pytest.
 
-    .venv-sdk3/bin/python tests/sdk3_probe.py build  < cases.json   # no AWS: a session that refuses every request
-    .venv-sdk3/bin/python tests/sdk3_probe.py job    < job.json     # against the emulator (AWS_ENDPOINT_URL)
+    .venv-sdk3/bin/python tests/support/sdk3_probe.py build  < cases.json  # no AWS: a session refusing every request
+    .venv-sdk3/bin/python tests/support/sdk3_probe.py job    < job.json    # against the emulator (AWS_ENDPOINT_URL)
 
 ``build``: ``{"jobs": {case: JobSpec kwargs}, "tuners": {case: [JobSpec kwargs, TuningSpec kwargs]}}`` in; out, per
 job case, the CreateTrainingJob request ModelTrainer would send (``_create_training_job_args(boto3=True)``), what
@@ -144,7 +144,8 @@ def name_collision_once(name):
 
 
 def job(params):
-    """Against the emulator: train and wait; deploy, invoke, describe and delete; tune; a second job."""
+    """Against the emulator: train and wait; deploy, invoke, describe and delete; tune; a second job; a job named
+by the caller, and the same name again."""
     import boto3
 
     from medimg import sdk_v3
@@ -170,6 +171,14 @@ def job(params):
         name_collision_once(name)
         _, second = sdk_v3.start_job(spec.replace(**params["second_job"]), session)
         out["second_job"] = [second, *wait(session, second)]
+    if params.get("named_job") is not None:  # the caller's name, as SDK v2's fit(job_name=...); never another
+        named, chosen = spec.replace(**params["named_job"]["spec"]), params["named_job"]["job_name"]
+        _, name = sdk_v3.start_job(named, session, job_name=chosen)
+        out["named_job"] = [name, *wait(session, name)]
+        try:
+            out["named_again"] = sdk_v3.start_job(named, session, job_name=chosen)[1]
+        except Exception as exc:  # noqa: BLE001 - the refusal is the answer
+            out["named_again"] = f"{type(exc).__name__}: {exc}"
     return out
 
 

@@ -11,12 +11,13 @@ import pytest
 
 import channels
 import data
-import epoch_log
 import layout
 import metrics
-from conftest import FINDINGS, make_dataset, make_image, make_multilabel_dataset, read_failure, run_local_train
+from conftest import FINDINGS, make_dataset, make_multilabel_dataset
+from data_factories import single_label_manifest
 from errors import ConfigError, DataError
-from medimg import artifacts, prepare_data
+from medimg import dicom_labels, prepare_data
+from medimg.prepare_data import PrepareError
 
 
 def args_for(root, **kw):
@@ -26,22 +27,6 @@ def args_for(root, **kw):
         base["val"] = os.path.join(root, "val")
     base.update(kw)
     return types.SimpleNamespace(**base)
-
-
-def single_label_manifest(root, names=("benign", "malignant"), n=8, seed=0):
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
-        folder = os.path.join(root, split)
-        os.makedirs(os.path.join(folder, "scans", "a"), exist_ok=True)
-        files, labels = [], []
-        for i in range(n):
-            rel = f"scans/a/{i}.png" if i % 2 else f"{i}.png"  # images anywhere under the channel
-            make_image(i % 2, rng).save(os.path.join(folder, *rel.split("/")))
-            files.append(rel)
-            labels.append(names[i % 2])
-        layout.write_manifest(os.path.join(folder, "labels.csv"), files, labels=labels,
-                              patients=[f"p{i // 2}" for i in range(n)])
-    return str(root)
 
 
 # ---------------------------------------------------------------- reading manifests
@@ -101,6 +86,78 @@ def test_manifest_errors_are_one_clear_line(tmp_path, case):
     message = str(err.value)
     assert fragment in message and "\n" not in message, message
     assert message.startswith(str(tmp_path / "train" / "labels.csv")) or "class" in fragment, message
+
+
+# one labels-CSV reader: the same malformed row in a channel's labels.csv (train.py) and in prepare_data --dicom's
+# CSV (the same with ``file`` for ``image``) gets the same line; the DICOM one names no path (a PACS path may hold
+# a patient's name), which is the only difference
+SAME_ROW_MISTAKES = {
+    "unquoted comma": ("image,label\n0.png,normal, benign\n", None),
+    "label beside findings": ("image,label,a\n0.png,x,1\n", None),
+    "repeated columns": ("image,a,a\n0.png,1,0\n", None),
+    "no label column": ("image\n0.png\n", None),
+    "not 0/1": ("image,a,b\n0.png,1,0\n1.png,0,2\n", "1.png"),
+    "empty value": ("image,a,b\n0.png,1,0\n1.png,,1\n", "1.png"),
+    "no label": ("image,label\n0.png,x\n\n1.png,\n", "1.png"),  # after a blank line: line 4 still
+    "climbing path": ("image,label\n../0.png,x\n", "../0.png"),
+    "absolute path": ("image,label\n/etc/0.png,x\n", "/etc/0.png"),
+    "windows path": ("image,label\nscans\\0.png,x\n", "scans\\0.png"),
+    "drive letter": ("image,label\nC:/0.png,x\n", "C:/0.png"),
+    "listed twice": ("image,label\n0.png,x\n1.png,y\n0.png,y\n", "0.png"),
+    "no rows": ("image,label\n", None),
+}
+
+
+def without_the_path(message, image):
+    """A labels.csv message as the DICOM CSV's reader words it: the row's path left out, files for images."""
+    if image is not None:
+        for named, hidden in ((f"image {image!r}", "the file"), (f" for {image!r}", ""), (f": {image!r} has", " has"),
+                              (f"both list {image!r}", "both list the same file")):
+            message = message.replace(named, hidden)
+    for image_word, file_word in (("the channel", "the DICOM folder"), ("each image", "each file"),
+                                  ("leave the image out", "leave the file out"), ("no images", "no files")):
+        message = message.replace(image_word, file_word)
+    return message
+
+
+@pytest.mark.parametrize("case", sorted(SAME_ROW_MISTAKES))
+def test_a_malformed_row_gets_the_same_line_from_train_py_and_prepare_data_dicom(tmp_path, case):
+    text, image = SAME_ROW_MISTAKES[case]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "labels.csv").write_text(text)
+    (tmp_path / "dicom.csv").write_text(text.replace("image", "file", 1))
+    with pytest.raises(DataError) as train_py:
+        channels.read_manifests(types.SimpleNamespace(train=str(tmp_path / "train"), val=None, test=None))
+    with pytest.raises(PrepareError) as dicom_csv:
+        dicom_labels.read_labels(str(tmp_path / "dicom.csv"))
+    said_by_train_py = str(train_py.value).replace(str(tmp_path / "train" / "labels.csv"), "CSV")
+    assert said_by_train_py.startswith("CSV ") and "\n" not in said_by_train_py
+    assert str(dicom_csv.value).replace(str(tmp_path / "dicom.csv"), "CSV") == without_the_path(said_by_train_py, image)
+    if image is not None:
+        assert image not in str(dicom_csv.value)
+
+
+def test_the_dicom_csv_keeps_its_own_columns(tmp_path):
+    """Its ``file`` column anywhere, a ``split`` column, no ``patient_id`` (patients come from the DICOM files); a
+    channel's labels.csv has ``image`` first, and a ``split`` column there is a finding like any other."""
+    (tmp_path / "d.csv").write_text("Label,Split,FILE\nx,Validation,a/0.dcm\ny,train,1.dcm\n")
+    table = dicom_labels.read_labels(str(tmp_path / "d.csv"))
+    assert (table.files, table.splits, table.lines, table.classes) == (["a/0.dcm", "1.dcm"], ["val", "train"], [2, 3],
+                                                                       ["x", "y"])
+    (tmp_path / "p.csv").write_text("file,label,patient_id\n0.dcm,x,p\n")
+    with pytest.raises(PrepareError, match="has a 'patient_id' column: patients come from each file's DICOM "
+                                           "PatientID tag"):
+        dicom_labels.read_labels(str(tmp_path / "p.csv"))
+    (tmp_path / "s.csv").write_text("file,label,split\n0.dcm,x,holdout\n")
+    with pytest.raises(PrepareError, match=r"line 2: split 'holdout' is not one of \['test', 'testing', 'train'"):
+        dicom_labels.read_labels(str(tmp_path / "s.csv"))
+    (tmp_path / "labels.csv").write_text("label,image\nx,0.png\n")
+    with pytest.raises(layout.LayoutError, match="whose first column is 'image'"):
+        layout.read_manifest(str(tmp_path / "labels.csv"))
+    (tmp_path / "labels.csv").write_text("Image,split,a\n0.png,1,0\n")
+    manifest = layout.read_manifest(str(tmp_path / "labels.csv"))
+    assert (manifest.kind, manifest.findings, manifest.splits, manifest.patients) == ("multi", ["split", "a"], None,
+                                                                                      None)
 
 
 def test_missing_files_count_as_unreadable_images(tmp_path, caplog):
@@ -188,127 +245,3 @@ def test_ordinal_metrics_match_scikit_learn():
     got = metrics.ordinal_metrics(y, prob)
     assert got["kappa"] == pytest.approx(cohen_kappa_score(y, prob.argmax(1), weights="quadratic"))
     assert got["mae"] == pytest.approx(np.abs(prob.argmax(1) - y).mean())
-
-
-# ---------------------------------------------------------------- through the real toolkit
-@pytest.fixture(scope="module")
-def multilabel_job(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multilabel")
-    root = make_multilabel_dataset(tmp / "data", counts={"train": 150, "test": 30}, images_per_patient=3)
-    work = tmp / "work"
-    result = run_local_train(root, work, ["epochs=12", "batch-size=16", "patience=0"])
-    assert result.returncode == 0, result.stdout[-3000:]
-    return root, work, result
-
-
-@pytest.mark.slow
-def test_a_multilabel_manifest_job_reports_every_finding(multilabel_job):
-    root, work, result = multilabel_job
-    m = json.loads((work / "output" / "data" / "metrics.json").read_text())
-    assert m["task"] == "multilabel" and m["classes"] == FINDINGS
-    assert "no patient on both sides" in result.stdout
-    for split in ("val", "test"):
-        per = m[split]["per_finding"]
-        assert sorted(per) == sorted(FINDINGS)
-        for finding in FINDINGS:
-            assert {"auc", "sensitivity", "specificity", "prevalence", "threshold"} <= set(per[finding])
-        assert m[split]["auc"] == pytest.approx(np.mean([per[f]["auc"] for f in FINDINGS]))
-    assert m["test"]["auc"] > 0.8, m["test"]  # the synthetic findings are learnable
-    # the epoch line keeps its keys, so the metric definitions still match
-    lines = [line for line in result.stdout.splitlines() if epoch_log.parse_epoch(line)]
-    assert len(lines) == 12
-    config = json.loads((work / "model" / "model_config.json").read_text())
-    assert config["task"] == "multilabel" and len(config["thresholds"]) == 3
-
-
-@pytest.mark.slow
-def test_the_notebook_views_of_a_multilabel_run(multilabel_job):
-    """What the notebook's results cells show for findings: the per-finding table and a ROC curve per finding, no
-    binary clinical table and no single-label mistakes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from medimg import plots
-
-    _, work, _ = multilabel_job
-    m = artifacts.load_metrics(str(work / "output" / "data"))
-    table = artifacts.per_finding_table(m)
-    assert list(table.index) == FINDINGS
-    assert list(table.columns) == ["prevalence", "positives", "AUC", "threshold", "sensitivity", "specificity"]
-    assert table.loc[FINDINGS[0], "AUC"] == f"{m['test']['per_finding'][FINDINGS[0]]['auc']:.3f}"
-    assert artifacts.clinical_table(m) is None and artifacts.confident_mistakes(m) == []
-    assert "test" in artifacts.metrics_table(m).index
-    labels, probs, classes = artifacts.test_predictions(m)
-    assert labels.shape == probs.shape == (30, len(FINDINGS)) and classes == FINDINGS
-    fig = plots.roc_curves(labels, probs, classes)
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert [t.split(" (AUC")[0] for t in legend] == FINDINGS
-    assert artifacts.examples(m) and all(true is None for _, true in artifacts.examples(m))
-
-
-@pytest.mark.slow
-def test_the_endpoint_answers_findings_with_their_probabilities(multilabel_job):
-    root, work, _ = multilabel_job
-    with artifacts.LocalModel(str(work / "model")) as model:
-        image = (tmp_path_image := os.path.join(root, "test", "images", "0.png"))
-        answer = model.invoke(open(tmp_path_image, "rb").read(), "image/png")["predictions"][0]
-    assert set(answer) == {"findings", "probabilities", "thresholds"} and image
-    assert set(answer["probabilities"]) == set(FINDINGS)
-    assert answer["findings"] == [f for f in FINDINGS if answer["probabilities"][f] >= answer["thresholds"][f]]
-
-
-@pytest.mark.slow
-def test_a_single_label_manifest_job_through_the_toolkit(tmp_path):
-    root = single_label_manifest(tmp_path / "data", n=24)
-    result = run_local_train(root, tmp_path / "work", ["epochs=2", "batch-size=16"])
-    assert result.returncode == 0, result.stdout[-3000:]
-    m = json.loads((tmp_path / "work" / "output" / "data" / "metrics.json").read_text())
-    assert m["classes"] == ["benign", "malignant"] and m["task"] == "multiclass" and m["val"]["n"] == 24
-
-
-@pytest.mark.slow
-def test_a_manifest_error_fails_the_job_with_its_line(tmp_path):
-    root = single_label_manifest(tmp_path / "data")
-    with open(tmp_path / "data" / "val" / "labels.csv", "a") as fh:
-        fh.write("extra.png,cancer,p9\n")
-    result = run_local_train(root, tmp_path / "work", ["epochs=1"])
-    assert result.returncode != 0
-    assert re.search(r"labels\.csv line 10: class 'cancer' is not in the class names of the train channel's "
-                     r"labels\.csv", read_failure(tmp_path / "work")), read_failure(tmp_path / "work")
-
-
-@pytest.mark.slow
-def test_ordinal_grades_add_kappa_and_grade_error(tmp_path):
-    """Five ordered grades (brightness levels); ordinal=true adds the quadratic weighted kappa and the mean absolute
-    grade error to val and test, to the epoch lines (the tuner's objectives) and to metrics.json."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "data"
-    for split, n in (("train", 12), ("val", 4), ("test", 4)):
-        for grade in range(5):
-            os.makedirs(root / split / f"grade {grade}")
-            for i in range(n):
-                arr = np.full((16, 16), 30 + 45 * grade, np.float64) + rng.normal(0, 6, (16, 16))
-                from PIL import Image
-
-                Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(root / split / f"grade {grade}" / f"{i}.png")
-        (root / split / "label_dict.json").write_text(json.dumps(layout.label_dict_json(
-            [f"grade {g}" for g in range(5)])))
-    result = run_local_train(root, tmp_path / "work", ["epochs=4", "batch-size=16", "ordinal=true"])
-    assert result.returncode == 0, result.stdout[-3000:]
-    m = json.loads((tmp_path / "work" / "output" / "data" / "metrics.json").read_text())
-    for split in ("val", "test"):
-        assert -1 <= m[split]["kappa"] <= 1 and 0 <= m[split]["mae"] <= 4
-    epoch_lines = [epoch_log.parse(line) for line in result.stdout.splitlines() if epoch_log.parse_epoch(line)]
-    assert all("val_kappa" in v and "val_mae" in v for v in epoch_lines)
-    names = {d["Name"] for d in epoch_log.metric_definitions(test=True, ordinal=True)}
-    assert {"val_kappa", "val_mae", "test_kappa", "test_mae"} <= names
-    assert re.search(r"test_kappa=[-0-9.]+ test_mae=[0-9.]+", result.stdout)
-    # the notebook's views: kappa and grade error beside the usual figures; mistakes in confidence order
-    table = artifacts.metrics_table(m)
-    assert table.loc["test", "kappa"] == f"{m['test']['kappa']:.3f}" and "grade MAE" in table.columns
-    mistakes = artifacts.confident_mistakes(m, limit=50)
-    labels = np.asarray(m["test_predictions"]["labels"])
-    answered = np.asarray(m["test_predictions"]["probabilities"]).argmax(1)
-    assert len(mistakes) == int((labels != answered).sum())
-    assert [p for *_, p in mistakes] == sorted((p for *_, p in mistakes), reverse=True)
-    assert all(true != said and true.startswith("grade ") for _, true, said, _ in mistakes)

@@ -1,6 +1,7 @@
 """The documentation against the code and the repository: README's hyperparameter table is the parser's own
 (hyperparameters.markdown_table), its layout tree names every file, and no relative link in README.md or docs/
-points to a file or heading that does not exist."""
+points to a file or heading that does not exist. They judge the files git tracks (support/repository.py): a file
+of the user's own, kept untracked in the checkout, is none of their business."""
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 import hyperparameters
 from conftest import ROOT
+from repository import tracked_files
 
 README = os.path.join(ROOT, "README.md")
 DOCS = os.path.join(ROOT, "docs")
@@ -24,13 +26,6 @@ LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 def read(path):
     with open(path, encoding="utf-8") as fh:
         return fh.read()
-
-
-def repository_files():
-    """Tracked files, and new ones git does not ignore (what the next commit would hold), that exist."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, check=True).stdout
-    return sorted({p for p in out.decode().split("\0") if p and os.path.isfile(os.path.join(ROOT, p))})
 
 
 def layout_tree(text):
@@ -68,9 +63,21 @@ def anchors(text):
     return found
 
 
-def markdown_files():
-    names = sorted(n for n in os.listdir(DOCS) if n.endswith(".md")) if os.path.isdir(DOCS) else []
-    return [README] + [os.path.join(DOCS, n) for n in names]
+def markdown_files(root=ROOT):
+    """README.md and the tracked Markdown files of docs/."""
+    names = [p for p in tracked_files(root) if p.startswith("docs/") and p.count("/") == 1 and p.endswith(".md")]
+    return [os.path.join(root, "README.md")] + [os.path.join(root, p) for p in names]
+
+
+def layout_problems(readme, files, root=ROOT):
+    """What README's layout tree gets wrong about ``files`` (the tracked files): those it does not name (data and
+    docs/ aside), and the files it names that do not exist."""
+    listed = layout_tree(readme)
+    required = [p for p in files if not p.startswith("docs/")
+                and not p.lower().endswith(DATA_SUFFIXES) and not p.startswith(DATA_FOLDERS)]
+    missing = [p for p in required if p not in listed]
+    stale = sorted(p for p in listed if not p.endswith("/") and not os.path.isfile(os.path.join(root, p)))
+    return missing, stale
 
 
 def test_readme_holds_the_generated_hyperparameter_table():
@@ -93,13 +100,36 @@ def test_the_table_has_a_row_per_hyperparameter_in_order():
 
 
 def test_the_layout_tree_names_every_file():
-    listed = layout_tree(read(README))
-    required = [p for p in repository_files() if not p.startswith("docs/")
-                and not p.lower().endswith(DATA_SUFFIXES) and not p.startswith(DATA_FOLDERS)]
-    missing = [p for p in required if p not in listed]
+    missing, stale = layout_problems(read(README), tracked_files())
     assert not missing, f"README.md's layout tree (## Layout) lacks {missing}: add one line each, saying what it is"
-    stale = sorted(p for p in listed if not p.endswith("/") and not os.path.isfile(os.path.join(ROOT, p)))
     assert not stale, f"README.md's layout tree names files that do not exist: {stale}"
+
+
+def test_a_users_untracked_file_is_not_judged_and_a_committed_one_is(tmp_path):
+    """In a repository of its own: an untracked file (a user's notes, a scratch script, a docs/ page with a dead
+    link) changes nothing; the same file once committed must be in the layout tree, and its links must hold."""
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    readme = "# R\n\n## Layout\n\n```\nREADME.md   this page\ntool.py     a tool\n```\n"
+    (tmp_path / "README.md").write_text(readme)
+    (tmp_path / "tool.py").write_text("")
+    git("init", "-q")
+    git("add", "README.md", "tool.py")
+    git("commit", "-q", "-m", "start")
+    (tmp_path / "notes.py").write_text("")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "mine.md").write_text("[gone](nowhere.md)")
+    assert tracked_files(tmp_path) == ["README.md", "tool.py"]
+    assert layout_problems(readme, tracked_files(tmp_path), tmp_path) == ([], [])
+    assert markdown_files(tmp_path) == [str(tmp_path / "README.md")]
+    git("add", "notes.py", "docs/mine.md")  # staged: what the next commit holds
+    assert tracked_files(tmp_path) == ["README.md", "docs/mine.md", "notes.py", "tool.py"]
+    assert markdown_files(tmp_path) == [str(tmp_path / "README.md"), str(tmp_path / "docs" / "mine.md")]
+    assert layout_problems(readme, tracked_files(tmp_path), tmp_path) == (["notes.py"], [])
+    os.remove(tmp_path / "tool.py")
+    assert layout_problems(readme, tracked_files(tmp_path), tmp_path) == (["notes.py"], ["tool.py"])
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: os.path.relpath(p, ROOT))

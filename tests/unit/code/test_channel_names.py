@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import hyperparameters
-from conftest import make_dataset, read_failure, run_local_train
+from conftest import make_dataset
 from errors import ConfigError
 from medimg import data_folders
 from medimg.data_folders import ChannelError
@@ -57,50 +57,6 @@ def test_other_channels_are_refused_with_one_line(names, fragment):
 def test_explicit_paths_win_over_the_channels():
     args = hyperparameters.parse_args(["--val", "/elsewhere/val"], environ=sm_env("train", "validation"))
     assert args.val == "/elsewhere/val"
-
-
-# ---------------------------------------------------------------- through the real toolkit
-@pytest.mark.slow
-def test_a_validation_channel_is_used_for_selection_not_ignored(tmp_path):
-    """fit({"train": ..., "validation": ..., "test": ...}), the channel name many AWS examples use."""
-    data = make_dataset(tmp_path / "d", counts={"train": 20, "val": 7, "test": 5})
-    os.rename(os.path.join(data, "val"), os.path.join(data, "validation"))
-    work = tmp_path / "work"
-    result = run_local_train(data, work, ["epochs=1", "batch-size=16"])
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "held out" not in result.stdout and "data: train=40 val=14 test=10" in result.stdout
-    assert sorted(json.loads((work / "input" / "config" / "inputdataconfig.json").read_text())) == [
-        "test", "train", "validation"]
-    metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
-    assert metrics["val"]["n"] == 14
-
-
-@pytest.mark.slow
-def test_an_unknown_channel_fails_the_job_with_one_line(tmp_path):
-    data = make_dataset(tmp_path / "d", counts={"train": 6, "val": 2})
-    shutil.copytree(os.path.join(data, "val"), os.path.join(data, "holdout"))
-    result = run_local_train(data, tmp_path / "work", ["epochs=1"])
-    assert result.returncode != 0
-    assert read_failure(tmp_path / "work").splitlines()[0].startswith(
-        "the channel 'holdout' is not one train.py reads; it reads train (train or training)")
-    out = result.stdout + result.stderr
-    assert "Traceback" not in out, out  # the user's error is one line, not a stack
-    assert "failure reason: the channel 'holdout'" in result.stdout and "  log:" in result.stdout
-    assert "  model:" not in result.stdout and "  metrics:" not in result.stdout  # nothing was saved: not named
-
-
-@pytest.mark.slow
-def test_a_train_channel_that_is_the_data_sets_root_says_so(tmp_path):
-    """The whole data folder uploaded as the train channel: train/, val/ and label_dict.json inside it."""
-    data = make_dataset(tmp_path / "d" / "train", counts={"train": 6, "val": 2})
-    result = run_local_train(tmp_path / "d", tmp_path / "work", ["epochs=1"])
-    assert result.returncode != 0
-    line = read_failure(tmp_path / "work").splitlines()[0]
-    assert line.startswith(f"the train channel {tmp_path / 'work' / 'input' / 'data' / 'train'} holds folders named "
-                           "['train', 'val']: it looks like the data set's root, not its train split; point each "
-                           "channel at its own prefix"), line
-    assert "label_dict" not in line.split(";")[1]  # not the old advice to add 'train' to label_dict.json
-    assert os.path.isdir(data)
 
 
 def test_the_client_uploads_the_channels_train_py_reads(tmp_path):

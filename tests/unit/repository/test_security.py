@@ -1,5 +1,5 @@
-"""Static checks: no unsafe deserialisation of files a user or an attacker controls, no credentials in the
-repository, and none in a job's log or artefacts.
+"""Static checks on the tracked files: no unsafe deserialisation of files a user or an attacker controls, no
+credentials in the repository (none in a job's log or artefacts: tests/system/test_credentials_in_jobs.py).
 
 The deserialisation checks parse the Python (and the notebooks' code cells) instead of grepping, so that a
 comment or a string mentioning torch.load does not count and a call spread over several lines does.
@@ -8,32 +8,27 @@ import ast
 import json
 import os
 import re
-import subprocess
 
-import pytest
-
-from conftest import FAST_HPS, ROOT, make_dataset, run_local_train
+from conftest import ROOT
+from repository import tracked_files
 
 SCANNED = ("code", "medimg", "scripts", "tests", "benchmarks")
 
 # Deliberate exceptions, each with the reason. Only tests may appear here, never code/, medimg/ or scripts/.
 UNSAFE_LOAD_ALLOWED = {
-    "tests/test_inference.py": "shows that a pickled model.pth runs code when loaded with weights_only=False",
+    "tests/system/test_inference.py": "shows that a pickled model.pth runs code when loaded with weights_only=False",
 }
 
 
 def python_sources():
-    """(relative path, source) of every .py file under SCANNED, and every notebook's code."""
-    for top in SCANNED:
-        for dirpath, dirnames, names in os.walk(os.path.join(ROOT, top)):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
-            for name in sorted(names):
-                if name.endswith(".py"):
-                    path = os.path.join(dirpath, name)
-                    with open(path, encoding="utf-8") as fh:
-                        yield os.path.relpath(path, ROOT), fh.read()
-    for name in sorted(os.listdir(ROOT)):
-        if name.endswith(".ipynb"):
+    """(relative path, source) of every tracked .py file under SCANNED, and every tracked notebook's code."""
+    files = tracked_files()
+    for path in files:
+        if path.endswith(".py") and path.split("/", 1)[0] in SCANNED:
+            with open(os.path.join(ROOT, path), encoding="utf-8") as fh:
+                yield path, fh.read()
+    for name in files:
+        if name.endswith(".ipynb") and "/" not in name:
             with open(os.path.join(ROOT, name), encoding="utf-8") as fh:
                 cells = [c for c in json.load(fh)["cells"] if c["cell_type"] == "code"]
             lines = ["".join(c["source"]) for c in cells]
@@ -144,13 +139,6 @@ SECRET_PATTERNS = {
 }
 
 
-def repository_files():
-    """Tracked files, and new ones git does not ignore (what the next commit would hold)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, check=True).stdout
-    return sorted({p for p in out.decode().split("\0") if p and os.path.isfile(os.path.join(ROOT, p))})
-
-
 def secrets_in(text):
     return [kind for kind, pattern in SECRET_PATTERNS.items() if pattern.search(text)]
 
@@ -165,7 +153,7 @@ def test_the_secret_patterns_catch_real_shapes():
 
 
 def test_no_credentials_in_the_repository():
-    files = repository_files()
+    files = tracked_files()
     assert "code/train.py" in files
     found = []
     for path in files:
@@ -175,26 +163,3 @@ def test_no_credentials_in_the_repository():
             continue  # binary (the .npz sample data)
         found += [f"{path}: {kind}" for kind in secrets_in(blob.decode("utf-8", "replace"))]
     assert not found, found
-
-
-@pytest.mark.slow
-def test_credentials_in_the_environment_never_reach_the_log_or_artefacts(tmp_path):
-    """A job whose environment holds AWS credentials (as a developer's shell does) prints none of them."""
-    data = make_dataset(tmp_path / "data", counts={"train": 12, "val": 4})
-    marker_secret, marker_token = "MarkerSecretValue0123456789abcdefXYZ/+Kq", "MarkerSessionToken" + "x" * 120
-    env = dict(os.environ, AWS_SECRET_ACCESS_KEY=marker_secret, AWS_SESSION_TOKEN=marker_token)
-    work = tmp_path / "work"
-    result = run_local_train(data, work, FAST_HPS + ["epochs=1"], env=env)
-    assert result.returncode == 0, result.stdout[-3000:]
-    texts = {"stdout": result.stdout + result.stderr}
-    for dirpath, _, names in os.walk(work):
-        if "/code" in dirpath or "/input/data" in dirpath:
-            continue
-        for name in names:
-            path = os.path.join(dirpath, name)
-            if os.path.isfile(path):
-                with open(path, "rb") as fh:
-                    texts[os.path.relpath(path, work)] = fh.read().decode("utf-8", "replace")
-    assert "logs/train.log" in texts and "model/model_config.json" in texts
-    leaks = [where for where, text in texts.items() if marker_secret in text or marker_token in text]
-    assert not leaks, leaks

@@ -14,7 +14,7 @@ import images
 import layout
 import loaders
 import splits
-from conftest import CLASSES, make_image
+from conftest import CLASSES, CODE, make_image
 from errors import BadImageError, DataError
 
 pytestmark = pytest.mark.torch26  # code/'s own checks: make test-torch26 runs them on torch 2.6
@@ -33,8 +33,7 @@ def test_label_dict_gives_names_in_index_order(tmp_path):
 
 
 def test_shipped_label_dict_is_medmnist_shaped():
-    here = os.path.join(os.path.dirname(__file__), os.pardir, "code", "label_dict.json")
-    with open(here) as fh:
+    with open(os.path.join(CODE, "label_dict.json")) as fh:
         assert json.load(fh) == {"0": "normal", "1": "pneumonia"}
 
 

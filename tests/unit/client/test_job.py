@@ -1,7 +1,7 @@
 """medimg.job (one description of a training job, its rules and derived values), medimg.sdk (which SDK path runs),
 and the two builders: medimg.sdk_v2 with the real SDK v2 of this environment, medimg.sdk_v3 with the real SDK v3
-of .venv-sdk3 (tests/sdk3_probe.py builds the ModelTrainer there on a session that refuses every AWS call and
-prints the CreateTrainingJob request it would send). No AWS call is made and nothing is started here; what the
+of .venv-sdk3 (tests/support/sdk3_probe.py builds the ModelTrainer there on a session that refuses every AWS call
+and prints the CreateTrainingJob request it would send). No AWS call is made and nothing is started here; what the
 SDKs send to a server is tested against the emulator (test_sagemaker_requests.py, test_sdk_v3_jobs.py)."""
 import json
 import os
@@ -350,11 +350,11 @@ TUNERS = {
 
 @pytest.fixture(scope="module")
 def v3():
-    """tests/sdk3_probe.py's answers for JOBS and TUNERS, from .venv-sdk3's SDK v3."""
+    """tests/support/sdk3_probe.py's answers for JOBS and TUNERS, from .venv-sdk3's SDK v3."""
     assert os.path.exists(SDK3_PYTHON), f"{SDK3_PYTHON} is missing: make install builds .venv-sdk3"
     env = dict(os.environ, SAGEMAKER_VALIDATE_ROLE="false")  # the probe's session refuses IAM as everything else
-    out = subprocess.run([SDK3_PYTHON, os.path.join(ROOT, "tests", "sdk3_probe.py"), "build"], cwd=ROOT, env=env,
-                         input=json.dumps({"jobs": JOBS, "tuners": TUNERS}), capture_output=True, text=True,
+    out = subprocess.run([SDK3_PYTHON, os.path.join(ROOT, "tests", "support", "sdk3_probe.py"), "build"], cwd=ROOT,
+                         env=env, input=json.dumps({"jobs": JOBS, "tuners": TUNERS}), capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     return json.loads(out.stdout)

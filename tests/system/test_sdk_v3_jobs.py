@@ -1,9 +1,9 @@
-"""SDK v3 end to end against the emulator: medimg.sdk_v3 in a .venv-sdk3 process (tests/sdk3_probe.py job) builds
-a JobSpec's ModelTrainer job, which the emulator runs for real through the uploaded ``code`` and ``sm_drivers``
+"""SDK v3 end to end against the emulator: medimg.sdk_v3 in a .venv-sdk3 process (tests/support/sdk3_probe.py job)
+builds a JobSpec's ModelTrainer job, which the emulator runs for real through the uploaded ``code`` and ``sm_drivers``
 channels (SDK v3's own drivers, .venv-sdk3's python on PATH); then the job's model.tar.gz is deployed as it is
 through sagemaker-core resources, answers an image, and is deleted; a tuning job is started; and a second job
 whose SDK-given name collides with the first's starts under the next second's name and fails with train.py's
-own line as its FailureReason."""
+own line as its FailureReason; a job named by the caller keeps that name, and the name again is refused."""
 import io
 import json
 import os
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow  # real processes or trained models: not in make t
 SDK3_PYTHON = os.path.join(ROOT, ".venv-sdk3", "bin", "python")
 ROLE = "arn:aws:iam::123456789012:role/R"
 BUCKET = "v3-bucket"
+NAMED = "v3job-named-by-the-caller"  # a job name start_job is given
 HYPERPARAMETERS = {"epochs": 2, "batch-size": 16, "ema": 0, "patience": 0, "amp": False, "tta": True,
                    "model": "smallcnn"}
 
@@ -47,9 +48,12 @@ def run(tmp_path_factory):
                     output_path=f"s3://{BUCKET}/p/jobs", code_location=f"s3://{BUCKET}/p/code", mode="spot",
                     max_run=3600, checkpoint_s3_uri=f"s3://{BUCKET}/p/checkpoints/v3job", tags={"project": "v3"})
         params = {"spec": spec, "bucket": BUCKET, "deploy": True, "image": image, "tuning": {"max_jobs": 4},
-                  "second_job": {"hyperparameters": {"epochs": 1, "lr": 0}, "checkpoint_s3_uri": None}}
-        probe = subprocess.run([SDK3_PYTHON, os.path.join(ROOT, "tests", "sdk3_probe.py"), "job"], cwd=ROOT,
-                               input=json.dumps(params), env=emu.env(), capture_output=True, text=True, timeout=900)
+                  "second_job": {"hyperparameters": {"epochs": 1, "lr": 0}, "checkpoint_s3_uri": None},
+                  "named_job": {"job_name": NAMED, "spec": {"hyperparameters": {"epochs": 1, "lr": 0},
+                                                            "checkpoint_s3_uri": None}}}
+        probe = subprocess.run([SDK3_PYTHON, os.path.join(ROOT, "tests", "support", "sdk3_probe.py"), "job"],
+                               cwd=ROOT, input=json.dumps(params), env=emu.env(), capture_output=True, text=True,
+                               timeout=900)
         emu.wait_for_jobs()
         assert probe.returncode == 0, probe.stderr[-5000:]
         out = json.loads(probe.stdout)
@@ -177,8 +181,20 @@ def test_a_same_second_name_is_retried_and_a_failed_job_reports_train_pys_line(r
     first, (second, status, reason) = run.out["job_name"], run.out["second_job"]
     assert re.fullmatch(r"v3job-\d{14}", second) and second > first  # the next second's name, not a refusal
     names = [r["TrainingJobName"] for r in run.emu.training_requests]
-    assert names == [first, second]  # the colliding request was refused, the retry accepted
+    assert names == [first, second, NAMED]  # the colliding request was refused, the retry accepted
     assert request_of(run, second)["HyperParameters"] == {"epochs": "1", "lr": "0"}
     assert status == "Failed"
     assert reason.strip() == "AlgorithmError: invalid hyperparameter: argument --lr: must be > 0, got '0'"
     assert run.emu.jobs[second].returncode == 2  # train.py's own exit code through the v3 drivers
+
+
+def test_a_job_named_by_the_caller_has_that_name_and_a_name_in_use_is_refused_not_changed(run):
+    """start_job(job_name=...) as SDK v2's: the job, its code and its drivers go under that name; starting it
+    again is SageMaker's ResourceInUse, not a retry under another name."""
+    name, status, reason = run.out["named_job"]
+    assert name == NAMED and request_of(run, NAMED)["HyperParameters"] == {"epochs": "1", "lr": "0"}
+    assert f"p/code/{NAMED}/input/code/train.py" in run.keys
+    assert f"p/code/{NAMED}/input/sm_drivers/sm_train.sh" in run.keys
+    assert status == "Failed" and "must be > 0" in reason
+    assert "ResourceInUse" in run.out["named_again"], run.out["named_again"]
+    assert [r["TrainingJobName"] for r in run.emu.training_requests].count(NAMED) == 1

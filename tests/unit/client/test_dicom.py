@@ -1,10 +1,10 @@
-"""prepare_data.py --dicom (medimg.dicom): DICOM files written here with pydicom, and pydicom's bundled samples.
+"""prepare_data.py --dicom (medimg.dicom, dicom_pixels, dicom_labels): DICOM files written with pydicom
+(tests/support/dicom_files.py), and pydicom's bundled samples.
 
 The pixel checks compare with the DICOM standard's formulas computed here by hand (PS3.3 C.11.1 rescale,
 C.11.2.1.2.1 LINEAR window, C.7.6.3.1.2 MONOCHROME1); an output value v for an exact value y * top (y in 0..1) must
 satisfy |v - y * top| <= 0.5, i.e. be y * top rounded.
 """
-import csv
 import json
 import os
 import re
@@ -16,12 +16,11 @@ import pytest
 from PIL import Image
 
 pydicom = pytest.importorskip("pydicom", reason="prepare_data --dicom needs pydicom (requirements.txt)")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import (UID, ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage,  # noqa: E402
-                         generate_uid)
+from pydicom.uid import UID, JPEG2000Lossless  # noqa: E402
 
-from conftest import SCRIPTS, run_local_train  # noqa: E402
-from medimg import artifacts, dicom, prepare_data  # noqa: E402
+from conftest import SCRIPTS  # noqa: E402
+from dicom_files import read_rows, write_csv, write_dcm  # noqa: E402
+from medimg import dicom_pixels, prepare_data  # noqa: E402
 
 RAMP = np.arange(256, dtype=np.uint16).reshape(16, 16)  # every stored value 0..255 once
 EPS = 1e-6
@@ -29,83 +28,8 @@ MPEG2 = UID("1.2.840.10008.1.2.4.100")  # MPEG2 Main Profile / Main Level: no py
 
 
 # ==================================================================================================
-# Writing DICOM files and CSVs
+# Converting and reading the output (DICOM files and CSVs are written by tests/support/dicom_files.py)
 # ==================================================================================================
-def write_dcm(path, pixels, *, photometric="MONOCHROME2", patient="PAT-0001", bits_stored=16, signed=False,
-              slope=None, intercept=None, center=None, width=None, voi_lut=None, frames=None, frame_windows=None,
-              syntax=ExplicitVRLittleEndian, pixel_data=None, name="Doe^Jane", accession="ACC-0001", attributes=()):
-    """Write one DICOM Part 10 file: ``pixels`` (H, W) grey, (H, W, 3) colour, or (F, H, W) with ``frames``;
-    ``attributes``: more elements as (tag, VR, value)."""
-    arr = np.asarray(pixels)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    if patient is not None:
-        ds.PatientID = patient
-    ds.PatientName, ds.AccessionNumber = name, accession
-    colour = photometric not in ("MONOCHROME1", "MONOCHROME2")
-    ds.Rows, ds.Columns = arr.shape[-3:-1] if colour else arr.shape[-2:]
-    ds.SamplesPerPixel = 3 if colour else 1
-    ds.PhotometricInterpretation = photometric
-    if colour:
-        ds.PlanarConfiguration = 0
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit, ds.PixelRepresentation = 7, 0
-        data = arr.astype(np.uint8)
-    else:
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-        ds.PixelRepresentation = int(signed)
-        data = arr.astype(np.int16 if signed else np.uint16)
-    if frames:
-        ds.NumberOfFrames = frames
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = str(slope), str(intercept), "US"
-    if center is not None:
-        ds.WindowCenter, ds.WindowWidth = str(center), str(width)
-    if voi_lut is not None:
-        item = Dataset()
-        item.LUTDescriptor = [len(voi_lut[1]), voi_lut[0], 8]
-        item.add_new("LUTData", "US", list(voi_lut[1]))  # LUTData is US or OW: say which
-        ds.VOILUTSequence = [item]
-    if frame_windows is not None:  # enhanced multi-frame: a window per frame in the functional groups
-        groups = []
-        for c, w in frame_windows:
-            voi = Dataset()
-            voi.WindowCenter, voi.WindowWidth = str(c), str(w)
-            group = Dataset()
-            group.FrameVOILUTSequence = [voi]
-            groups.append(group)
-        ds.PerFrameFunctionalGroupsSequence = groups
-    for tag, vr, value in attributes:
-        ds.add_new(tag, vr, value)
-    if pixel_data is None:
-        ds.PixelData = data.tobytes()
-    else:  # compressed: encapsulated fragments
-        from pydicom.encaps import encapsulate
-
-        ds.PixelData = encapsulate([pixel_data])
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(str(path), enforce_file_format=True)
-    else:  # pydicom 2.x
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(str(path), write_like_original=False)
-    return str(path)
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return str(path)
 
 
 def convert(capsys, root, csv_path, *extra, out=None):
@@ -118,11 +42,6 @@ def convert(capsys, root, csv_path, *extra, out=None):
 
 def png(out, split, index):
     return np.asarray(Image.open(os.path.join(out, split, "images", f"{index}.png")))
-
-
-def read_rows(out, split):
-    with open(os.path.join(out, split, "labels.csv"), encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def linear_window(x, center, width):
@@ -264,14 +183,14 @@ def test_padding_does_not_change_the_picture_of_the_real_pixels(tmp_path, case, 
     attributes = [(PADDING_VALUE, vr, value)] + ([(PADDING_LIMIT, *limit)] if limit else [])
     path = write_dcm(tmp_path / "p.dcm", stored, photometric=photometric, signed=signed, bits_stored=bits,
                      slope=1, intercept=-1024, attributes=attributes)
-    out = dicom.to_pixels(dicom.read_dataset(path))
+    out = dicom_pixels.to_pixels(dicom_pixels.read_dataset(path))
     lo, hi = float(np.min(real)), float(np.max(real))
     exact = (stored[:-4] - lo) / (hi - lo)  # the real pixels by their own range, by hand
     assert_rounded(out[:-4], exact if photometric == "MONOCHROME2" else 1 - exact, 255)
     assert (out[-4:] == 0).all(), out[-4:]
     without = write_dcm(tmp_path / "plain.dcm", stored[:-4], photometric=photometric, signed=signed,
                         bits_stored=bits, slope=1, intercept=-1024)
-    np.testing.assert_array_equal(out[:-4], dicom.to_pixels(dicom.read_dataset(without)))
+    np.testing.assert_array_equal(out[:-4], dicom_pixels.to_pixels(dicom_pixels.read_dataset(without)))
 
 
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
@@ -281,7 +200,7 @@ def test_padding_is_black_with_a_window_too(tmp_path, photometric):
     stored = padded(np.arange(0, 192) * 4, 4000)
     path = write_dcm(tmp_path / "w.dcm", stored, photometric=photometric, center=400, width=800,
                      attributes=[(PADDING_VALUE, "US", 4000)])
-    out = dicom.to_pixels(dicom.read_dataset(path))
+    out = dicom_pixels.to_pixels(dicom_pixels.read_dataset(path))
     exact = linear_window(stored[:-4], 400, 800)
     assert_rounded(out[:-4], exact if photometric == "MONOCHROME2" else 1 - exact, 255)
     assert (out[-4:] == 0).all()
@@ -289,11 +208,12 @@ def test_padding_is_black_with_a_window_too(tmp_path, photometric):
 
 def test_a_file_of_nothing_but_padding_is_a_bad_file_and_unused_padding_changes_nothing(tmp_path):
     path = write_dcm(tmp_path / "all.dcm", np.full((8, 8), 7), attributes=[(PADDING_VALUE, "US", 7)])
-    with pytest.raises(dicom.DicomFileError, match=r"every pixel is Pixel Padding Value \(0028,0120\)"):
-        dicom.to_pixels(dicom.read_dataset(path))
+    with pytest.raises(dicom_pixels.DicomFileError, match=r"every pixel is Pixel Padding Value \(0028,0120\)"):
+        dicom_pixels.to_pixels(dicom_pixels.read_dataset(path))
     unused = write_dcm(tmp_path / "unused.dcm", RAMP, attributes=[(PADDING_VALUE, "US", 9999)])
-    np.testing.assert_array_equal(dicom.to_pixels(dicom.read_dataset(unused)),
-                                  dicom.to_pixels(dicom.read_dataset(write_dcm(tmp_path / "ramp.dcm", RAMP))))
+    ramp = write_dcm(tmp_path / "ramp.dcm", RAMP)
+    np.testing.assert_array_equal(dicom_pixels.to_pixels(dicom_pixels.read_dataset(unused)),
+                                  dicom_pixels.to_pixels(dicom_pixels.read_dataset(ramp)))
 
 
 def test_16_bit_output_is_a_uint16_png_with_the_same_picture(tmp_path, capsys):
@@ -567,7 +487,7 @@ def test_other_refusals_leave_out_alone(tmp_path, capsys):
     write_dcm(tmp_path / "dcm" / "a.dcm", RAMP)
     csv_path = write_csv(tmp_path / "l.csv", ["file", "label"], [["a.dcm", "x"], ["a.dcm", "y"]])
     code, _, err, out = convert(capsys, tmp_path, csv_path)
-    assert "lines 2 and 3 list the same file" in one_line_error(code, err, out)
+    assert "lines 2 and 3 both list the same file; list each file once" in one_line_error(code, err, out)
     code, _, err, out = convert(capsys, tmp_path, single(tmp_path, ["a.dcm"]), "--window", "40")
     assert "--window '40' must be CENTER,WIDTH" in one_line_error(code, err, out)
     (tmp_path / "full").mkdir()
@@ -635,8 +555,8 @@ def test_bundled_multi_frame_rt_dose_needs_a_frame(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["SC_rgb_small_odd.dcm", "SC_ybr_full_422_uncompressed.dcm",
                                   "examples_palette.dcm"])
 def test_bundled_colour_files_come_out_rgb(name):
-    ds = dicom.read_dataset(bundled(name))
-    pixels = dicom.to_pixels(ds)
+    ds = dicom_pixels.read_dataset(bundled(name))
+    pixels = dicom_pixels.to_pixels(ds)
     assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
     assert pixels.shape[:2] == (ds.Rows, ds.Columns)
     if name.startswith("SC_ybr"):  # pydicom's sample: the first rows are pure red
@@ -646,59 +566,17 @@ def test_bundled_colour_files_come_out_rgb(name):
 
 
 def test_bundled_jpeg2000_file_decodes_like_its_original_or_is_a_bad_file_without_a_decoder():
-    ds = dicom.read_dataset(bundled("MR_small_jp2klossless.dcm"))
+    ds = dicom_pixels.read_dataset(bundled("MR_small_jp2klossless.dcm"))
     try:
         pydicom.dcmread(bundled("MR_small_jp2klossless.dcm")).pixel_array
     except Exception:  # noqa: BLE001 - no JPEG 2000 decoder here (Pillow without OpenJPEG, no pylibjpeg, no gdcm)
-        with pytest.raises(dicom.DicomFileError, match="compressed as 'JPEG 2000 Image Compression"):
-            dicom.to_pixels(ds)
+        with pytest.raises(dicom_pixels.DicomFileError, match="compressed as 'JPEG 2000 Image Compression"):
+            dicom_pixels.to_pixels(ds)
     else:  # lossless: the same picture as MR_small.dcm
-        np.testing.assert_array_equal(dicom.to_pixels(ds), dicom.to_pixels(dicom.read_dataset(bundled("MR_small.dcm"))))
+        original = dicom_pixels.read_dataset(bundled("MR_small.dcm"))
+        np.testing.assert_array_equal(dicom_pixels.to_pixels(ds), dicom_pixels.to_pixels(original))
 
 
 # ==================================================================================================
 # End to end: DICOM -> prepare_data -> local_train (the real toolkit) -> the served model
 # ==================================================================================================
-def e2e_tree(root, patients=24, per_patient=3):
-    """Learnable DICOM files: 'nodule' has a bright square. Stored 4v + 100 with rescale 0.25/-25 gives v back;
-    every other file is MONOCHROME1 with stored values inverted, so the converted pictures agree."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for p in range(patients):
-        label = p % 2
-        for k in range(per_patient):
-            v = rng.normal(80, 20, (16, 16))
-            if label:
-                r, c = rng.integers(2, 8, 2)
-                v[r:r + 5, c:c + 5] += 120
-            v = v.clip(0, 255)
-            mono1 = (p + k) % 2 == 1
-            stored = 4 * ((255 - v) if mono1 else v) + 100
-            rel = f"p{p}/s{k}.dcm"
-            write_dcm(root / "dcm" / rel, np.rint(stored), photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
-                      patient=f"E2E-{p:03d}", slope=0.25, intercept=-25, center=128, width=256, bits_stored=12)
-            rows.append([rel, ["no finding", "nodule"][label]])
-    return write_csv(root / "labels.csv", ["file", "label"], rows)
-
-
-@pytest.mark.slow
-def test_dicom_to_prepared_channels_to_training_to_an_answer(tmp_path):
-    csv_path = e2e_tree(tmp_path)
-    data = tmp_path / "data"
-    result = subprocess.run([sys.executable, os.path.join(SCRIPTS, "prepare_data.py"), "--dicom",
-                             str(tmp_path / "dcm"), "--labels", csv_path, "--out", str(data), "--val-fraction",
-                             "0.17", "--seed", "1"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "E2E-" not in result.stdout + result.stderr
-    sizes = {s: len(read_rows(str(data), s)) for s in ("train", "val", "test")}
-    assert sum(sizes.values()) == 72 and min(sizes.values()) >= 9
-    work = tmp_path / "work"
-    run = run_local_train(data, work, ["epochs=2", "batch-size=16", "patience=0"])
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
-    assert metrics["classes"] == ["no finding", "nodule"]
-    image = data / "test" / read_rows(str(data), "test")[0]["image"]
-    with artifacts.LocalModel(str(work / "model")) as model:
-        answer = model.invoke(image.read_bytes(), "image/png")["predictions"][0]
-    assert set(answer["probabilities"]) == {"no finding", "nodule"} and answer["label"] in ("no finding", "nodule")
-    assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
