@@ -47,6 +47,7 @@ import numpy as np
 from medimg import prepare_data
 from medimg.container import layout, splits as split_rules
 from medimg.prepare_data import PrepareError, Split
+from medimg.progress import progress
 
 FILE_COLUMN, SPLIT_COLUMN = "file", "split"
 MAX_BAD_FRACTION = 0.10  # more bad files than this (of those listed) fails the conversion
@@ -574,7 +575,7 @@ class _Loaded:
 
 def _read_all(table, dicom_dir, *, frame, window, bits):
     loaded = _Loaded()
-    for i, name in enumerate(table.files):
+    for i, name in enumerate(progress(table.files, desc="reading DICOM", unit="file")):
         try:
             ds = read_dataset(os.path.join(dicom_dir, *name.split("/")))
             pid = patient_id(ds)
