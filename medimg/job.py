@@ -321,8 +321,8 @@ class JobSpec:
     @property
     def train_s3_distribution(self):
         """The train channel's S3DataDistributionType: ``train_distribution``, or for "auto" ``ShardedByS3Key`` when
-        the job has several instances and the data are shards (each instance reads its own part of the shards, as
-        train.py's ranks do), else ``FullyReplicated``."""
+        the job has several instances and the data are shards (each instance gets its own part of the shard files),
+        else ``FullyReplicated``."""
         if self.train_distribution != "auto":
             return self.train_distribution
         return "ShardedByS3Key" if self.instance_count > 1 and self.data_format == "shards" else "FullyReplicated"
