@@ -251,10 +251,27 @@ def channel_paths(environ):
                               "or leave it out of fit()/train()")
         if role in found:
             raise ConfigError(f"the channels {found[role][0]!r} and {name!r} both hold the {role} split; pass only one")
+        if input_modes(environ).get(name) == "Pipe":
+            raise ConfigError(f"the channel {name!r} is in Pipe input mode (a stream through a named pipe), which "
+                              "train.py cannot read: it reads files; start the job with input_mode File or FastFile")
         path = environ.get(f"SM_CHANNEL_{name.upper()}") or os.path.join(
             environ.get("SM_INPUT_DATA_DIR") or "/opt/ml/input/data", name)
         found[role] = (name, path)
     return {role: path for role, (_, path) in found.items()}
+
+
+def input_modes(environ):
+    """``{channel: TrainingInputMode}`` as the launcher hands the platform's inputdataconfig.json over
+    (``SM_INPUT_DATA_CONFIG``: the training toolkit and SDK v3's drivers both set it); {} without it."""
+    text = environ.get("SM_INPUT_DATA_CONFIG")
+    try:
+        config = json.loads(text) if text else {}
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise ConfigError(f"SM_INPUT_DATA_CONFIG={text!r} is not a JSON object; it is set by the SageMaker launcher: "
+                          "do not set it by hand")
+    return {name: c.get("TrainingInputMode") for name, c in config.items() if isinstance(c, dict)}
 
 
 def _channel_names(environ):

@@ -2,7 +2,8 @@
 ships to SageMaker (``code/`` is what ships).
 
     data_folders  local data folders: list, count, sample, the smoke-test subset
-    s3_data       upload a data folder to S3 once per content; download a prefix safely
+    s3_data       upload a data folder to S3 once per content (resumable); download a prefix safely
+    progress      progress of long client work: a tqdm bar at a terminal or in a notebook, plain lines in a log
     container     code/'s contract modules (data layout, log lines), loaded from the files that ship
     job           one description of a training job (JobSpec, TuningSpec): every rule, both SDK majors
     sdk           which SageMaker Python SDK major runs (v2 or v3), and its builder

@@ -16,6 +16,7 @@ import tarfile
 import numpy as np
 
 from medimg.data_folders import list_images
+from medimg.progress import progress
 from medimg.serving import ModelServer
 from medimg.show_metrics import SPLIT_ORDER, interval_unit
 
@@ -65,8 +66,9 @@ def safe_extract(tar_path, dest):
 # Download
 # ==================================================================================================
 def download_job_artifacts(s3, model_data_uri, dest):
-    """Download a job's model.tar.gz and the output.tar.gz beside it, extract them into ``dest/model`` and
-    ``dest/output``. Returns ``{"model": dir, "output": dir or None}`` (output is None when the job wrote none)."""
+    """Download a job's model.tar.gz and the output.tar.gz beside it (with their progress, medimg.progress), extract
+    them into ``dest/model`` and ``dest/output``. Returns ``{"model": dir, "output": dir or None}`` (output is None
+    when the job wrote none)."""
     if not model_data_uri.startswith("s3://") or not model_data_uri.endswith("/" + MODEL_TAR):
         raise ValueError(f"expected s3://.../{MODEL_TAR}, got {model_data_uri!r}")
     bucket, key = model_data_uri[5:].split("/", 1)
@@ -76,13 +78,15 @@ def download_job_artifacts(s3, model_data_uri, dest):
         tar_key = key[: -len(MODEL_TAR)] + tar_name
         local = os.path.join(dest, tar_name)
         try:
-            s3.download_file(bucket, tar_key, local)
+            size = s3.head_object(Bucket=bucket, Key=tar_key)["ContentLength"]
         except Exception as exc:  # noqa: BLE001
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
             if name == "output" and code in ("404", "NoSuchKey"):
                 out[name] = None
                 continue
             raise
+        with progress(total=size, desc=tar_name, unit="B") as bar:
+            s3.download_file(bucket, tar_key, local, Callback=bar.update)
         out[name] = safe_extract(local, os.path.join(dest, name))
     return out
 

@@ -46,6 +46,7 @@ from medimg.dicom_labels import read_labels
 from medimg.dicom_pixels import (DicomFileError, MultiFrameError, load_pydicom, parse_window, patient_id,
                                  read_dataset, to_pixels)
 from medimg.prepare_data import PrepareError, Split
+from medimg.progress import progress
 
 MAX_BAD_FRACTION = 0.10  # more bad files than this (of those listed) fails the conversion
 NAMES_SHOWN = 5  # bad or multi-frame files named in one line
@@ -135,7 +136,7 @@ class _Loaded:
 
 def _read_all(table, dicom_dir, *, frame, window, bits):
     loaded = _Loaded()
-    for i, name in enumerate(table.files):
+    for i, name in enumerate(progress(table.files, desc="reading DICOM", unit="file")):
         try:
             ds = read_dataset(os.path.join(dicom_dir, *name.split("/")))
             pid = patient_id(ds)

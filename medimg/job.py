@@ -8,7 +8,12 @@ settings with the same message and derive the same values:
   instance waits ``keep_alive_seconds``, 1..3600, in a warm pool for the next matching job; SageMaker does not
   allow warm pools with spot) or "on-demand";
 - distribution: torchrun (one process per GPU) when the job has more than one GPU in all (``distributed="auto"``),
-  GPU instances only, never several instances without it;
+  GPU instances only, never several instances without it; an instance type the GPU table does not know, or
+  ``distributed=False`` on a multi-GPU type, is said in one line (``JobSpec.warnings``) rather than left idle;
+- data access (``channel_inputs``): every channel in ``input_mode`` "File" (copied to the instance before
+  train.py starts) or "FastFile" (read from S3 as train.py opens the files; "Pipe" is refused: train.py reads
+  files); the train channel ``ShardedByS3Key`` (each instance gets about 1/n of its files) when the job has
+  several instances and the data are shards, every other channel ``FullyReplicated``;
 - security settings, sent only when set: KMS keys, a VPC (subnets and security groups together), network
   isolation (then no ``pretrained`` weights, which are downloaded when the job starts), inter-container
   encryption;
@@ -23,6 +28,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from medimg.container import epoch_log, layout
 
@@ -49,6 +55,9 @@ GPUS_PER_INSTANCE = {
 CPU_FAMILIES = ("ml.m4.", "ml.m5.", "ml.m5d.", "ml.m6i.", "ml.m7i.", "ml.c4.", "ml.c5.", "ml.c5n.", "ml.c6i.",
                 "ml.c7i.", "ml.r5.", "ml.t3.")
 MODES = ("spot", "warm", "on-demand")
+INPUT_MODES = ("File", "FastFile")  # SageMaker's spelling; "Pipe" (a named pipe per channel) train.py cannot read
+DATA_FORMATS = ("images", "shards")  # what the channels hold: image files (class folders, labels.csv) or shards
+S3_DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 MAX_KEEP_ALIVE_SECONDS = 3600  # SageMaker's limit for warm pools
 TORCH_DISTRIBUTED = {"torch_distributed": {"enabled": True}}  # SDK v2's spelling of "torchrun on"
 INFERENCE_VERSIONS = ("2.6.0",)  # PyTorch inference images for Python 3.12, newest first (SAGEMAKER_CONTRACT.md)
@@ -161,6 +170,13 @@ def unique_name(base, now=None):
 # ==================================================================================================
 # The job
 # ==================================================================================================
+class ChannelInput(NamedTuple):
+    """How one channel reaches the instances: its S3 prefix, input mode and S3 data distribution."""
+    uri: str
+    input_mode: str
+    distribution: str
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A training job of code/train.py, validated when built (ValueError with one line saying what to change).
@@ -169,6 +185,12 @@ class JobSpec:
     aliases); None when they are given to the builder's start call later (then the metric definitions include
     the test split's, as for a job with a test channel). ``hyperparameters``: train.py's flags without dashes,
     values as a notebook writes them (3, 0.01, True, "smallcnn"). Change one with ``spec.replace(...)``.
+
+    ``input_mode``: "File" or "FastFile", for every data channel. ``data_format``: what the channels hold, "images"
+    (class folders or labels.csv) or "shards" (``python -m medimg.prepare_data ... --shards``). ``train_distribution``:
+    the train channel's S3 distribution, "auto" (``ShardedByS3Key`` when ``instance_count > 1`` and
+    ``data_format="shards"``, else ``FullyReplicated``) or either of those explicitly; val and test are always
+    ``FullyReplicated`` (each instance evaluates on the whole split). ``channel_inputs`` is what the builders send.
     """
     role: str
     hyperparameters: dict
@@ -176,6 +198,9 @@ class JobSpec:
     code_location: str
     base_job_name: str
     channels: dict = None
+    input_mode: str = "File"
+    data_format: str = "images"
+    train_distribution: str = "auto"
     mode: str = "spot"
     instance_type: str = "ml.g5.xlarge"
     instance_count: int = 1
@@ -215,6 +240,7 @@ class JobSpec:
             raise ValueError("pretrained=True downloads ImageNet weights when the job starts, which a network-"
                              "isolated job cannot do; set pretrained=False or enable_network_isolation=False")
         self._check_channels()
+        self._check_data_access()
         distribution_for(self.instance_type, self.instance_count, self.distributed)  # raises for bad settings
 
     def _check_mode(self):
@@ -235,6 +261,25 @@ class JobSpec:
             if not (isinstance(uri, str) and uri.startswith("s3://")):
                 raise ValueError(f"channel {name!r}: expected an s3:// URI, got {uri!r}; upload the data first "
                                  "(medimg.s3_data.upload_channels)")
+
+    def _check_data_access(self):
+        if self.input_mode == "Pipe":
+            raise ValueError("input_mode='Pipe' hands each channel over as a stream through a named pipe, which "
+                             "train.py cannot read (it opens the channels' files); use 'File' or 'FastFile'")
+        if self.input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be 'File' or 'FastFile' (SageMaker's spelling), got {self.input_mode!r}")
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(f"data_format must be 'images' or 'shards', got {self.data_format!r}")
+        if self.train_distribution not in ("auto",) + S3_DISTRIBUTIONS:
+            raise ValueError("train_distribution must be 'auto', 'FullyReplicated' or 'ShardedByS3Key', got "
+                             f"{self.train_distribution!r}")
+        if self.train_distribution == "ShardedByS3Key" and self.data_format != "shards":
+            raise ValueError("train_distribution='ShardedByS3Key' gives each instance about 1/n of the train channel's "
+                             "files, but class folders and labels.csv channels need all of theirs (label_dict.json, "
+                             "labels.csv) on every instance; write shards (prepare_data --shards), data_format='shards'")
+        if self.train_distribution == "ShardedByS3Key" and self.instance_count == 1:
+            raise ValueError("train_distribution='ShardedByS3Key' with instance_count=1: the one instance gets every "
+                             "file anyway; use 'auto' (it shards when the job has several instances)")
 
     def replace(self, **changes):
         """A copy with ``changes``, validated again."""
@@ -272,6 +317,43 @@ class JobSpec:
         """Processes per instance: the GPUs of the type under torchrun (None when the type is unknown: the
         launcher then counts the GPUs it finds), 1 without torchrun."""
         return gpus_per_instance(self.instance_type) if self.torchrun else 1
+
+    @property
+    def train_s3_distribution(self):
+        """The train channel's S3DataDistributionType: ``train_distribution``, or for "auto" ``ShardedByS3Key`` when
+        the job has several instances and the data are shards (each instance gets its own part of the shard files),
+        else ``FullyReplicated``."""
+        if self.train_distribution != "auto":
+            return self.train_distribution
+        return "ShardedByS3Key" if self.instance_count > 1 and self.data_format == "shards" else "FullyReplicated"
+
+    @property
+    def channel_inputs(self):
+        """``{name: ChannelInput(uri, input_mode, distribution)}`` for each channel, in the channels' order: what both
+        builders send per channel. Every channel reads in ``input_mode``; the train channel (or its alias) is
+        distributed as ``train_s3_distribution``, every other one ``FullyReplicated``. None when the channels are
+        not known yet."""
+        if self.channels is None:
+            return None
+        return {name: ChannelInput(uri, self.input_mode, self.train_s3_distribution
+                                   if layout.channel_role(name) == "train" else "FullyReplicated")
+                for name, uri in self.channels.items()}
+
+    @property
+    def warnings(self):
+        """One line for each way the job would pay for hardware it leaves idle or work it may have to redo (the
+        notebook prints them; nothing is changed for you)."""
+        gpus, out = gpus_per_instance(self.instance_type), []
+        if gpus is None and self.distributed == "auto" and self.instance_count == 1:
+            out.append(f"{self.instance_type} is not in medimg.job's GPU table: the job runs one process per "
+                       "instance; if it has several GPUs set distributed=True")
+        if gpus and gpus > 1 and self.distributed is False:
+            out.append(f"distributed=False on {self.instance_type}: train.py runs one process on 1 of its {gpus} GPUs; "
+                       "set distributed='auto' to use all of them")
+        if self.spot and not self.checkpoint_s3_uri:
+            out.append("mode='spot' without checkpoint_s3_uri: a job that SageMaker interrupts starts again from its "
+                       "first epoch; set checkpoint_s3_uri")
+        return out
 
     @property
     def has_test_channel(self):

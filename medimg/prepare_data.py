@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from medimg.container import layout, splits as split_rules
+from medimg.progress import progress
 
 DEFAULT_LABEL_DICT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "code",
                                   "label_dict.json")
@@ -157,6 +158,11 @@ def save_png(array, path):
     Image.fromarray(array).save(path)
 
 
+def _writing(split, folder):
+    """The split's images, with the progress of writing them (medimg.progress: a bar, or lines in a log)."""
+    return progress(split.images, total=len(split), desc=f"writing {os.path.basename(folder)}", unit="image")
+
+
 def write_channel(folder, split, classes, *, manifest=None, names=None):
     """Write one channel into ``folder``: class folders of PNGs, or (``manifest``; always for multi-label targets)
     ``images/<name>.png`` and labels.csv; and its label_dict.json. ``names``: file names without extension (default
@@ -168,7 +174,7 @@ def write_channel(folder, split, classes, *, manifest=None, names=None):
     if manifest:
         os.makedirs(os.path.join(folder, "images"), exist_ok=True)
         files = [f"images/{n}.png" for n in names]
-        for image, rel in zip(split.images, files):
+        for image, rel in zip(_writing(split, folder), files):
             save_png(image, os.path.join(folder, *rel.split("/")))
         if multi:
             layout.write_manifest(os.path.join(folder, layout.MANIFEST_FILE), files, findings=classes,
@@ -184,7 +190,7 @@ def write_channel(folder, split, classes, *, manifest=None, names=None):
             raise PrepareError("class folders cannot carry patient ids: write a manifest channel instead")
         for index in sorted(set(split.targets)):
             os.makedirs(os.path.join(folder, layout.folder_name(classes[index])), exist_ok=True)
-        for image, target, name in zip(split.images, split.targets, names):
+        for image, target, name in zip(_writing(split, folder), split.targets, names):
             save_png(image, os.path.join(folder, layout.folder_name(classes[target]), f"{name}.png"))
     if not multi:
         for target in split.targets:

@@ -69,14 +69,15 @@ def make_session(boto_session=None, default_bucket=None):
 def estimator_kwargs(spec):
     """Keyword arguments of ``sagemaker.pytorch.PyTorch`` for ``spec`` (add ``sagemaker_session``): spot
     (``use_spot_instances``, ``max_wait``) or warm pool (``keep_alive_period_in_seconds``) by mode, the checkpoint
-    location when given, ``distribution`` when torchrun is on, tags and the security settings only when set."""
+    location when given, ``distribution`` when torchrun is on, tags and the security settings only when set; the
+    job's ``input_mode`` (TrainingInputMode; each data channel carries it too: ``training_inputs``)."""
     kwargs = {
         "entry_point": spec.entry_point, "source_dir": spec.source_dir, "role": spec.role,
         "framework_version": spec.framework_version, "py_version": spec.py_version,
         "instance_type": spec.instance_type, "instance_count": spec.instance_count, "volume_size": spec.volume_size,
         "hyperparameters": dict(spec.hyperparameters), "metric_definitions": spec.metric_definitions,
         "output_path": spec.output_path, "code_location": spec.code_location, "base_job_name": spec.base_job_name,
-        "max_run": spec.max_run,
+        "max_run": spec.max_run, "input_mode": spec.input_mode,
         "disable_profiler": True,  # the profiler and debugger hooks add nothing for this script
         "debugger_hook_config": False,
     }
@@ -99,15 +100,26 @@ def build_estimator(spec, session):
     return _estimator()(sagemaker_session=session, **estimator_kwargs(spec))
 
 
+def training_inputs(spec):
+    """``spec.channel_inputs`` as ``{name: sagemaker.inputs.TrainingInput}``: each channel with its input mode and S3
+    distribution (a plain URI would be FullyReplicated in the job's mode). A dict, never a lone TrainingInput, whose
+    input mode the SDK would also make the job's. ValueError when the spec has no channels."""
+    from sagemaker.inputs import TrainingInput
+
+    if not spec.channels:
+        raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
+    return {name: TrainingInput(c.uri, distribution=c.distribution, input_mode=c.input_mode)
+            for name, c in spec.channel_inputs.items()}
+
+
 def start_job(spec, session, *, job_name=None, wait=False):
     """Start the training job on ``spec.channels``: ``(estimator, job_name)``. ``job_name`` defaults to
     ``<base_job_name>-<timestamp>`` (the SDK's ``name_from_base``). ``wait``: until the job ends, with its log.
     Raises ValueError when the spec has no channels."""
-    if not spec.channels:
-        raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
+    inputs = training_inputs(spec)
     estimator = build_estimator(spec, session)
     job_name = job_name or unique_name(spec.base_job_name)
-    estimator.fit(dict(spec.channels), job_name=job_name, wait=wait)
+    estimator.fit(inputs, job_name=job_name, wait=wait)
     return estimator, job_name
 
 
@@ -156,13 +168,14 @@ def start_tuning(spec, session, tuning, *, job_name=None):
 
     if not spec.channels:
         raise ValueError("the tuning job needs the channels: JobSpec(channels={'train': 's3://...', ...})")
+    inputs = training_inputs(spec)
     job_name = job_name or sagemaker.utils.name_from_base(f"{spec.base_job_name}-hpo", max_length=32, short=True)
     t = tuner(spec, session, tuning)
     estimator_log = logging.getLogger("sagemaker.estimator")
     level = estimator_log.level
     estimator_log.setLevel(logging.ERROR)  # "No finished training job found associated with this estimator": the
     try:                                   # tuner's estimator never trains itself, which is what it is for
-        t.fit(dict(spec.channels), job_name=job_name, wait=False)
+        t.fit(inputs, job_name=job_name, wait=False)
     finally:
         estimator_log.setLevel(level)
     return t, job_name

@@ -13,6 +13,8 @@ What the job is, next to SDK v2's (SAGEMAKER_CONTRACT.md, "SDK v3 training"):
   path (``<output_path>/<job>/output/model.tar.gz``), metric definitions, spot + ``max_wait`` or warm pool by
   mode, checkpoint location, ``Torchrun()`` where v2 has ``torch_distributed``, VPC/isolation/encryption
   (``Networking``), KMS keys, volume size and tags.
+- Channels: explicit ``Channel`` objects with the spec's input mode and S3 distribution (``training_inputs``);
+  ``InputData`` with an S3 URI would always be File + FullyReplicated, whatever ``training_input_mode`` says.
 - In the container no training toolkit runs: the SDK uploads ``code/`` as a channel ``code`` and its drivers as
   ``sm_drivers``, and the drivers run ``python train.py --key value`` (dict order, ``true``/``false``).
 - Code location: v2 puts ``sourcedir.tar.gz`` at ``<code_location>/<job>/source/``; v3 uploads the files to the
@@ -118,6 +120,7 @@ def trainer_kwargs(spec, session):
         "output_data_config": OutputDataConfig(s3_output_path=spec.output_path, kms_key_id=spec.output_kms_key,
                                                compression_type="GZIP"),
         "hyperparameters": dict(spec.hyperparameters),
+        "training_input_mode": spec.input_mode,
         "base_job_name": spec.base_job_name,
         "input_s3_key_prefix": code_key_prefix(spec, session),
         "role": spec.role,
@@ -149,13 +152,17 @@ def build_trainer(spec, session):
     return trainer
 
 
-def input_data(channels):
-    """``{name: s3 uri}`` as ModelTrainer's ``InputData`` list. ValueError when there are none."""
-    from sagemaker.core.training.configs import InputData
+def training_inputs(spec):
+    """``spec.channel_inputs`` as ModelTrainer ``Channel`` objects: each channel with its input mode and S3
+    distribution. (An ``InputData`` with an S3 URI is always File + FullyReplicated, and a channel's mode beats
+    the job's ``training_input_mode``: SAGEMAKER_CONTRACT_2.md, section 1.) ValueError when there are none."""
+    from sagemaker.core.training.configs import Channel, DataSource, S3DataSource
 
-    if not channels:
+    if not spec.channels:
         raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
-    return [InputData(channel_name=name, data_source=uri) for name, uri in channels.items()]
+    return [Channel(channel_name=name, input_mode=c.input_mode, data_source=DataSource(s3_data_source=S3DataSource(
+        s3_data_type="S3Prefix", s3_uri=c.uri, s3_data_distribution_type=c.distribution)))
+        for name, c in spec.channel_inputs.items()]
 
 
 def is_name_collision(exc):
@@ -193,7 +200,7 @@ def start_job(spec, session, *, job_name=None, wait=False):
     the SDK raises them. ``wait``: until the job ends, with its log."""
     from botocore.exceptions import ClientError
 
-    inputs, attempt = input_data(spec.channels), 0
+    inputs, attempt = training_inputs(spec), 0
     while True:
         trainer = build_trainer(spec, session)
         try:
@@ -254,7 +261,7 @@ def start_tuning(spec, session, tuning, *, job_name=None):
     ``<base_job_name>-hpo-<yymmdd-hhmm>`` (at most 32 characters, as SageMaker allows)."""
     from sagemaker.core.common_utils import name_from_base
 
-    inputs = input_data(spec.channels)
+    inputs = training_inputs(spec)
     job_name = job_name or name_from_base(f"{spec.base_job_name}-hpo", max_length=32, short=True)
     t = tuner(spec, session, tuning)
     t.tune(inputs=inputs, job_name=job_name, wait=False)

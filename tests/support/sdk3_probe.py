@@ -3,6 +3,7 @@ python (SDK v3 installed, medimg installed with --no-deps -e .), never collected
 
     .venv-sdk3/bin/python tests/support/sdk3_probe.py build  < cases.json  # no AWS: a session refusing every request
     .venv-sdk3/bin/python tests/support/sdk3_probe.py job    < job.json    # against the emulator (AWS_ENDPOINT_URL)
+    .venv-sdk3/bin/python tests/support/sdk3_probe.py start  < start.json  # the same, without waiting for anything
 
 ``build``: ``{"jobs": {case: JobSpec kwargs}, "tuners": {case: [JobSpec kwargs, TuningSpec kwargs]}}`` in; out, per
 job case, the CreateTrainingJob request ModelTrainer would send (``_create_training_job_args(boto3=True)``), what
@@ -14,6 +15,10 @@ its settings; and ``sdk.detect()``.
 deploys its model.tar.gz, sends the image through the endpoint, describes and deletes it; (``tuning``) starts a
 tuning job; (``second_job``) starts a changed job whose first name the SDK gives is the first job's (as two jobs
 started within one second get) and waits for it. Out: names, statuses, failure reasons, descriptions, the answer.
+
+``start``: ``{"bucket", "jobs": {case: JobSpec kwargs}, "tunings": {case: [JobSpec kwargs, TuningSpec kwargs]}}``
+in; starts each job and tuning job and returns at once (for an emulator that runs nothing: the requests are what
+is checked). Out: ``{"jobs": {case: job name}, "tunings": {case: tuning job name}}``.
 """
 import json
 import os
@@ -74,7 +79,7 @@ def build_job(kwargs, keep):
     session.uploads.clear()
     spec = JobSpec(**kwargs)
     trainer = sdk_v3.build_trainer(spec, session)
-    request = trainer._create_training_job_args(input_data_config=sdk_v3.input_data(spec.channels), boto3=True)
+    request = trainer._create_training_job_args(input_data_config=sdk_v3.training_inputs(spec), boto3=True)
     uploads = [dict(u) for u in session.uploads]
     drivers = next((read_drivers(u["copy"]) for u in uploads if u["copy"] and
                     os.path.isfile(os.path.join(u["copy"], "sm_train.sh"))), None)
@@ -182,7 +187,20 @@ by the caller, and the same name again."""
     return out
 
 
+def start(params):
+    """Against the emulator: start each job and tuning job without waiting; their names."""
+    import boto3
+
+    from medimg import sdk_v3
+    from medimg.job import JobSpec, TuningSpec
+
+    session = sdk_v3.make_session(boto3.Session(region_name="us-east-1"), default_bucket=params["bucket"])
+    return {"jobs": {case: sdk_v3.start_job(JobSpec(**kw), session)[1] for case, kw in params["jobs"].items()},
+            "tunings": {case: sdk_v3.start_tuning(JobSpec(**kw), session, TuningSpec(**tuning))[1]
+                        for case, (kw, tuning) in params.get("tunings", {}).items()}}
+
+
 if __name__ == "__main__":
     command, request = sys.argv[1], json.load(sys.stdin)
-    result = build(request) if command == "build" else job(request)
+    result = {"build": build, "job": job, "start": start}[command](request)
     json.dump(result, sys.stdout, default=str)

@@ -120,7 +120,7 @@ def run(request, tmp_path_factory):
         "role": ROLE, "bucket": BUCKET, "prefix": PREFIX, "region": "us-east-1", "base_job_name": f"nb{sdk}",
         "sdk": sdk, "work_dir": str(tmp / "work"), "mode": "spot", "wait": True, "poll_seconds": 1,
         "run_local_smoke_test": True, "smoke_test_images_per_class": 6, "run_tuning": True, "tuning_max_jobs": 4,
-        "tuning_max_parallel_jobs": 2, "deploy": True, "hyperparameters": HYPERPARAMETERS,
+        "tuning_max_parallel_jobs": 2, "deploy": True, "hyperparameters": HYPERPARAMETERS, "input_mode": "FastFile",
         "tags": {"project": "nbtest", "owner": "ci"}, **source}
     params_file = tmp / "params.json"
     params_file.write_text(json.dumps(params))
@@ -147,6 +147,12 @@ def run(request, tmp_path_factory):
                 for o in page.get("Contents", [])]
         yield types.SimpleNamespace(sdk=sdk, emu=emu, nb=nb, keys=keys, s3=s3, sm=emu.client("sagemaker"), tmp=tmp,
                                     raw=executed.read_text(), stderr=result.stderr, python=python)
+
+
+def data_access(request):
+    """{data channel: (InputMode, S3DataDistributionType)} of a request (not SDK v3's code and drivers)."""
+    return {c["ChannelName"]: (c.get("InputMode"), c["DataSource"]["S3DataSource"]["S3DataDistributionType"])
+            for c in request["InputDataConfig"] if c["ChannelName"] not in ("code", "sm_drivers")}
 
 
 def training_request(run):
@@ -198,6 +204,11 @@ def test_channels_metrics_spot_and_placement(run):
         assert {"code", "sm_drivers"} <= set(channels)
     names = [d["Name"] for d in request["AlgorithmSpecification"]["MetricDefinitions"]]
     assert names == [d["Name"] for d in epoch_log.metric_definitions(test=True)]  # a test channel: test metrics
+    assert data_access(request) == {c: ("FastFile", "FullyReplicated") for c in data_channels}  # one instance
+    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
+    shown = text_of(cell_with(run.nb, "JobSpec("))
+    assert "data: " + "; ".join(f"{c} FastFile, FullyReplicated" for c in channels if c in data_channels) in shown
+    assert "warning:" not in shown  # a known GPU type, used; spot with checkpoints
     assert request["EnableManagedSpotTraining"] is True
     stop = request["StoppingCondition"]
     assert stop["MaxRuntimeInSeconds"] == 4 * 3600 and stop["MaxWaitTimeInSeconds"] >= stop["MaxRuntimeInSeconds"]
@@ -220,6 +231,8 @@ def test_tuning_request(run):
     assert {r["Name"] for r in config["ParameterRanges"]["ContinuousParameterRanges"]} == {"lr", "weight-decay"}
     definition = requests[0]["TrainingJobDefinition"]
     assert "CheckpointConfig" not in definition  # tuning jobs must not share one checkpoint folder
+    assert set(data_access(definition).values()) == {("FastFile", "FullyReplicated")}  # the trials read as the job
+    assert definition["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
 
 
 # ---------------------------------------------------------------- what ran and landed in S3
@@ -244,8 +257,10 @@ def test_a_test_split_is_held_out_when_the_data_has_none(run):
         header = next(line for line in data.splitlines() if line.split() == ["train", "val", "test"])
         assert header and re.search(r"\d+ \(\d+%\)\s+\d+ \(\d+%\)\s+\d+ \(\d+%\)", data)  # counts with shares
     assert "channels: train" in data and "no test channel" not in data
+    assert re.search(r"uploading \S+: 100%\|.*\| \d+/\d+ ", data), data  # the upload's bar, in the notebook
     results = text_of(cell_with(run.nb, "artifacts.download_job_artifacts"))
     assert re.search(r"^test\s+\d+\s+[0-9.]+ \([0-9.]+-[0-9.]+\)", results, re.MULTILINE), results  # with a CI
+    assert "model.tar.gz: 100%" in results and "output.tar.gz: 100%" in results  # the downloads' bars
     assert "operating point p >=" in results and "PPV" in results
 
 
@@ -371,8 +386,10 @@ def test_the_notebooks_hyperparameters_are_train_pys_defaults(committed):
     assert (params["instance_type"], params["instance_count"], params["mode"]) == ("ml.g5.xlarge", 1, "spot")
     assert (params["framework_version"], params["py_version"], params["sdk"]) == ("2.8.0", "py312", "auto")
     assert params["role"] is None and params["bucket"] is None and not params["enable_network_isolation"]
+    assert (params["input_mode"], params["data_format"]) == ("File", "images")  # the SDKs' own default, and files
     JobSpec(role="r", hyperparameters=changed_hyperparameters(hps, defaults), output_path="s3://b/o",
-            code_location="s3://b/c", base_job_name="b", mode=params["mode"])
+            code_location="s3://b/c", base_job_name="b", mode=params["mode"], input_mode=params["input_mode"],
+            data_format=params["data_format"])
 
 
 def test_parameters_cell_holds_only_assignments(committed):
