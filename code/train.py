@@ -34,6 +34,7 @@ import data as data_lib
 import distributed
 import epoch_log
 import evaluation
+import initialisation
 import layout
 import model_config
 import model_def
@@ -92,16 +93,13 @@ def check_writable(folder, what):
 
 
 def build_model(args, data, num_classes, device, dist_info):
-    """(the model on its device, what the training step calls: the model, DDP around it, or compiled)."""
-    utils.seed_everything(args.seed)  # the initial weights: the same seed gives the same model
+    """(the model on its device, what the training step calls: the model, DDP around it, or compiled, and where its
+    weights started: initialisation.build's record)."""
+    model, initialised_from = initialisation.build(args, data, num_classes)
     try:
-        model = model_def.create_model(args.model, num_classes, data.channels, args.pretrained,
-                                       **model_def.architecture_options(args.model, data.size))
         model_def.check_input_size(model, args.model, data.channels, data.size)
     except ValueError as exc:
         raise ConfigError(f"invalid hyperparameter: {exc}") from exc
-    except RuntimeError as exc:  # ImageNet weights that could not be downloaded
-        raise ConfigError(str(exc)) from exc
     model = model.to(device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
     wrapped = model
     if dist_info.enabled:
@@ -109,7 +107,7 @@ def build_model(args, data, num_classes, device, dist_info):
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         wrapped = torch.compile(wrapped)
-    return model, wrapped
+    return model, wrapped, initialised_from
 
 
 # ==================================================================================================
@@ -156,6 +154,7 @@ def evaluate_and_save(trainer, args, writer, dist_info):
                "positive_class": None if positive is None else classes[positive],
                "positive_class_from": getattr(trainer.classes, "positive_from", None),
                "plan": trainer.plan.to_dict(), "steps": trainer.state.global_step, "epochs_run": trainer.state.epoch,
+               "initialised_from": writer.config.get("initialised_from"),
                "decisions": dataclasses.asdict(decisions)}
     for name, (labels, logits, idx) in predicted.items():
         split = data.val if name == "val" else data.test
@@ -222,12 +221,13 @@ def run(args, callbacks=()):
     for callback in callbacks:
         callback.on_data_loaded(data, time.perf_counter() - started)
 
-    model, wrapped = build_model(args, data, len(classes), device, dist_info)
+    model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
     config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
                                 architecture_options=model_def.architecture_options(args.model, data.size),
                                 image_size=data.size, mean=data.mean, std=data.std, tta=args.tta and args.hflip,
                                 hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
-                                task=data.task, page=args.page, positive=(classes.positive, classes.positive_from))
+                                task=data.task, page=args.page, positive=(classes.positive, classes.positive_from),
+                                initialised_from=initialised_from)
     writer = ModelWriter(args.model_dir, config)
     trainer = Trainer(args, data, classes, model, wrapped, device=device, amp_dtype=amp_dtype, dist_info=dist_info,
                       writer=writer, stop=stop, callbacks=callbacks)
