@@ -20,6 +20,7 @@ import augment
 import checkpoints
 import distributed
 import epoch_log
+import initialisation
 import metrics
 import prediction
 import schedule
@@ -156,12 +157,10 @@ class EpochStats:
 # ==================================================================================================
 # Optimisation
 # ==================================================================================================
-def build_optimizer(args, model, lr):
-    """AdamW (or SGD with Nesterov momentum), no weight decay on norms and biases; fused kernels on a GPU."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(args, model, lr, backbone_lr_scale=1.0):
+    """AdamW (or SGD with Nesterov momentum), no weight decay on norms and biases, loaded layers at ``lr x
+    backbone_lr_scale`` (initialisation.param_groups); fused kernels on a GPU."""
+    groups = initialisation.param_groups(model, args.weight_decay, backbone_lr_scale)
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, **fused)
@@ -227,7 +226,7 @@ class Trainer:
         self.plan = schedule.make_plan(args, n_per_rank, dist_info.world_size)
         self.ema = ModelEma(model, self.plan.ema) if self.plan.ema > 0 else None
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
-        self.optimizer = build_optimizer(args, model, self.plan.lr)
+        self.optimizer = build_optimizer(args, model, self.plan.lr, self.plan.backbone_lr_scale)
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         self.task = data.task
         self.criterion = build_criterion(args, data.train.labels, len(classes), self.task, device)
@@ -522,7 +521,7 @@ class Trainer:
             x = augment.augment_batch(x, gen, hflip=args.hflip, vflip=args.vflip)
         x = prediction.normalize(x, mean, std, self.memory_format)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr(self.state.global_step)
+            group["lr"] = self.lr(self.state.global_step) * group.get("lr_scale", 1.0)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             loss = self.criterion(self.wrapped(x), y)
