@@ -30,6 +30,7 @@ import torch
 
 import model_config
 import model_def
+import weights_channel
 from errors import ConfigError
 
 logger = logging.getLogger("train")
@@ -129,9 +130,11 @@ def load_state(data, name):
     """A state dict from ``data`` with ``torch.load(weights_only=True)``; ConfigError for anything else."""
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ConfigError(f"the model channel's {name} holds Python objects that would run code when loaded, not "
-                          "only tensors; refused; give the model.tar.gz an earlier training job wrote") from exc
+    except pickle.UnpicklingError as exc:  # a pickled object, or bytes the safe unpickler cannot read
+        raise ConfigError(f"the model channel's {name} is refused: torch.load(weights_only=True) reads tensors only "
+                          f"and it holds something else ({weights_channel.unpickler_reason(exc)}); a file that would "
+                          "run code when loaded is never unpickled; give the model.tar.gz an earlier training job "
+                          "wrote") from exc
     except Exception as exc:  # noqa: BLE001 - truncated or not a torch file
         raise ConfigError(f"the model channel's {name} cannot be read by torch.load ({type(exc).__name__}); give the "
                           "model.tar.gz an earlier training job wrote") from exc

@@ -22,6 +22,7 @@ What is checked (``load``), each refusal one ConfigError line:
   classifier head's must be there with its shape, and no other (the head is made anew for the job's classes, so its
   keys may differ or be absent; BatchNorm's ``num_batches_tracked`` may be absent, as in torchvision's older files).
 """
+import functools
 import hashlib
 import logging
 import os
@@ -38,8 +39,10 @@ logger = logging.getLogger("train")
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX: the hash prefix in a torchvision file name
 PREFIXES = ("module.", "model.", "backbone.", "encoder.")  # the prefix rule: stripped while every key has one
 WRAPPERS = ("state_dict", "model")  # checkpoint dicts that hold the state dict under one of these keys
+# torchvision.models.densenet._load_state_dict's pattern (and BatchNorm's counter, which its files lack)
 DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|"
-                              r"running_var))$")  # torchvision.models.densenet._load_state_dict's pattern
+                              r"running_var|num_batches_tracked))$")
+UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\. Please use|\n\n|$)", re.DOTALL)
 
 
 def torchvision_files():
@@ -108,10 +111,10 @@ def read_state_dict(path):
     file = os.path.basename(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"the weights file {file} holds Python objects that would run code when loaded, not only "
-                          f"tensors; refused ({reason}); save a state dict: torch.save(model.state_dict(), path)") \
+    except pickle.UnpicklingError as exc:  # a pickled object, or bytes the safe unpickler cannot read
+        raise ConfigError(f"the weights file {file} is refused: torch.load(weights_only=True) reads tensors only and "
+                          f"this file holds something else ({unpickler_reason(exc)}); a file that would run code "
+                          "when loaded is never unpickled; save a state dict: torch.save(model.state_dict(), path)") \
             from exc
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, a zip that is not torch's
         raise ConfigError(f"the weights file {file} cannot be read by torch.load ({type(exc).__name__}: "
@@ -124,6 +127,12 @@ def read_state_dict(path):
         raise ConfigError(f"the weights file {file} does not hold a state dict (a mapping of names to tensors); "
                           "save one with torch.save(model.state_dict(), path)")
     return dict(obj)
+
+
+def unpickler_reason(exc):
+    """The one reason in torch's long weights-only message (``Unsupported global: GLOBAL os.system ...``)."""
+    found = UNPICKLER_REASON.search(str(exc))
+    return " ".join((found.group(1) if found else type(exc).__name__).split())[:200]
 
 
 def strip_prefixes(state):
@@ -141,11 +150,17 @@ def rename_densenet_keys(state):
     return {(lambda m: m.group(1) + m.group(2) if m else k)(DENSENET_OLD_KEY.match(k)): v for k, v in state.items()}
 
 
+@functools.lru_cache(maxsize=None)
+def imagenet_shapes(name):
+    """``{key: shape}`` of ``name``'s ImageNet network, built on the meta device (no memory, no initialisation)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in model_def.imagenet_model(name).state_dict().items()}
+
+
 def fit_backbone(state, name, file):
     """``state`` without the head's keys, after checking every other key and shape against ``name``'s ImageNet
     network; ConfigError naming what does not fit."""
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        reference = {k: v.shape for k, v in model_def.imagenet_model(name).state_dict().items()}
+    reference = imagenet_shapes(name)
     _, _, stem, head = model_def.TORCHVISION[name]
     is_head = lambda key: key.startswith(head + ".")  # noqa: E731
     optional = lambda key: is_head(key) or key.endswith("num_batches_tracked")  # noqa: E731
