@@ -130,6 +130,9 @@ def parse_args(argv=None):
                         "(default: all; --smoke: pneumonia-300,retina)")
     p.add_argument("--seeds", default=None,
                    help="dev and transfer seeds, comma-separated (default 1,2,3; --quick, --smoke: 1)")
+    p.add_argument("--transfer-pairs", default=None,
+                   help="transfer: source:target dev settings, comma-separated (default: "
+                        f"{','.join(':'.join(p) for p in transfer.PAIRS)}; --smoke: pneumonia-all:pneumonia-300)")
     p.add_argument("--val-as-test", choices=("auto", "on", "off"), default="auto",
                    help="dev: also pass the val folder as --test, for the val ECE of a train.py that writes none "
                         "(auto: when the first run shows it is needed)")
@@ -154,6 +157,10 @@ def parse_args(argv=None):
         p.error(f"--seeds: whole numbers, comma-separated (got {args.seeds!r})")
     if not args.seeds or any(s < 0 for s in args.seeds):
         p.error("--seeds: at least one seed, none negative")
+    pairs = [tuple(p.split(":")) for p in (args.transfer_pairs or "").split(",") if p.strip()]
+    if any(len(p) != 2 or not set(p) <= set(transfer.SETTINGS) for p in pairs):
+        p.error(f"--transfer-pairs: source:target pairs of {', '.join(transfer.SETTINGS)}")
+    args.transfer_pairs = pairs or list(mode["transfer_pairs"] or transfer.PAIRS)
     args.code = os.path.abspath(args.code)
     if not os.path.isfile(os.path.join(args.code, "train.py")):
         p.error(f"--code {args.code}: no train.py there")
