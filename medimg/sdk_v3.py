@@ -146,13 +146,20 @@ def build_trainer(spec, session):
     return trainer
 
 
-def input_data(channels):
-    """``{name: s3 uri}`` as ModelTrainer's ``InputData`` list. ValueError when there are none."""
+MODEL_CHANNEL, MODEL_CONTENT_TYPE = "model", "application/x-sagemaker-model"  # SDK v2's model_uri channel
+
+
+def input_data(channels, model_uri=None):
+    """``{name: s3 uri}`` as ModelTrainer's ``InputData`` list, and ``model_uri`` (an earlier model.tar.gz) as the
+    ``model`` channel SDK v2's ``model_uri`` makes (its content type too). ValueError when there are no channels."""
     from sagemaker.core.training.configs import InputData
 
     if not channels:
         raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
-    return [InputData(channel_name=name, data_source=uri) for name, uri in channels.items()]
+    inputs = [InputData(channel_name=name, data_source=uri) for name, uri in channels.items()]
+    if model_uri:
+        inputs.append(InputData(channel_name=MODEL_CHANNEL, data_source=model_uri, content_type=MODEL_CONTENT_TYPE))
+    return inputs
 
 
 def is_name_collision(exc):
@@ -168,7 +175,7 @@ def start_job(spec, session, *, wait=False):
     times; other errors are raised as the SDK raises them."""
     from botocore.exceptions import ClientError
 
-    inputs, attempt = input_data(spec.channels), 0
+    inputs, attempt = input_data(spec.channels, spec.model_uri), 0
     while True:
         trainer = build_trainer(spec, session)
         try:
@@ -228,7 +235,7 @@ def start_tuning(spec, session, tuning, *, job_name=None):
     ``<base_job_name>-hpo-<yymmdd-hhmm>`` (at most 32 characters, as SageMaker allows)."""
     from sagemaker.core.common_utils import name_from_base
 
-    inputs = input_data(spec.channels)
+    inputs = input_data(spec.channels, spec.model_uri)
     job_name = job_name or name_from_base(f"{spec.base_job_name}-hpo", max_length=32, short=True)
     t = tuner(spec, session, tuning)
     t.tune(inputs=inputs, job_name=job_name, wait=False)

@@ -74,7 +74,8 @@ def build_job(kwargs, keep):
     session.uploads.clear()
     spec = JobSpec(**kwargs)
     trainer = sdk_v3.build_trainer(spec, session)
-    request = trainer._create_training_job_args(input_data_config=sdk_v3.input_data(spec.channels), boto3=True)
+    request = trainer._create_training_job_args(input_data_config=sdk_v3.input_data(spec.channels, spec.model_uri),
+                                                boto3=True)
     uploads = [dict(u) for u in session.uploads]
     drivers = next((read_drivers(u["copy"]) for u in uploads if u["copy"] and
                     os.path.isfile(os.path.join(u["copy"], "sm_train.sh"))), None)
