@@ -249,3 +249,28 @@ def test_what_the_channel_holds(tmp_path):
     (other / "model.safetensors").write_bytes(b"x")
     with pytest.raises(ConfigError, match="safetensors file, which the training image cannot read"):
         weights_channel.load(str(other), "resnet18")
+
+
+# ---------------------------------------------------------------- the model built from the channel's backbone
+@pytest.mark.parametrize("name", sorted(model_def.TORCHVISION))
+def test_every_backbone_starts_from_the_file_with_a_grey_first_convolution_summed_and_a_new_head(name):
+    """What initialisation.build does with the channel's state dict, for every architecture with ImageNet weights:
+    every loaded tensor is the file's, a 1-channel first convolution is the sum of the file's RGB kernels (timm's
+    adapt_input_conv), the head is new; resnet18_small's 3x3 stem is new too (ImageNet's is 7x7)."""
+    import initialisation
+
+    state = state_of(name)
+    stem, head = model_def.TORCHVISION[name][2:]
+    backbone = {k: v for k, v in state.items() if not k.startswith(head + ".")}
+    model = model_def.create_model(name, 3, 1, pretrained=backbone)
+    loaded = dict(model.state_dict())
+    first_conv, new = initialisation.imagenet_layers(name, 1)
+    assert new == ([stem, head] if name == "resnet18_small" else [head])
+    if name == "resnet18_small":
+        assert loaded["conv1.weight"].shape == (64, 1, 3, 3) and first_conv.startswith("new")
+    else:
+        torch.testing.assert_close(loaded[stem + ".weight"], state[stem + ".weight"].sum(dim=1, keepdim=True))
+        assert first_conv == initialisation.GREY_FIRST_CONV
+    deep = [k for k in backbone if not k.startswith(stem + ".") and backbone[k].is_floating_point()]
+    assert all(torch.equal(loaded[k], backbone[k]) for k in deep)
+    assert next(v for k, v in loaded.items() if k.startswith(head + ".") and v.ndim == 2).shape[0] == 3
