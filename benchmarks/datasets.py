@@ -131,16 +131,16 @@ def stratified_subsample(labels, n, seed):
     return np.sort(np.concatenate(picked))
 
 
-def dev_data(build, npz_folder, name, cap=None):
+def dev_data(build, npz_folder, name, cap=None, settings=None):
     """The class folders of dev setting ``name`` below ``build`` (train cut as the setting says, the npz's val as the
     val channel, no test channel), from the npz in ``npz_folder`` (--dev-data), written once with
-    medimg.prepare_data.write_splits; ``cap``: (train, val) at most these many images each (the smoke mode).
-    Returns (folder, info)."""
+    medimg.prepare_data.write_splits; ``cap``: (train, val) at most these many images each (the smoke mode);
+    ``settings``: where ``name`` is defined (default DEV_SETTINGS). Returns (folder, info)."""
     import numpy as np
 
     from medimg import prepare_data
 
-    setting = DEV_SETTINGS[name]
+    setting = (settings or DEV_SETTINGS)[name]
     npz = dev_npz(setting["npz"], npz_folder)
     if npz is None:
         raise RuntimeError(f"dev setting {name}: {setting['npz']} is in neither {npz_folder} nor "

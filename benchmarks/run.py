@@ -27,6 +27,11 @@ Sections (``--only``):
   PneumoniaMNIST upsampled to 64 and 128 px: images/s and wall time to val AUC 0.97 (capped; the run is stopped
   at the target). Upsampled images hold no more detail than 28 px ones: this measures cost, not what a higher
   resolution can add.
+* ``transfer`` (not in the default set; ``--only transfer``): what the fine-tuning plan buys, without ImageNet
+  weights: torchvision's ResNet-18 trained on one dev set (RetinaMNIST; PneumoniaMNIST), its weights given as a
+  weights channel to runs on a 300-image subset of the other (PneumoniaMNIST; RetinaMNIST), against training from
+  scratch and against fine-tuning with one lr and the from-scratch budget, seeds 1-3, each judged on its own val
+  split (benchmarks/sections/transfer.py).
 * ``dev`` (not in the default set; ``--only dev``): the quality of the defaults on the development settings of
   ../shared/data/ (PneumoniaMNIST with its train split subsampled to 300 and 1,000 images, stratified by class
   with a fixed subsample seed, and all 4,708; RetinaMNIST, 1,080 RGB images, 5 grades), each judged on its own
@@ -65,13 +70,13 @@ if __name__ == "__main__" and not __package__:
 
 from benchmarks import datasets, harness, report  # noqa: E402 (after the package is in place)
 from benchmarks.harness import CODE, ROOT, log  # noqa: E402
-from benchmarks.sections import ceiling, dev, quality, scaling, sizes, throughput  # noqa: E402
+from benchmarks.sections import ceiling, dev, quality, scaling, sizes, throughput, transfer  # noqa: E402
 
 # The sections, in the order they run and print: name -> module (benchmarks/sections/__init__.py says what a
 # section module has). A new section is a module there and a line here.
 SECTIONS = {"ceiling": ceiling, "throughput": throughput, "scaling": scaling, "quality": quality, "dev": dev,
-            "sizes": sizes}
-# dev takes 15-25 minutes more (--only dev), sizes 15-25 (--only sizes)
+            "sizes": sizes, "transfer": transfer}
+# dev takes 15-25 minutes more (--only dev), sizes 15-25 (--only sizes), transfer 30-60 (--only transfer)
 DEFAULT_SECTIONS = ("ceiling", "throughput", "scaling", "quality")
 CASES = ("smallcnn@28", "resnet18@64")  # model@image size; ResNet-18 is torchvision's (stride-2 stem, max-pool)
 
@@ -82,13 +87,15 @@ MODES = {
                  matmul_sizes=(2048, 4096), matmul_repeats=5, ttq_stop_at_target=False, ttq_extra=(),
                  batch_size=128, subsample=None, fp32_variant=True,
                  dev_seeds=(1, 2, 3), dev_extra=(), dev_cap=None, dev_settings=None,
-                 size_cases=sizes.CASES, size_cap_s=300, size_extra=(), flop_sizes=(28, 64, 128, 224)),
+                 size_cases=sizes.CASES, size_cap_s=300, size_extra=(), flop_sizes=(28, 64, 128, 224),
+                 transfer_pairs=None),
     "quick": dict(repeats=1, train_epochs=2, steps={"smallcnn": 15, "resnet18": 5, "*": 3}, plain_warmup=3,
                   plain_workers=(0,), scaling_sizes=(5_000, 20_000), stream_size=5_000, scaling_steps=10,
                   matmul_sizes=(2048,), matmul_repeats=3, ttq_stop_at_target=True, ttq_extra=(),
                   batch_size=128, subsample=None, fp32_variant=False,
                   dev_seeds=(1,), dev_extra=(), dev_cap=None, dev_settings=None,
-                  size_cases=sizes.CASES, size_cap_s=120, size_extra=(), flop_sizes=(28, 64, 128, 224)),
+                  size_cases=sizes.CASES, size_cap_s=120, size_extra=(), flop_sizes=(28, 64, 128, 224),
+                  transfer_pairs=None),
     # the test suite's: tiny everything, only checks that the machinery runs and reports
     "smoke": dict(repeats=1, train_epochs=2, steps={"*": 1}, plain_warmup=1,
                   plain_workers=(0,), scaling_sizes=(64, 128), stream_size=64, scaling_steps=1,
@@ -98,7 +105,7 @@ MODES = {
                   dev_seeds=(1,), dev_extra=("--epochs", "1"), dev_cap=(48, 40),
                   dev_settings=("pneumonia-300", "retina"),
                   size_cases=(("smallcnn", 28), ("smallcnn", 64)), size_cap_s=120, size_extra=("--epochs", "1"),
-                  flop_sizes=(28, 64)),
+                  flop_sizes=(28, 64), transfer_pairs=(("pneumonia-all", "pneumonia-300"),)),
 }
 
 
@@ -121,7 +128,11 @@ def parse_args(argv=None):
     p.add_argument("--settings", default=None,
                    help=f"dev settings to run, comma-separated subset of {','.join(datasets.DEV_SETTINGS)} "
                         "(default: all; --smoke: pneumonia-300,retina)")
-    p.add_argument("--seeds", default=None, help="dev seeds, comma-separated (default 1,2,3; --quick, --smoke: 1)")
+    p.add_argument("--seeds", default=None,
+                   help="dev and transfer seeds, comma-separated (default 1,2,3; --quick, --smoke: 1)")
+    p.add_argument("--transfer-pairs", default=None,
+                   help="transfer: source:target dev settings, comma-separated (default: "
+                        f"{','.join(':'.join(p) for p in transfer.PAIRS)}; --smoke: pneumonia-all:pneumonia-300)")
     p.add_argument("--val-as-test", choices=("auto", "on", "off"), default="auto",
                    help="dev: also pass the val folder as --test, for the val ECE of a train.py that writes none "
                         "(auto: when the first run shows it is needed)")
@@ -146,6 +157,10 @@ def parse_args(argv=None):
         p.error(f"--seeds: whole numbers, comma-separated (got {args.seeds!r})")
     if not args.seeds or any(s < 0 for s in args.seeds):
         p.error("--seeds: at least one seed, none negative")
+    pairs = [tuple(p.split(":")) for p in (args.transfer_pairs or "").split(",") if p.strip()]
+    if any(len(p) != 2 or not set(p) <= set(transfer.SETTINGS) for p in pairs):
+        p.error(f"--transfer-pairs: source:target pairs of {', '.join(transfer.SETTINGS)}")
+    args.transfer_pairs = pairs or list(mode["transfer_pairs"] or transfer.PAIRS)
     args.code = os.path.abspath(args.code)
     if not os.path.isfile(os.path.join(args.code, "train.py")):
         p.error(f"--code {args.code}: no train.py there")

@@ -22,6 +22,7 @@ import distributed
 import epoch_log
 import evaluation
 import hyperparameters
+import initialisation
 import metrics
 import safeguards
 import schedule
@@ -129,12 +130,10 @@ class FitResult:
 # ==================================================================================================
 # Optimisation
 # ==================================================================================================
-def build_optimizer(args, model, lr):
-    """AdamW (or SGD with Nesterov momentum), no weight decay on norms and biases; fused kernels on a GPU."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(args, model, lr, backbone_lr_scale=1.0):
+    """AdamW (or SGD with Nesterov momentum), no weight decay on norms and biases, loaded layers at ``lr x
+    backbone_lr_scale`` (initialisation.param_groups); fused kernels on a GPU."""
+    groups = initialisation.param_groups(model, args.weight_decay, backbone_lr_scale)
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, **fused)
@@ -195,7 +194,7 @@ class Trainer:
         self.plan = plan
         self.ema = ModelEma(model, plan.ema) if plan.ema > 0 else None
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
-        self.optimizer = build_optimizer(args, model, plan.lr)
+        self.optimizer = build_optimizer(args, model, plan.lr, plan.backbone_lr_scale)
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         self.criterion = build_criterion(args, data.train.labels, len(self.classes), self.task, device)
         self.state = TrainState(plan=plan.to_dict(), train_images=len(data.train))

@@ -104,7 +104,7 @@ class EpochLoop:
             x = augment.augment_batch(x, gen, hflip=t.args.hflip, vflip=t.args.vflip)
         x = prediction.normalize(x, mean, std, t.memory_format)
         for group in t.optimizer.param_groups:
-            group["lr"] = t.lr(t.state.global_step)
+            group["lr"] = t.lr(t.state.global_step) * group.get("lr_scale", 1.0)
         with torch.autocast(t.device.type, dtype=t.amp_dtype or torch.float32, enabled=t.amp_dtype is not None):
             loss = t.criterion(t.wrapped(x), y)
         t.optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,8 @@ import model_def
 from errors import ConfigError
 
 SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
-PATHS = ("model_dir", "train", "val", "test", "output_data_dir", "output_dir", "checkpoint_dir", "label_dict")
+PATHS = ("model_dir", "train", "val", "test", "output_data_dir", "output_dir", "checkpoint_dir", "label_dict",
+         "weights", "initial_model")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -116,6 +117,13 @@ TABLE = [
                                 help="maximum epochs; auto: enough for train-steps optimiser steps (5 to 300)")),
     ("training", "train-steps", dict(type=_POS_INT, default=1500,
                                      help="the optimiser-step budget that epochs=auto trains for")),
+    ("training", "fine-tune-steps", dict(type=_POS_INT, default=500,
+                                         help="the budget epochs=auto trains for when the model starts from weights "
+                                              "(pretrained=true or a model channel): the fine-tuning plan")),
+    ("training", "backbone-lr-scale", dict(type=auto_or(number(float, 0, high=1)), default="auto",
+                                           help="layers loaded from weights train at lr x this, new ones (the "
+                                                "head) at lr; auto: 0.1 when the model starts from weights; 0 "
+                                                "freezes the loaded ones")),
     ("training", "max-train-minutes", dict(type=number(float, 0), default=0.0,
                                            help="cut the epochs after the first one so training ends in time "
                                                 "(auto warm-up, EMA and patience follow); 0: no limit")),
@@ -152,7 +160,8 @@ TABLE = [
     ("model and data", "model", _choices(sorted(model_def.MODELS), default="smallcnn",
                                      help="an architecture of code/model_def.py's registry")),
     ("model and data", "pretrained", dict(type=str2bool, default=False,
-                                          help="ImageNet weights for the torchvision models (downloaded then)")),
+                                          help="ImageNet weights for the torchvision models: the weights channel's "
+                                               "file, else torchvision's cache or download")),
     ("model and data", "image-size", dict(type=auto_or(number(int, 0)), default="auto",
                                           help="side in pixels; auto (or 0): the training images' most common "
                                                "size, at most 224")),
@@ -222,6 +231,11 @@ def build_parser(environ):
     d.add_argument("--val", default=channels.get("val"),
                    help="the validation channel (SM_CHANNEL_VAL, _VALIDATION or _VALID)")
     d.add_argument("--test", default=channels.get("test"), help="the test channel (SM_CHANNEL_TEST or _TESTING)")
+    d.add_argument("--weights", default=channels.get("weights"),
+                   help="the weights channel (SM_CHANNEL_WEIGHTS): the backbone's weights for pretrained=true")
+    d.add_argument("--initial-model", default=channels.get("model"),
+                   help="the model channel (SM_CHANNEL_MODEL): an earlier job's model.tar.gz, or its files, to "
+                        "start from")
     d.add_argument("--output-data-dir", default=_env(environ, "SM_OUTPUT_DATA_DIR", os.path.join("output", "data")))
     d.add_argument("--output-dir", default=_env(environ, "SM_OUTPUT_DIR", "output"))
     d.add_argument("--checkpoint-dir", default=None,
@@ -237,8 +251,9 @@ def channel_paths(environ):
 
     The channels are ``SM_CHANNELS`` (a JSON list; without it, the ``SM_CHANNEL_*`` variables), each at
     ``SM_CHANNEL_<NAME>``. Aliases name the same split (``validation`` is ``val``: layout.CHANNEL_ROLES); the
-    launcher's own channels (SDK v3's ``code`` and ``sm_drivers``) are not data. Any other channel, or two that
-    name the same split, is a ConfigError: nothing handed over is silently ignored."""
+    launcher's own channels (SDK v3's ``code`` and ``sm_drivers``) are not data; ``weights`` and ``model`` are where
+    the model starts from (layout.START_CHANNELS), under those keys. Any other channel, or two that name the same
+    split, is a ConfigError: nothing handed over is silently ignored."""
     names = _channel_names(environ)
     found = {}
     for name in names:
@@ -246,7 +261,8 @@ def channel_paths(environ):
         if role == "launcher":
             continue
         if role is None:
-            reads = "; ".join(f"{r} ({' or '.join(a)})" for r, a in layout.CHANNEL_ROLES.items())
+            reads = "; ".join(f"{r} ({' or '.join(a)})" for r, a in layout.CHANNEL_ROLES.items()) + (
+                "; weights (the backbone's weights for pretrained=true); model (an earlier model to start from)")
             raise ConfigError(f"the channel {name!r} is not one train.py reads; it reads {reads}; rename the channel "
                               "or leave it out of fit()/train()")
         if role in found:
@@ -308,6 +324,15 @@ def parse_args(argv=None, environ=None):
     if args.tta and not args.hflip:
         raise ConfigError("invalid hyperparameter: tta=true averages each image with its horizontal flip, but "
                           "hflip=false trains without flips (as when the side matters); set tta=false, or hflip=true")
+    if args.weights and not args.pretrained:
+        raise ConfigError("the job has a weights channel but pretrained=false; set pretrained=true to start from its "
+                          "file, or leave the channel out")
+    if args.weights and args.initial_model:
+        raise ConfigError("the job has both a weights channel and a model channel; give one: the model channel's "
+                          "earlier model already holds its backbone")
+    if args.backbone_lr_scale != "auto" and not (args.pretrained or args.initial_model):
+        raise ConfigError(f"invalid hyperparameter: backbone-lr-scale={args.backbone_lr_scale} applies to a model that "
+                          "starts from weights; set pretrained=true or add a model channel, or leave it auto")
     if args.pretrained and args.model == "smallcnn":
         raise ConfigError("invalid hyperparameter: smallcnn has no pretrained weights; set pretrained=false "
                           f"or choose one of {sorted(set(model_def.MODELS) - {'smallcnn'})}")

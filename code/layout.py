@@ -2,7 +2,9 @@
 the notebook's upload) and its reader (train.py) must agree on.
 
 * Channels: ``train`` (also ``training``), ``val`` (also ``validation``, ``valid``), ``test`` (also ``testing``);
-  ``code`` and ``sm_drivers`` are what SDK v3's ModelTrainer adds for itself and are not data.
+  ``code`` and ``sm_drivers`` are what SDK v3's ModelTrainer adds for itself and are not data; ``weights`` (the
+  backbone's weights file for ``pretrained=true``) and ``model`` (an earlier job's model.tar.gz to start from, the
+  channel name of SageMaker's incremental training) are where a model starts from, not data splits.
 * A channel is either class folders (``<channel>/<class folder>/<image>``) or a manifest
   (``<channel>/labels.csv`` with an ``image`` column, then ``label`` or one 0/1 column per finding, and an
   optional ``patient_id``: ``read_manifest``/``write_manifest``), with an optional ``label_dict.json``
@@ -29,6 +31,8 @@ IMAGE_COLUMN, LABEL_COLUMN, PATIENT_COLUMN = "image", "label", "patient_id"
 CHANNEL_ROLES = {"train": ("train", "training"), "val": ("val", "validation", "valid"),
                  "test": ("test", "testing")}
 LAUNCHER_CHANNELS = ("code", "sm_drivers")  # SDK v3 ModelTrainer: the source dir and its drivers, not data
+# where a model starts from (never read as data): role -> channel names
+START_CHANNELS = {"weights": ("weights",), "model": ("model",)}
 
 FOLDER_NAME_MAX = 80
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
@@ -49,11 +53,12 @@ def is_image_file(name):
 # ==================================================================================================
 def channel_role(name):
     """``"train"``, ``"val"`` or ``"test"`` for a channel name or one of its aliases (case-insensitive),
-    ``"launcher"`` for a channel a launcher adds for itself, else None."""
+    ``"weights"`` or ``"model"`` for the channels a model starts from (START_CHANNELS), ``"launcher"`` for a channel
+    a launcher adds for itself, else None. Only the first three are data splits (``role in CHANNEL_ROLES``)."""
     lowered = name.lower()
     if lowered in LAUNCHER_CHANNELS:
         return "launcher"
-    return next((role for role, names in CHANNEL_ROLES.items() if lowered in names), None)
+    return next((role for role, names in {**CHANNEL_ROLES, **START_CHANNELS}.items() if lowered in names), None)
 
 
 # ==================================================================================================

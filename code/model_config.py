@@ -21,6 +21,9 @@ One schema, written by train.py (``write``) and read by inference.py and the cli
     threshold      binary: the operating threshold on the positive class's probability, chosen on val (the label
                    is the positive class when p >= threshold, else the other); threshold_rule says how it was chosen
     thresholds     multilabel: the probability at which each finding is reported (in class order), chosen on val
+    initialised_from  where the training started: random, ImageNet weights (the weights channel's file or
+                   torchvision's), or an earlier model (the model channel), and what was done with its first
+                   convolution and head (code/initialisation.py)
     format, weights, torch_version, hyperparameters
 """
 import json
@@ -39,14 +42,16 @@ class ModelLoadError(RuntimeError):
 
 
 def build(*, architecture, classes, in_channels, image_size, mean, std, tta, hyperparameters, torch_version,
-          task="multiclass", architecture_options=None, page=0, positive=(None, None)):
+          task="multiclass", architecture_options=None, page=0, positive=(None, None), initialised_from=None):
     """The config of a trained model (a plain dict, the file's content); ``positive``: (index, where it came from)
-    of a binary task's positive class."""
+    of a binary task's positive class; ``initialised_from``: where training started (a dict)."""
     config = {"architecture": architecture, "architecture_options": dict(architecture_options or {}),
               "num_classes": len(classes), "classes": list(classes),
               "in_channels": int(in_channels), "image_size": int(image_size), "mean": list(mean), "std": list(std),
               "tta": bool(tta), "task": task, "page": int(page), "format": "state_dict", "weights": "model.pth",
               "torch_version": torch_version, "hyperparameters": dict(hyperparameters)}
+    if initialised_from is not None:
+        config["initialised_from"] = dict(initialised_from)
     if task == "multilabel":
         config["thresholds"] = [0.5] * len(classes)
     elif len(classes) == 2 and positive[0] is not None:
@@ -74,9 +79,21 @@ def read(model_dir):
     path = os.path.join(model_dir, FILE)
     try:
         with open(path, encoding="utf-8") as fh:
-            config = json.load(fh)
+            text = fh.read()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read {path} ({exc}); deploy the model.tar.gz that train.py wrote") from exc
+    return parse(text, path)
+
+
+def parse(text, path=FILE):
+    """The config in the JSON ``text`` (of ``path``, for messages) with defaults for optional keys; raises
+    ModelLoadError saying what is wrong."""
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot read {path} ({exc}); deploy the model.tar.gz that train.py wrote") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} is not a JSON object; deploy the model.tar.gz that train.py wrote")
     missing = [k for k in REQUIRED if k not in config]
     if missing:
         raise ModelLoadError(f"{path} lacks {missing}; deploy the model.tar.gz that train.py wrote")

@@ -7,9 +7,12 @@ only through ``create_model``, which rejects unknown names with the list of vali
   larger images (``stem_stride``) so that its first stage works at 64 px or less, as ResNet's stem takes 224 px
   to 56.
 * ``resnet18_small``: torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for small inputs.
-* ``resnet18``, ``resnet50``, ``densenet121``, ``efficientnet_b0``: torchvision models for 224 px, with
-  ImageNet weights when ``pretrained`` is on (downloaded then, and only then). 1-channel inputs are adapted
-  by summing the pretrained first-layer filters over RGB, which keeps the response to a grey image.
+* ``resnet18``, ``resnet50``, ``densenet121``, ``efficientnet_b0``, ``convnext_tiny``, ``efficientnet_v2_s``:
+  torchvision models for 224 px (``TORCHVISION``), with ImageNet weights when ``pretrained`` is on: a backbone
+  state dict handed in (the ``weights`` channel's file, checked by weights_channel.py: no network then), else
+  torchvision's cache or download (``weights_file_name`` names the file). 1-channel inputs are adapted by
+  summing the pretrained first-layer filters over RGB (timm's ``adapt_input_conv``), which keeps the response to a
+  grey image; the classifier head (``HEADS``) is new.
 """
 import torch
 from torch import nn
@@ -18,7 +21,8 @@ MODELS = {}
 OPTIONS = {"smallcnn": ("stem_stride",)}  # the options (keyword arguments) each architecture takes
 # the last convolutional stage of each architecture: what Grad-CAM heat maps explain (medimg.heatmaps)
 CAM_LAYERS = {"smallcnn": "stages", "resnet18_small": "layer4", "resnet18": "layer4", "resnet50": "layer4",
-              "densenet121": "features", "efficientnet_b0": "features"}
+              "densenet121": "features", "efficientnet_b0": "features", "convnext_tiny": "features",
+              "efficientnet_v2_s": "features"}
 
 
 def register(fn):
@@ -150,17 +154,81 @@ def smallcnn(num_classes, in_channels=1, pretrained=False, stem_stride=1):
 # --------------------------------------------------------------------------------------------------
 # torchvision models
 # --------------------------------------------------------------------------------------------------
-def _torchvision(builder, weights_enum, pretrained):
-    weights = weights_enum.DEFAULT if pretrained else None
+# name: (torchvision builder, its weights enum, first convolution, classifier head). The head is replaced for
+# num_classes; the first convolution is adapted to 1-channel inputs by summing its RGB kernels (timm's
+# adapt_input_conv), which keeps the response to a grey image.
+TORCHVISION = {
+    "resnet18": ("resnet18", "ResNet18_Weights", "conv1", "fc"),
+    "resnet50": ("resnet50", "ResNet50_Weights", "conv1", "fc"),
+    "densenet121": ("densenet121", "DenseNet121_Weights", "features.conv0", "classifier"),
+    "efficientnet_b0": ("efficientnet_b0", "EfficientNet_B0_Weights", "features.0.0", "classifier.1"),
+    "convnext_tiny": ("convnext_tiny", "ConvNeXt_Tiny_Weights", "features.0.0", "classifier.2"),
+    "efficientnet_v2_s": ("efficientnet_v2_s", "EfficientNet_V2_S_Weights", "features.0.0", "classifier.1"),
+    "resnet18_small": ("resnet18", "ResNet18_Weights", "conv1", "fc"),  # its own 3x3 stem: ImageNet's 7x7 is not kept
+}
+# the classifier head of every architecture: what a model channel's earlier model of other classes makes anew
+HEADS = {"smallcnn": "fc", **{name: spec[3] for name, spec in TORCHVISION.items()}}
+WEIGHTS_CHANNEL = "weights"  # where a job without internet finds the ImageNet weights (code/weights_channel.py)
+DOWNLOAD_TIMEOUT_S = 60  # a VPC without a route to the internet fails in a minute, not at the TCP timeout
+
+
+def weights_enum(name):
+    """torchvision's weights enum of architecture ``name`` (e.g. ``ResNet18_Weights``)."""
+    import torchvision.models as tvm
+
+    return getattr(tvm, TORCHVISION[name][1])
+
+
+def weights_file_name(name):
+    """The file torchvision downloads for ``name``'s default ImageNet weights (``resnet18-f37072fd.pth``): the
+    basename of its URL, whose ``-<hex>.`` part is the start of the file's SHA-256 (torch.hub.check_hash)."""
+    return weights_enum(name).DEFAULT.url.rsplit("/", 1)[-1]
+
+
+def imagenet_model(name):
+    """``name``'s torchvision network as ImageNet weights fit it (3 channels, 1,000 classes), randomly initialised."""
+    import torchvision.models as tvm
+
+    return getattr(tvm, TORCHVISION[name][0])(weights=None)
+
+
+def _torchvision(name, pretrained):
+    """``name``'s torchvision network as ImageNet weights fit it: random (``pretrained`` false), torchvision's ImageNet
+    weights (true: its cache in TORCH_HOME, else a download), or a backbone state dict (a mapping: the weights
+    channel's file, checked by weights_channel.py; the head's keys are not in it)."""
+    if not isinstance(pretrained, bool) and pretrained is not None:
+        model = imagenet_model(name)
+        load_backbone(model, pretrained, TORCHVISION[name][3])
+        return model
+    if not pretrained:
+        return imagenet_model(name)
+    import socket
+
+    import torchvision.models as tvm
+
+    weights, previous = weights_enum(name).DEFAULT, socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return builder(weights=weights)
-    except Exception as exc:  # network isolation, no internet, proxy
-        if not pretrained:
-            raise
+        return getattr(tvm, TORCHVISION[name][0])(weights=weights)
+    except Exception as exc:  # no internet (network isolation, a VPC without NAT), a proxy, a corrupt cache
+        file = weights_file_name(name)
         raise RuntimeError(
-            f"could not download the ImageNet weights {weights} ({type(exc).__name__}: {exc}); "
-            "set pretrained to false, allow internet access, or pre-seed TORCH_HOME with the weights"
-        ) from exc
+            f"pretrained=true: could not get torchvision's {name} weights {file} from the cache or the internet "
+            f"({type(exc).__name__}: {exc}); a job without internet access takes them from a "
+            f"'{WEIGHTS_CHANNEL}' channel: upload {file} to S3 and add the channel {WEIGHTS_CHANNEL}=s3://.../{file} "
+            "(the notebook's stage_weights does this), or set pretrained=false") from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_backbone(model, state, head):
+    """Load ``state`` into ``model`` (strictly, but for the ``head`` module's keys, which it may lack); raises
+    ValueError naming what does not fit."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(head + ".") and not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit {type(model).__name__}: missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}")
 
 
 def _adapt_conv(conv, in_channels, **overrides):
@@ -185,17 +253,6 @@ def _replace_head(linear, num_classes):
     return nn.Linear(linear.in_features, num_classes)
 
 
-@register
-def resnet18_small(num_classes, in_channels=1, pretrained=False):
-    from torchvision.models import ResNet18_Weights, resnet18
-
-    m = _torchvision(resnet18, ResNet18_Weights, pretrained)
-    m.conv1 = _adapt_conv(m.conv1, in_channels, kernel_size=3, stride=1, padding=1)
-    m.maxpool = nn.Identity()
-    m.fc = _replace_head(m.fc, num_classes)
-    return m
-
-
 def _get(module, path):
     for name in path.split("."):
         module = getattr(module, name)  # nn.Sequential children answer to "0", "1", ...
@@ -207,14 +264,22 @@ def _set(module, path, value):
     setattr(_get(module, parent) if parent else module, name, value)
 
 
-def _register_torchvision(name, weights, stem, head):
-    """Register torchvision's ``name``: ImageNet ``weights`` when pretrained, the ``stem`` conv adapted to
-    1-channel inputs, the ``head`` linear layer replaced for ``num_classes``."""
+@register
+def resnet18_small(num_classes, in_channels=1, pretrained=False):
+    m = _torchvision("resnet18_small", pretrained)
+    m.conv1 = _adapt_conv(m.conv1, in_channels, kernel_size=3, stride=1, padding=1)
+    m.maxpool = nn.Identity()
+    m.fc = _replace_head(m.fc, num_classes)
+    return m
+
+
+def _register_torchvision(name):
+    """Register torchvision's ``name`` (TORCHVISION): its ImageNet weights when ``pretrained``, the first
+    convolution adapted to 1-channel inputs, the head replaced for ``num_classes``."""
+    _, _, stem, head = TORCHVISION[name]
 
     def build(num_classes, in_channels=3, pretrained=False):
-        import torchvision.models as tvm
-
-        m = _torchvision(getattr(tvm, name), getattr(tvm, weights), pretrained)
+        m = _torchvision(name, pretrained)
         if in_channels != 3:
             _set(m, stem, _adapt_conv(_get(m, stem), in_channels))
         _set(m, head, _replace_head(_get(m, head), num_classes))
@@ -224,8 +289,6 @@ def _register_torchvision(name, weights, stem, head):
     return register(build)
 
 
-for _args in (("resnet18", "ResNet18_Weights", "conv1", "fc"),
-              ("resnet50", "ResNet50_Weights", "conv1", "fc"),
-              ("densenet121", "DenseNet121_Weights", "features.conv0", "classifier"),
-              ("efficientnet_b0", "EfficientNet_B0_Weights", "features.0.0", "classifier.1")):
-    _register_torchvision(*_args)
+for _name in TORCHVISION:
+    if _name != "resnet18_small":
+        _register_torchvision(_name)

@@ -17,7 +17,16 @@ many useful updates as a 5,000-image one and a 100,000-image set does not run 40
   the schedule, and the warm-up, EMA and patience that are ``auto``, follow the new length (logged as a new plan).
 
 ``epochs``, ``batch-size``, ``lr`` and the rest are honoured exactly when set to a number.
+
+**The fine-tuning plan** (``fine_tuning_plan``), when the model starts from weights (``pretrained=true``, or a
+``model`` channel): the same rules on a shorter budget, ``fine-tune-steps`` (500; BiT's HyperRule, Kolesnikov et
+al. 2020, fine-tunes data sets under 20k images for 500 steps), with discriminative learning rates (Howard & Ruder
+2018, ULMFiT; the two-group form): the layers made anew (the classifier head) peak at ``lr``, the loaded ones at
+``lr x backbone-lr-scale`` (auto: 0.1), and a longer warm-up (10% of the steps, at least 10) while the new head is
+still random. ``max-train-minutes`` cuts it as the other plan. What it buys on the development data is measured in
+README, "Transfer learning" (``benchmarks/run.py --only transfer``).
 """
+import argparse
 import dataclasses
 import math
 
@@ -27,6 +36,8 @@ MIN_EPOCHS, MAX_EPOCHS = 5, 300
 WARMUP_FRACTION, MIN_WARMUP_STEPS = 0.03, 10
 PATIENCE_FRACTION, MIN_PATIENCE = 0.25, 3
 EMA_HORIZON_FRACTION, EMA_RANGE = 0.1, (0.9, 0.9999)
+FINE_TUNING, FROM_SCRATCH = "fine-tuning", "from scratch"
+FINE_TUNE_BACKBONE_LR_SCALE, FINE_TUNE_WARMUP_FRACTION = 0.1, 0.1
 
 
 @dataclasses.dataclass
@@ -41,6 +52,8 @@ class Plan:
     ema: float
     patience: int
     auto: list
+    backbone_lr_scale: float = 1.0  # the loaded layers' peak lr is lr x this (fine-tuning); new layers peak at lr
+    recipe: str = FROM_SCRATCH  # or FINE_TUNING (the model starts from weights)
 
     @property
     def total_steps(self):
@@ -56,8 +69,10 @@ class Plan:
 
     def describe(self):
         derived = f" (auto: {', '.join(self.auto)})" if self.auto else ""
+        backbone = (f" for new layers, x{self.backbone_lr_scale:g} for loaded ones ({FINE_TUNING})"
+                    if self.recipe == FINE_TUNING else "")
         return (f"plan: {self.epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} steps of batch "
-                f"{self.batch_size}, lr {self.lr:.3g}, warm-up {self.warmup_steps} steps, ema {self.ema:.5g}, "
+                f"{self.batch_size}, lr {self.lr:.3g}{backbone}, warm-up {self.warmup_steps} steps, ema {self.ema:.5g}, "
                 f"patience {self.patience}{derived}")
 
 
@@ -75,9 +90,16 @@ def steps_in_epoch(n_indices, batch_size, max_steps=0):
     return min(steps, max_steps) if max_steps else steps
 
 
+def starts_from_weights(args):
+    """Whether the model starts from weights (ImageNet's, or an earlier model's): then the fine-tuning plan."""
+    return bool(getattr(args, "pretrained", False) or getattr(args, "initial_model", None))
+
+
 def make_plan(args, n_per_process, world_size=1):
     """Resolve the ``auto`` hyperparameters for ``n_per_process`` training images per process, ``world_size``
-    processes (module docstring)."""
+    processes (module docstring); a model that starts from weights gets ``fine_tuning_plan``."""
+    if starts_from_weights(args):
+        return fine_tuning_plan(args, n_per_process, world_size)
     auto = [name for name in ("batch_size", "lr", "epochs", "warmup_epochs", "ema", "patience")
             if getattr(args, name) == "auto"]
     batch = auto_batch_size(n_per_process) if args.batch_size == "auto" else args.batch_size
@@ -90,11 +112,25 @@ def make_plan(args, n_per_process, world_size=1):
                 **_follows_the_length(args, epochs, steps))
 
 
-def _follows_the_length(args, epochs, steps):
-    """Warm-up steps, EMA decay and patience for a run of ``epochs`` x ``steps`` (each as set, or ``auto``)."""
+def fine_tuning_plan(args, n_per_process, world_size=1):
+    """The plan of a model that starts from weights (module docstring): the from-scratch rules on the
+    ``fine-tune-steps`` budget, a 10% warm-up, and the loaded layers' lr scaled by ``backbone-lr-scale``."""
+    scratch = argparse.Namespace(**dict(vars(args), pretrained=False, initial_model=None,
+                                        train_steps=args.fine_tune_steps))
+    plan = make_plan(scratch, n_per_process, world_size)
+    scale = (FINE_TUNE_BACKBONE_LR_SCALE if args.backbone_lr_scale == "auto" else args.backbone_lr_scale)
+    auto = plan.auto + (["backbone_lr_scale"] if args.backbone_lr_scale == "auto" else [])
+    plan = dataclasses.replace(plan, backbone_lr_scale=scale, recipe=FINE_TUNING, auto=auto)
+    return dataclasses.replace(plan, **_follows_the_length(args, plan.epochs, plan.steps_per_epoch,
+                                                           FINE_TUNE_WARMUP_FRACTION))
+
+
+def _follows_the_length(args, epochs, steps, warmup_fraction=WARMUP_FRACTION):
+    """Warm-up steps, EMA decay and patience for a run of ``epochs`` x ``steps`` (each as set, or ``auto``; an auto
+    warm-up is ``warmup_fraction`` of the steps)."""
     total = max(1, epochs * steps)
     if args.warmup_epochs == "auto":
-        warmup = max(MIN_WARMUP_STEPS, round(WARMUP_FRACTION * total))
+        warmup = max(MIN_WARMUP_STEPS, round(warmup_fraction * total))
     else:
         warmup = int(args.warmup_epochs * steps)
     ema = (min(EMA_RANGE[1], max(EMA_RANGE[0], 1 - 1 / (EMA_HORIZON_FRACTION * total))) if args.ema == "auto"
@@ -119,7 +155,9 @@ def with_epochs(plan, epochs, args=None):
     """``plan`` for ``epochs`` epochs; with ``args``, its ``auto`` warm-up, EMA and patience re-derived for that
     length (without, only the warm-up is kept inside the run)."""
     if args is not None:
-        return dataclasses.replace(plan, epochs=epochs, **_follows_the_length(args, epochs, plan.steps_per_epoch))
+        fraction = FINE_TUNE_WARMUP_FRACTION if plan.recipe == FINE_TUNING else WARMUP_FRACTION
+        return dataclasses.replace(plan, epochs=epochs,
+                                   **_follows_the_length(args, epochs, plan.steps_per_epoch, fraction))
     return dataclasses.replace(plan, epochs=epochs,
                                warmup_steps=min(plan.warmup_steps, epochs * plan.steps_per_epoch - 1))
 

@@ -35,6 +35,7 @@ import data as data_lib
 import distributed
 import epoch_log
 import evaluation
+import initialisation
 import layout
 import model_config
 import model_def
@@ -95,16 +96,13 @@ def check_writable(folder, what):
 
 
 def build_model(args, data, num_classes, device, dist_info):
-    """(the model on its device, what the training step calls: the model, DDP around it, or compiled)."""
-    utils.seed_everything(args.seed)  # the initial weights: the same seed gives the same model
+    """(the model on its device, what the training step calls: the model, DDP around it, or compiled, and where its
+    weights started: initialisation.build's record)."""
+    model, initialised_from = initialisation.build(args, data, num_classes)
     try:
-        model = model_def.create_model(args.model, num_classes, data.channels, args.pretrained,
-                                       **model_def.architecture_options(args.model, data.size))
         model_def.check_input_size(model, args.model, data.channels, data.size)
     except ValueError as exc:
         raise ConfigError(f"invalid hyperparameter: {exc}") from exc
-    except RuntimeError as exc:  # ImageNet weights that could not be downloaded
-        raise ConfigError(str(exc)) from exc
     model = model.to(device, memory_format=memory_format(args))
     wrapped = model
     if dist_info.enabled:
@@ -112,7 +110,7 @@ def build_model(args, data, num_classes, device, dist_info):
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         wrapped = torch.compile(wrapped)
-    return model, wrapped
+    return model, wrapped, initialised_from
 
 
 # ==================================================================================================
@@ -161,6 +159,7 @@ def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
                "positive_class": None if positive is None else classes[positive],
                "positive_class_from": getattr(data.classes, "positive_from", None),
                "plan": fitted.plan.to_dict(), "steps": fitted.state.global_step, "epochs_run": fitted.state.epoch,
+               "initialised_from": writer.config.get("initialised_from"),
                "decisions": dataclasses.asdict(decisions)}
     for name, (labels, logits, idx) in predicted.items():
         split = data.val if name == "val" else data.test
@@ -224,13 +223,14 @@ def run(args, callbacks=()):
     for callback in callbacks:
         callback.on_data_loaded(data, time.perf_counter() - started)
 
-    model, wrapped = build_model(args, data, len(classes), device, dist_info)
+    model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
     plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
     config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
                                 architecture_options=model_def.architecture_options(args.model, data.size),
                                 image_size=data.size, mean=data.mean, std=data.std, tta=flip_tta(args),
                                 hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
-                                task=data.task, page=args.page, positive=(classes.positive, classes.positive_from))
+                                task=data.task, page=args.page, positive=(classes.positive, classes.positive_from),
+                                initialised_from=initialised_from)
     writer = ModelWriter(args.model_dir, config)
     predict = evaluation.SplitPredictor(args, data, plan, device, dist_info)
     trainer = Trainer(args, data, model, wrapped, plan=plan, predict=predict, device=device, amp_dtype=amp_dtype,

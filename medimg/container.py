@@ -9,7 +9,9 @@ putting ``code/`` on ``sys.path`` (where its flat module names, ``utils`` first,
 ``images`` (the decoder: the notebook's figures show what the model is given) imports ``errors``, which imports
 ``utils`` (and torch): those load first, as ``medimg.container.utils`` and ``medimg.container.errors``, and the flat
 names its ``import`` statements use point at them only while they execute; ``sys.modules`` is restored after, so
-nothing of code/ is importable by its flat name from the client.
+nothing of code/ is importable by its flat name from the client. ``model_def`` (the registry: torchvision's weights
+file names) and ``weights_channel`` (the checks a job runs on its weights file) load the same way, so the notebook
+stages the file the job will accept (medimg.weights).
 """
 import importlib.util
 import os
@@ -19,7 +21,8 @@ CODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 CONTRACTS = ("layout", "epoch_log", "splits")
 NUMPY_ONLY = ("metrics",)  # the metric definitions (NumPy only): loaded on demand, for the benchmarks' harness
 # loaded on demand with the code/ modules they import, in import order (tests/unit/repository/test_architecture.py checks the list)
-WITH_CODE_IMPORTS = {"images": ("utils", "errors")}
+WITH_CODE_IMPORTS = {"images": ("utils", "errors"), "model_def": (),
+                     "weights_channel": ("utils", "errors", "model_def")}
 LOADABLE = CONTRACTS + NUMPY_ONLY + tuple(WITH_CODE_IMPORTS)
 _ABSENT = object()
 

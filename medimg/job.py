@@ -15,8 +15,11 @@ settings with the same message and derive the same values:
   files); the train channel ``ShardedByS3Key`` (each instance gets about 1/n of its files) when the job has
   several instances and the data are shards, every other channel ``FullyReplicated``;
 - security settings, sent only when set: KMS keys, a VPC (subnets and security groups together), network
-  isolation (then no ``pretrained`` weights, which are downloaded when the job starts), inter-container
-  encryption;
+  isolation (then ``pretrained`` weights come from a ``weights`` channel, or the job starts from an earlier model:
+  without either train.py would download them, which an isolated job cannot), inter-container encryption;
+- where the model starts: a ``weights`` channel (the backbone's ImageNet weights file, staged by
+  ``medimg.weights``) and ``model_uri``, an earlier job's model.tar.gz (SDK v2's ``model_uri``: the ``model``
+  channel of SageMaker's incremental training);
 - the metric definitions: code/epoch_log.py's, for the test split only when a channel holds it, and the ordinal
   ones only when the ``ordinal`` hyperparameter is on;
 - the tuning search space and objective (``TuningSpec``), the instances' GPU counts, and the inference image
@@ -182,16 +185,15 @@ class JobSpec:
     """A training job of code/train.py, validated when built (ValueError with one line saying what to change).
 
     ``channels``: ``{name: "s3://..."}``, the data train.py reads (``train``, and ``val``/``test`` or their
-    aliases); None when they are given to the builder's start call later (then the metric definitions include
-    the test split's, as for a job with a test channel). ``hyperparameters``: train.py's flags without dashes,
-    values as a notebook writes them (3, 0.01, True, "smallcnn"). Change one with ``spec.replace(...)``.
+    aliases) and a ``weights`` channel for ``pretrained``; None when given to the builder's start call later (the
+    metric definitions then include the test split's). ``model_uri``: an earlier job's model.tar.gz to start from
+    (the ``model`` channel). ``hyperparameters``: train.py's flags without dashes, values as a notebook writes them
+    (3, 0.01, True, "smallcnn"). Change one with ``spec.replace(...)``.
 
-    ``input_mode``: "File" or "FastFile", for every data channel. ``data_format``: what the channels hold, "images"
-    (class folders or labels.csv) or "shards" (``python -m medimg.prepare_data ... --shards``). ``train_distribution``:
-    the train channel's S3 distribution, "auto" (``ShardedByS3Key`` when ``instance_count > 1`` and
-    ``data_format="shards"``, else ``FullyReplicated``) or either of those explicitly; val and test are always
-    ``FullyReplicated`` (each instance evaluates on the whole split). ``channel_inputs`` is what the builders send.
-    """
+    ``input_mode``: "File" or "FastFile", for every data channel. ``data_format``: "images" (class folders or
+    labels.csv) or "shards" (``python -m medimg.prepare_data ... --shards``). ``train_distribution``: "auto"
+    (``ShardedByS3Key`` when ``instance_count > 1`` and the data are shards, else ``FullyReplicated``) or either
+    explicitly; val and test are always ``FullyReplicated``. ``channel_inputs`` is what the builders send."""
     role: str
     hyperparameters: dict
     output_path: str
@@ -221,6 +223,7 @@ class JobSpec:
     security_group_ids: list = None
     enable_network_isolation: bool = False
     encrypt_inter_container_traffic: bool = False
+    model_uri: str = None
 
     def __post_init__(self):
         def set_(name, value):  # frozen: the normalised copies are set once, here
@@ -236,11 +239,14 @@ class JobSpec:
         if self.instance_count < 1:
             raise ValueError(f"instance_count must be at least 1, got {self.instance_count}")
         check_vpc(self.subnets, self.security_group_ids)
-        if self.enable_network_isolation and is_true(self.hyperparameters.get("pretrained", False)):
-            raise ValueError("pretrained=True downloads ImageNet weights when the job starts, which a network-"
-                             "isolated job cannot do; set pretrained=False or enable_network_isolation=False")
         self._check_channels()
         self._check_data_access()
+        if self.enable_network_isolation and is_true(self.hyperparameters.get("pretrained", False)) \
+                and not (self.has_weights_channel or self.model_uri):
+            raise ValueError("pretrained=True without a weights channel downloads the ImageNet weights when the job "
+                             "starts, which a network-isolated job cannot do; add the weights channel "
+                             "(channels['weights'] = the S3 URI of the weights file: medimg.weights.stage_weights, the "
+                             "notebook's stage_weights), or set pretrained=False")
         distribution_for(self.instance_type, self.instance_count, self.distributed)  # raises for bad settings
 
     def _check_mode(self):
@@ -258,6 +264,9 @@ class JobSpec:
             if layout.channel_role(name) == "launcher":
                 raise ValueError(f"channel {name!r} is a name SDK v3's ModelTrainer uses for itself "
                                  f"({', '.join(layout.LAUNCHER_CHANNELS)}); name the data train, val or test")
+            if layout.channel_role(name) == "model":
+                raise ValueError(f"channel {name!r}: give the earlier model as JobSpec(model_uri='s3://.../model.tar.gz'),"
+                                 " which makes the model channel (SDK v2's model_uri)")
             if not (isinstance(uri, str) and uri.startswith("s3://")):
                 raise ValueError(f"channel {name!r}: expected an s3:// URI, got {uri!r}; upload the data first "
                                  "(medimg.s3_data.upload_channels)")
@@ -280,6 +289,8 @@ class JobSpec:
         if self.train_distribution == "ShardedByS3Key" and self.instance_count == 1:
             raise ValueError("train_distribution='ShardedByS3Key' with instance_count=1: the one instance gets every "
                              "file anyway; use 'auto' (it shards when the job has several instances)")
+        if self.model_uri is not None and not (isinstance(self.model_uri, str) and self.model_uri.startswith("s3://")):
+            raise ValueError(f"model_uri: expected the s3:// URI of an earlier job's model.tar.gz, got {self.model_uri!r}")
 
     def replace(self, **changes):
         """A copy with ``changes``, validated again."""
@@ -361,6 +372,11 @@ class JobSpec:
         if self.channels is None:
             return True
         return any(layout.channel_role(name) == "test" for name in self.channels)
+
+    @property
+    def has_weights_channel(self):
+        """True when a channel holds the backbone's weights (``weights``: train.py's pretrained=true reads it)."""
+        return any(layout.channel_role(name) == "weights" for name in self.channels or {})
 
     @property
     def metric_definitions(self):

@@ -69,8 +69,9 @@ def make_session(boto_session=None, default_bucket=None):
 def estimator_kwargs(spec):
     """Keyword arguments of ``sagemaker.pytorch.PyTorch`` for ``spec`` (add ``sagemaker_session``): spot
     (``use_spot_instances``, ``max_wait``) or warm pool (``keep_alive_period_in_seconds``) by mode, the checkpoint
-    location when given, ``distribution`` when torchrun is on, tags and the security settings only when set; the
-    job's ``input_mode`` (TrainingInputMode; each data channel carries it too: ``training_inputs``)."""
+    location when given, ``distribution`` when torchrun is on, tags, ``model_uri`` (an earlier model: the ``model``
+    channel) and the security settings only when set; the job's ``input_mode`` (TrainingInputMode; each data channel
+    carries it too: ``training_inputs``)."""
     kwargs = {
         "entry_point": spec.entry_point, "source_dir": spec.source_dir, "role": spec.role,
         "framework_version": spec.framework_version, "py_version": spec.py_version,
@@ -91,6 +92,8 @@ def estimator_kwargs(spec):
         kwargs["distribution"] = spec.distribution
     if spec.tag_list:
         kwargs["tags"] = spec.tag_list
+    if spec.model_uri:  # the "model" channel (content type application/x-sagemaker-model): train.py starts from it
+        kwargs["model_uri"] = spec.model_uri
     kwargs.update(spec.security)  # JobSpec's names are the Estimator's
     return kwargs
 

@@ -6,7 +6,8 @@ text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this pr
 
 * CreateTrainingJob is recorded as the client sent it (``training_requests``, the raw JSON body), a second job of
   the same name is refused (ResourceInUse, as SageMaker does), and then, when ``run_jobs``, the job really runs in
-  a background thread: its channels are fetched from moto's S3 and
+  a background thread: its channels are fetched from moto's S3 (a prefix as a folder; a URI that names one object,
+  such as the weights file or SDK v2's ``model_uri``, as that file in the channel) and
 
   - an SDK v2 job (the Estimator: ``sagemaker_submit_directory`` = the uploaded sourcedir.tar.gz) runs through
     the real sagemaker-training toolkit on a fake /opt/ml (medimg.launch_v2's ``stage_base_dir`` and
@@ -314,12 +315,19 @@ class SageMakerEmulator:
             run.error = f"AlgorithmError: the training process exited with {run.returncode}"
 
     def _download_channels(self, s3, job, root):
-        """Every input channel's S3 prefix into ``root/<channel>``; the channel names, in the job's order."""
+        """Every input channel's S3 prefix into ``root/<channel>`` (a URI naming one object, as SDK v2's model_uri
+        does, puts that object there under its own name); the channel names, in the job's order."""
         channels = []
         for channel in job.input_data_config or []:
             dest = os.path.join(root, channel["ChannelName"])
             os.makedirs(dest, exist_ok=True)
-            self._download_prefix(s3, channel["DataSource"]["S3DataSource"]["S3Uri"], dest)
+            uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+            bucket, key = _s3_parts(uri)
+            if key and not key.endswith("/") and s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get(
+                    "Contents", [{}])[0].get("Key") == key:
+                s3.download_file(bucket, key, os.path.join(dest, key.rsplit("/", 1)[-1]))
+            else:
+                self._download_prefix(s3, uri, dest)
             channels.append(channel["ChannelName"])
         return channels
 
@@ -330,8 +338,13 @@ class SageMakerEmulator:
             raise RuntimeError("the emulator runs SDK v2 jobs without distribution only")
         code = launch_v2.stage_base_dir(base, channels_root, channels, hps, ["algo-1"], "algo-1")
         shutil.rmtree(code)  # the job runs the uploaded sourcedir, not this checkout's code/
-        bucket, key = _s3_parts(hps["sagemaker_submit_directory"])
-        _extract(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), code)
+        submit = hps["sagemaker_submit_directory"]
+        if submit.startswith("s3://"):
+            bucket, key = _s3_parts(submit)
+            _extract(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), code)
+        else:  # network isolation: SDK v2 sends the sourcedir as the "code" channel and names its path in /opt/ml
+            with open(os.path.join(channels_root, os.path.relpath(submit, "/opt/ml/input/data")), "rb") as fh:
+                _extract(fh.read(), code)
         opt_ml.write_json(os.path.join(base, "input", "config", "hyperparameters.json"),
                           launch_v2.encode_hyperparameters(dict(hps, sagemaker_submit_directory=code)))
         argv = [self.python, "-c", launch_v2.TOOLKIT_COMMAND]

@@ -341,6 +341,10 @@ JOBS = {
     "other_bucket": dict(BASE, code_location="s3://elsewhere/code", source_dir=CODE, channels={"train": "s3://b/t/"}),
     "quote": dict(BASE, code_location="s3://probe-bucket/code", source_dir=CODE, channels={"train": "s3://b/t/"},
                   hyperparameters={"model": "it's"}),
+    "isolated_pretrained": dict(BASE, code_location="s3://probe-bucket/code", source_dir=CODE, mode="on-demand",
+                                enable_network_isolation=True, hyperparameters={"model": "resnet18", "pretrained": True},
+                                channels={"train": "s3://b/t/", "weights": "s3://b/w/0123/resnet18-f37072fd.pth"},
+                                model_uri="s3://b/jobs/earlier/output/model.tar.gz"),
 }
 TUNERS = {
     "default": [JOBS["spot"], {"max_jobs": 5, "base_tuning_job_name": "medimg-hpo"}],
@@ -454,3 +458,15 @@ def test_v3_tuner(v3):
         "batch-size": {"Name": "batch-size", "Values": ["64", "128", "256"]}}
     assert t["checkpoint_config"] is False  # the trials do not share the job's checkpoint location
     assert t["tags"] == [{"Key": "project", "Value": "x"}]
+
+
+def test_v3_sends_the_weights_and_model_channels_of_an_isolated_pretrained_job(v3):
+    """The weights channel as given; model_uri as the model channel SDK v2's model_uri makes, with its content
+    type (test_start_channels.py checks SDK v2's)."""
+    request = v3["jobs"]["isolated_pretrained"]["request"]
+    assert request["EnableNetworkIsolation"] is True
+    channels = {c["ChannelName"]: c for c in request["InputDataConfig"]}
+    assert channel_uris(request)["weights"] == "s3://b/w/0123/resnet18-f37072fd.pth"
+    assert channels["model"]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://b/jobs/earlier/output/model.tar.gz"
+    assert channels["model"]["ContentType"] == "application/x-sagemaker-model"
+    assert "ContentType" not in channels["weights"]
