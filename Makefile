@@ -1,7 +1,7 @@
 # make demo: install, then train on the embedded PneumoniaMNIST sample through the real SageMaker toolkit.
 # make test: install if needed, then run the whole suite; make test-fast: the unit tier only (well under a minute).
-# make install builds two client environments: .venv (SageMaker Python SDK v2, the training toolkit, moto, the
-# test tools) and .venv-sdk3 (SDK v3, for the tests that run the ModelTrainer path and its container drivers).
+# make install builds two client environments: .venv (SageMaker Python SDK v2, the training toolkit, moto, MLflow,
+# the test tools) and .venv-sdk3 (SDK v3 with MLflow, for the tests that run the ModelTrainer path and its drivers).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 VENV3 := .venv-sdk3
 PIP3 := $(VENV3)/bin/pip
 STAMP3 := $(VENV3)/.installed
-SDK3_PACKAGES := "sagemaker>=3,<4" ipykernel matplotlib pandas scikit-learn captum
+SDK3_PACKAGES := "sagemaker>=3,<4" ipykernel matplotlib pandas scikit-learn captum mlflow sagemaker-mlflow
 # code/ on the containers' oldest torch (the 2.6 training and inference images): make test-torch26
 VENV26 := .venv-torch26
 STAMP26 := $(VENV26)/.installed
