@@ -330,3 +330,17 @@ def test_the_tags_name_the_job_and_where_its_model_is():
                     "sagemaker.model_data": "s3://b/j/output/model.tar.gz", "sagemaker.instance_type": "ml.g5.xlarge",
                     "sagemaker.instance_count": "1", "sagemaker.status": "Completed", "sagemaker.tuning_job_name": "t"}
 
+
+
+def test_both_sdk_paths_offer_the_same_registry_and_pipeline_functions():
+    """The notebook calls sdk.mlops(path).<name>(...) without knowing the path: same names, same parameters."""
+    import inspect
+
+    from medimg import mlops_v2, mlops_v3, sdk
+
+    names = ("register", "deploy_package", "build_pipeline", "run_pipeline", "pipeline_session")
+    for name in names:
+        assert inspect.signature(getattr(mlops_v2, name)) == inspect.signature(getattr(mlops_v3, name)), name
+    assert sdk.mlops("v2") is mlops_v2 and sdk.mlops("v3") is mlops_v3
+    with pytest.raises(ValueError, match="path must be one of"):
+        sdk.mlops("v4")
