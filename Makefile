@@ -1,8 +1,8 @@
 # make demo: install, then train on the embedded PneumoniaMNIST sample through the real SageMaker toolkit.
 # make test: install if needed, then run the whole suite (tests/unit and tests/system); make test-fast: the unit tier
 # only (tests/unit: in process, under a minute); make test-system: the system tier (real processes, training runs).
-# make install builds two client environments: .venv (SageMaker Python SDK v2, the training toolkit, moto, the
-# test tools) and .venv-sdk3 (SDK v3, for the tests that run the ModelTrainer path and its container drivers).
+# make install builds two client environments: .venv (SageMaker Python SDK v2, the training toolkit, moto, MLflow,
+# the test tools) and .venv-sdk3 (SDK v3 with MLflow, for the tests that run the ModelTrainer path and its drivers).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 VENV3 := .venv-sdk3
 PIP3 := $(VENV3)/bin/pip
 STAMP3 := $(VENV3)/.installed
-SDK3_PACKAGES := "sagemaker>=3,<4" ipykernel matplotlib pandas scikit-learn captum
+SDK3_PACKAGES := "sagemaker>=3,<4" ipykernel matplotlib pandas scikit-learn captum mlflow sagemaker-mlflow
 # code/ on the containers' oldest torch (the 2.6 training and inference images): make test-torch26
 VENV26 := .venv-torch26
 STAMP26 := $(VENV26)/.installed
@@ -50,14 +50,18 @@ $(STAMP3): pyproject.toml
 
 # torch 2.6.0 from PyPI (about 3 GB of CUDA wheels), then requirements.txt as a Studio user installs it next to
 # their image's torch: it must keep that torch (tests/system/test_container_torch.py checks the version it runs on).
+# The training toolkit too (requirements-dev.txt's pins), as in the training image, so that the torch26 tests that
+# train (tests/system/test_pixel_jobs.py) run train.py through it on torch 2.6.
 install-torch26: $(STAMP26)
 
-$(STAMP26): requirements.txt pyproject.toml
+$(STAMP26): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
 	test -x $(VENV26)/bin/python || $(PYTHON) -m venv $(VENV26)
 	$(VENV26)/bin/pip install --quiet --upgrade pip
 	$(VENV26)/bin/pip install --quiet $(TORCH26_PIN) pytest
 	$(VENV26)/bin/pip install --quiet -r requirements.txt
+	$(VENV26)/bin/pip install --quiet $$(grep -oE '^(sagemaker-training==[0-9.]+|retrying|six)' requirements-dev.txt)
+	$(VENV26)/bin/pip install --quiet --no-deps sagemaker-pytorch-training==3.0.0
 	touch $(STAMP26)
 
 test-torch26: $(STAMP26)

@@ -129,7 +129,8 @@ def report(labels, logits, names, decisions, *, task, classes, ordinal=False, re
 
 def confidence_intervals(labels, prob, decisions, *, task, classes, resamples, seed, groups=None):
     """Bootstrap 95% intervals (seeded) of accuracy, AUC, sensitivity and specificity; for a binary task the
-    sensitivity and specificity at the operating threshold too (``op_sensitivity``, ``op_specificity``). With
+    accuracy, sensitivity and specificity at the operating threshold too (``op_accuracy``, ``op_sensitivity``,
+    ``op_specificity``: the decisions the endpoint makes, which the Model Registry's statistics report). With
     ``groups`` (patient ids) whole patients are resampled (metrics.bootstrap_ci's cluster bootstrap)."""
     labels = np.asarray(labels)
 
@@ -142,7 +143,7 @@ def confidence_intervals(labels, prob, decisions, *, task, classes, resamples, s
         out = {k: m[k] for k in CI_METRICS}
         if decisions.threshold is not None:
             op = metrics.binary_at_threshold(y, p[:, _positive(decisions)], decisions.threshold, _positive(decisions))
-            out.update(op_sensitivity=op["sensitivity"], op_specificity=op["specificity"])
+            out.update(op_accuracy=op["accuracy"], op_sensitivity=op["sensitivity"], op_specificity=op["specificity"])
         return out
 
     return metrics.bootstrap_ci(statistics, len(labels), resamples=resamples, seed=seed, groups=groups)

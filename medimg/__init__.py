@@ -9,6 +9,11 @@ ships to SageMaker (``code/`` is what ships).
     sdk           which SageMaker Python SDK major runs (v2 or v3), and its builder
     sdk_v2        the JobSpec as a sagemaker.pytorch Estimator, tuner and PyTorchModel (SDK v2)
     sdk_v3        the JobSpec as a ModelTrainer, v3 tuner and sagemaker-core endpoint (SDK v3)
+    tracking      MLflow: one run per training job from its description and metrics.json; tuning trials as child runs
+    registry      the Model Registry, SDK-free: model quality statistics JSON, groups, approval, deployable or not
+    pipeline      the retrain-and-register Pipeline's condition, parameters and step names; following an execution
+    mlops_v2      SDK v2: register a model, deploy an approved package, build and start the Pipeline
+    mlops_v3      SDK v3: the same functions (ModelBuilder.register, sagemaker-core, sagemaker.mlops.workflow)
     monitor       follow a job's status and log (headline lines), its CloudWatch metrics, a tuning job
     cleanup       delete endpoints and their configs and models, stop warm pools; the resource log
     heatmaps      Grad-CAM heat maps of a trained model, computed in the model's own process

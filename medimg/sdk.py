@@ -74,6 +74,14 @@ def module(path):
     return importlib.import_module(f"medimg.sdk_{path}")
 
 
+def mlops(path):
+    """The Model Registry and Pipelines module of ``path``: ``medimg.mlops_v2`` or ``medimg.mlops_v3`` (the same
+    functions: ``register``, ``deploy_package``, ``build_pipeline``, ``run_pipeline``)."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    return importlib.import_module(f"medimg.mlops_{path}")
+
+
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "sagemaker", "sagemaker.config")
 V2_NOTICE = ("SageMaker Python SDK v2 is in maintenance (until 2027-07); v3 is the current major. This notebook runs "
              "either: v2's deprecation messages are shown once, here, instead of at every call.")

@@ -30,6 +30,9 @@ text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this pr
   imports ``SAGEMAKER_PROGRAM`` from ``code/`` and calls model_fn once, then input_fn -> predict_fn -> output_fn
   per request, as the PyTorch inference toolkit does); an error with a ``BaseInferenceToolkitError`` status
   becomes SageMaker's ModelError (HTTP 424) carrying that status, anything else a 500 from the model.
+* The Model Registry, Pipelines (executed: Training, Condition, RegisterModel and Fail steps) and tuning trials:
+  tests/support/emulator_mlops.py says exactly what it executes and answers; an endpoint whose model names a model
+  package serves that package's container.
 
 * DescribeModel, DescribeEndpointConfig and DescribeEndpoint leave out the empty objects moto adds
   (``VpcConfig: {}``, ``DataCaptureConfig: {}``), which SageMaker does not send and sagemaker-core (SDK v3)
@@ -53,6 +56,7 @@ import tarfile
 import threading
 import time
 
+import emulator_mlops
 from medimg import launch_v2, launch_v3, opt_ml
 from medimg.serving import ModelServer
 
@@ -61,6 +65,7 @@ METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDEMULATORFAKE0000", "AWS_SECRET_ACCESS_KEY": "emulator-fake-secret-Zq9x",
                     "AWS_SESSION_TOKEN": "emulator-fake-token-Wp4v"}
 _active = None  # the running emulator (moto's classes call back into it)
+_MISSING = object()  # a patched attribute moto does not have (an API it lacks): deleted again on stop
 
 
 def _s3_parts(uri):
@@ -154,7 +159,7 @@ class SageMakerEmulator:
         if self.server is not None:
             self.server.stop()
         for owner, name, original in reversed(self._patches):
-            setattr(owner, name, original)
+            delattr(owner, name) if original is _MISSING else setattr(owner, name, original)
         self._patches.clear()
         _active = None
 
@@ -184,7 +189,7 @@ class SageMakerEmulator:
 
     # ------------------------------------------------------------------ moto patches
     def _patch_attr(self, owner, name, new):
-        self._patches.append((owner, name, getattr(owner, name)))
+        self._patches.append((owner, name, getattr(owner, name, _MISSING)))
         setattr(owner, name, new)
 
     def _patch(self):
@@ -232,6 +237,7 @@ class SageMakerEmulator:
             self._patch_attr(response_cls, name, _without_empty_objects(getattr(response_cls, name)))
         # image bodies are bytes: keep moto from decoding them as UTF-8
         self._patch_attr(rt_responses.SageMakerRuntimeResponse, "use_raw_body", True)
+        emulator_mlops.install(self)
 
     # ------------------------------------------------------------------ training jobs
     def _job_created(self, job, backend):
@@ -466,13 +472,14 @@ class SageMakerEmulator:
         try:
             config = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
             model_name = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]["ModelName"]
-            container = sm.describe_model(ModelName=model_name)["PrimaryContainer"]
+            container = emulator_mlops.resolve_container(sm, sm.describe_model(ModelName=model_name))
         except sm.exceptions.ClientError as exc:
             record["status"] = 400
             return 400, {"x-amzn-ErrorType": "ValidationError"}, json.dumps(
                 {"message": f"Endpoint {name} of account 123456789012 not found. ({exc})"})
         status, headers, out = self._serve(container, body, content_type, accept)
-        record.update(status=status, response=out, model_data=container["ModelDataUrl"])
+        record.update(status=status, response=out, model_data=container["ModelDataUrl"],
+                      model_package=container.get("ModelPackageName"))
         if status >= 400:  # SageMaker wraps the model's error status in a ModelError (424)
             message = out.decode("utf-8", "replace")
             return 424, {"x-amzn-ErrorType": "ModelError"}, json.dumps({

@@ -27,6 +27,7 @@ import epoch_log
 import hyperparameters
 from conftest import ROOT, make_dataset, make_image
 from medimg.job import JobSpec, changed_hyperparameters
+from mlflow_server import MlflowServer, closed_port_uri
 from sagemaker_emulator import FAKE_CREDENTIALS, SageMakerEmulator
 
 pytestmark = pytest.mark.slow  # real processes or trained models: not in make test-fast
@@ -111,8 +112,15 @@ def kernel_for(python, tmp):
     return "medimg-sdk3", str(tmp / "kernels")
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow server (sqlite) for the v2 run; the v3 run tracks to a closed port (one warning, no harm)."""
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
+
+
 @pytest.fixture(scope="module", params=["v2", "v3"])
-def run(request, tmp_path_factory):
+def run(request, tmp_path_factory, mlflow_server):
     sdk = request.param
     tmp = tmp_path_factory.mktemp(f"notebook-{sdk}")
     source = {"npz": make_npz(tmp / "breast.npz")} if sdk == "v2" else {"data_dir": tiff_and_bmp_folders(tmp / "d")}
@@ -121,7 +129,9 @@ def run(request, tmp_path_factory):
         "sdk": sdk, "work_dir": str(tmp / "work"), "mode": "spot", "wait": True, "poll_seconds": 1,
         "run_local_smoke_test": True, "smoke_test_images_per_class": 6, "run_tuning": True, "tuning_max_jobs": 4,
         "tuning_max_parallel_jobs": 2, "deploy": True, "hyperparameters": HYPERPARAMETERS, "input_mode": "FastFile",
-        "tags": {"project": "nbtest", "owner": "ci"}, **source}
+        "tags": {"project": "nbtest", "owner": "ci"}, "register": True, "approval_status": "Approved",
+        "model_package_group": f"nbtest-{sdk}", "mlflow_experiment": f"nbtest-{sdk}",
+        "mlflow_tracking_uri": mlflow_server.uri if sdk == "v2" else closed_port_uri(), **source}
     params_file = tmp / "params.json"
     params_file.write_text(json.dumps(params))
     executed = tmp / "executed.ipynb"
@@ -146,7 +156,8 @@ def run(request, tmp_path_factory):
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
                 for o in page.get("Contents", [])]
         yield types.SimpleNamespace(sdk=sdk, emu=emu, nb=nb, keys=keys, s3=s3, sm=emu.client("sagemaker"), tmp=tmp,
-                                    raw=executed.read_text(), stderr=result.stderr, python=python)
+                                    raw=executed.read_text(), stderr=result.stderr, python=python,
+                                    mlflow=mlflow_server)
 
 
 def data_access(request):
@@ -349,6 +360,71 @@ def test_no_credentials_in_outputs_or_logs(run):
     logs = "".join(r.log for r in run.emu.jobs.values())
     for secret in FAKE_CREDENTIALS.values():
         assert secret not in run.raw and secret not in logs and secret not in run.stderr
+
+
+# ---------------------------------------------------------------- after the job: MLflow, Model Registry
+def test_the_job_is_one_mlflow_run_or_one_warning_when_the_server_is_unreachable(run):
+    """v2 tracks to a real MLflow server: one run with params, val_auc at every epoch, the test metrics with their
+    intervals, the job's name, metrics.json and the figures; v3 to a closed port: one warning line, and every
+    later cell still ran."""
+    job = training_request(run)["TrainingJobName"]
+    cell = text_of(cell_with(run.nb, "tracking.log_training_job("))
+    if run.sdk == "v3":
+        warnings = [line for line in cell.splitlines() if "WARNING" in line]
+        assert len(warnings) == 1 and job in warnings[0] and "unaffected" in warnings[0], cell
+        assert "Traceback" not in cell and "127.0.0.1" in warnings[0]
+        assert len(images_of(cell_with(run.nb, "plots.roc_curves"))) == 2  # the results are there
+        assert run.emu.invocations and "clean-up done" in text_of(cell_with(run.nb, "cleanup.delete_endpoint"))
+        return
+    client = run.mlflow.client()
+    experiment = client.get_experiment_by_name("nbtest-v2")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`sagemaker.training_job_name` = '{job}'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", cell
+    data, run_id = runs[0].data, runs[0].info.run_id
+    metrics = json.loads(job_output(run, "output.tar.gz")["metrics.json"])
+    as_sent = {k: v if isinstance(v, str) else json.dumps(v) for k, v in SENT.items()}  # strings bare, rest JSON
+    assert {k: data.params[k] for k in SENT} == as_sent  # the hyperparameters sent
+    assert json.loads(data.params["plan.epochs"]) == metrics["plan"]["epochs"] == 3
+    history = client.get_metric_history(run_id, "val_auc")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(h["epoch"], round(h["val_auc"], 6))
+                                                              for h in metrics["history"]]
+    assert data.metrics["test_auc"] == pytest.approx(metrics["test"]["auc"])
+    low, high = metrics["test"]["ci95"]["auc"]
+    assert (data.metrics["test_auc_ci95_lower"], data.metrics["test_auc_ci95_upper"]) == pytest.approx((low, high))
+    assert data.metrics["test_op_sensitivity"] == pytest.approx(metrics["test"]["operating_point"]["sensitivity"])
+    assert data.tags["sagemaker.training_job_name"] == job and data.tags["mlflow.runName"] == job
+    assert data.tags["sagemaker.training_job_arn"].endswith(f":training-job/{job}")
+    assert data.tags["sagemaker.model_data"] == f"s3://{BUCKET}/{PREFIX}/jobs/{job}/output/model.tar.gz"
+    assert "metrics.json" in [a.path for a in client.list_artifacts(run_id)]
+    figures = [a.path for a in client.list_artifacts(run_id, "figures")]
+    assert len(figures) >= 3 and all(f.endswith(".png") for f in figures), figures
+    tuning = client.search_runs([experiment.experiment_id], filter_string="tags.`sagemaker.tuning_job_name` LIKE 'nbv2%'")
+    assert len(tuning) == 1 and "mlflow.parentRunId" not in tuning[0].data.tags  # the tuning job's parent run
+
+
+def test_the_approved_package_holds_the_model_and_its_statistics_and_the_endpoint_serves_it(run):
+    job = training_request(run)["TrainingJobName"]
+    packages = run.sm.list_model_packages(ModelPackageGroupName=f"nbtest-{run.sdk}")["ModelPackageSummaryList"]
+    assert len(packages) == 1 and packages[0]["ModelApprovalStatus"] == "Approved"
+    package = run.sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
+    container = package["InferenceSpecification"]["Containers"][0]
+    assert container["Image"].endswith("/pytorch-inference:2.6.0-cpu-py312")  # what deploy serves on (ml.m5.large)
+    assert container["ModelDataUrl"] == f"s3://{BUCKET}/{PREFIX}/jobs/{job}/output/model.tar.gz"
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert "application/x-image" in package["InferenceSpecification"]["SupportedContentTypes"]
+    assert package["CustomerMetadataProperties"]["training_job"] == job
+    statistics = package["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics["S3Uri"] == f"s3://{BUCKET}/{PREFIX}/registry/nbtest-{run.sdk}/{job}/model_quality.json"
+    quality = json.loads(run.s3.get_object(Bucket=BUCKET, Key=statistics["S3Uri"][len(f"s3://{BUCKET}/"):])["Body"]
+                         .read())
+    metrics = json.loads(job_output(run, "output.tar.gz")["metrics.json"])
+    auc = quality["binary_classification_metrics"]["auc"]
+    assert auc["value"] == pytest.approx(metrics["test"]["auc"]) and auc["ci95"] == metrics["test"]["ci95"]["auc"]
+    op = metrics["test"]["operating_point"]
+    assert quality["binary_classification_metrics"]["true_positive_rate"]["value"] == pytest.approx(op["sensitivity"])
+    assert quality["evaluation"]["split"] == "test" and quality["evaluation"]["training_job"] == job
+    assert run.emu.invocations and {c["model_package"] for c in run.emu.invocations} == {package["ModelPackageArn"]}
+    assert "InService" in text_of(cell_with(run.nb, "mlops.deploy_package("))
 
 
 # ---------------------------------------------------------------- the committed notebook
