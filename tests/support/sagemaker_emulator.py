@@ -55,6 +55,7 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.request
 
 import emulator_mlops
 from medimg import launch_v2, launch_v3, opt_ml
@@ -157,6 +158,8 @@ class SageMakerEmulator:
             server.close()
         self._servers.clear()
         if self.server is not None:
+            # moto keeps its accounts in this process's memory: reset them, so the next emulator starts empty
+            urllib.request.urlopen(urllib.request.Request(self.url + "/moto-api/reset", method="POST"), timeout=30)
             self.server.stop()
         for owner, name, original in reversed(self._patches):
             delattr(owner, name) if original is _MISSING else setattr(owner, name, original)
