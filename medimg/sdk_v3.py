@@ -375,8 +375,8 @@ def invoke_async(endpoint_resource, input_uri, content_type=IMAGE_CONTENT_TYPE, 
                                 failure_location=failure if isinstance(failure, str) else None)
 
 
-def transform(spec, model_data_url, session, batch, *, job_name=None, instance_type="ml.m5.large",
-              repack_location=None, wait=False):
+def transform(spec, model_data, session, batch, *, job_name=None, instance_type="ml.m5.large", repack_location=None,
+              wait=False):
     """Start a batch transform of a job's model.tar.gz over ``batch`` (``medimg.transform.plan``): a model named
     ``job_name`` (default ``<base_job_name>-transform-<timestamp>``) with the container limits of the batch's
     MaxPayloadInMB, then ``sagemaker.core.transformer.Transformer``: one ``instance_type`` instance, one request
@@ -389,7 +389,7 @@ def transform(spec, model_data_url, session, batch, *, job_name=None, instance_t
     from medimg.transform import ACCEPT, CONTENT_TYPE
 
     job_name = job_name or unique_name(f"{spec.base_job_name}-transform")
-    _create_model(spec, model_data_url, session, job_name, instance_type, batch.container_environment())
+    _create_model(spec, model_data, session, job_name, instance_type, batch.container_environment())
     transformer = Transformer(model_name=job_name, instance_count=1, instance_type=instance_type,
                               strategy="SingleRecord", output_path=batch.output_uri, output_kms_key=spec.output_kms_key,
                               accept=ACCEPT, max_payload=batch.max_payload_mb, tags=spec.tag_list,
