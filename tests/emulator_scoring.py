@@ -82,7 +82,7 @@ class ScoringEmulation:
         from moto.sagemaker import responses as sm_responses
         from moto.sagemakerruntime import responses as rt_responses
 
-        from sagemaker_emulator import _without_empty_objects
+        from sagemaker_emulator import _with_status, _without_empty_objects
 
         scoring, response_cls = self, sm_responses.SageMakerResponse
         original_response = response_cls.create_transform_job
@@ -118,8 +118,8 @@ class ScoringEmulation:
         patch_attr(response_cls, "stop_transform_job", stop_transform_job)
         patch_attr(response_cls, "describe_transform_job",
                    _without_empty_objects(response_cls.describe_transform_job))
-        patch_attr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint_async", lambda handler: scoring._invoke_async(
-            handler))
+        patch_attr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint_async",
+                   lambda handler: _with_status(scoring._invoke_async(handler)))
 
     def wait(self, timeout=600):
         end = time.time() + timeout

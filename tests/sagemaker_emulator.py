@@ -93,6 +93,13 @@ def _extract(data, dest):
         tar.extractall(root, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(root)
 
 
+def _with_status(response):
+    """A handler's ``(status, headers, body)`` as moto's server sends it: the status from the ``status`` header
+    (moto ignores the tuple's first item, which would turn an error into a 200)."""
+    status, headers, body = response
+    return status, dict(headers, status=str(status)), body
+
+
 def _without_empty_objects(describe):
     """A moto Describe* response method whose answer leaves out top-level ``{}`` values."""
     def wrapper(handler):
@@ -230,7 +237,7 @@ class SageMakerEmulator:
             return original_tuning(handler)
 
         def invoke_endpoint(handler):
-            return _active._invoke(handler)
+            return _with_status(_active._invoke(handler))
 
         self._patch_attr(response_cls, "create_training_job", create_training_job_response)
         self._patch_attr(backend_cls, "create_training_job", create_training_job_backend)
