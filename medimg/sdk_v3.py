@@ -289,27 +289,24 @@ def _tags(spec):
 
 
 def endpoint_config_kwargs(serving, name, instance_type, spec):
-    """``EndpointConfig.create`` keywords for a ``scoring.Serving``: the variant (one instance, or the SDK's
-    ServerlessInferenceConfig as its serverless config) and, for async, the AsyncInferenceConfig."""
+    """``Session.create_endpoint_config`` keywords for a ``scoring.Serving``: the SDK's ``production_variant`` (one
+    instance, or the SDK's ServerlessInferenceConfig and no instance) and, for async, its AsyncInferenceConfig.
+    (sagemaker-core's ``ProductionVariantServerlessConfig`` shape sends "MemorySizeInMb", which the API refuses,
+    hence the SDK's request dicts through its session rather than sagemaker-core's EndpointConfig resource.)"""
+    from sagemaker.core.helper.session_helper import production_variant
     from sagemaker.core.inference_config import AsyncInferenceConfig, ServerlessInferenceConfig
-    from sagemaker.core.shapes import AsyncInferenceConfig as AsyncShape
-    from sagemaker.core.shapes import AsyncInferenceOutputConfig, ProductionVariant, ProductionVariantServerlessConfig
 
+    serverless = None
     if serving.endpoint_type == "serverless":
-        config = ServerlessInferenceConfig(memory_size_in_mb=serving.memory_mb,
-                                           max_concurrency=serving.max_concurrency)._to_request_dict()
-        variant = ProductionVariant(variant_name="AllTraffic", model_name=name, serverless_config=(
-            ProductionVariantServerlessConfig(memory_size_in_mb=config["MemorySizeInMB"],
-                                              max_concurrency=config["MaxConcurrency"])))
-    else:
-        variant = ProductionVariant(variant_name="AllTraffic", model_name=name, initial_instance_count=1,
-                                    instance_type=instance_type)
-    kwargs = {"production_variants": [variant], "kms_key_id": spec.volume_kms_key, "tags": _tags(spec)}
+        serverless = ServerlessInferenceConfig(memory_size_in_mb=serving.memory_mb,
+                                               max_concurrency=serving.max_concurrency)._to_request_dict()
+    kwargs = {"production_variants": [production_variant(
+        model_name=name, instance_type=None if serverless else instance_type,
+        initial_instance_count=None if serverless else 1, serverless_inference_config=serverless)],
+        "tags": spec.tag_list or None, "kms_key": spec.volume_kms_key}
     if serving.endpoint_type == "async":
-        output = AsyncInferenceConfig(output_path=serving.output_path,
-                                      failure_path=serving.failure_path)._to_request_dict()["OutputConfig"]
-        kwargs["async_inference_config"] = AsyncShape(output_config=AsyncInferenceOutputConfig(
-            s3_output_path=output["S3OutputPath"], s3_failure_path=output["S3FailurePath"]))
+        kwargs["async_inference_config_dict"] = AsyncInferenceConfig(
+            output_path=serving.output_path, failure_path=serving.failure_path)._to_request_dict()
     return kwargs
 
 
@@ -326,7 +323,7 @@ def deploy(spec, model_data_url, session, *, endpoint_name=None, instance_type="
     if repack_location:
         raise ValueError("SDK v3 deploys model.tar.gz as it is: there is nothing to repack to repack_location")
     from sagemaker.core.inference_config import ServerlessInferenceConfig
-    from sagemaker.core.resources import Endpoint, EndpointConfig
+    from sagemaker.core.resources import Endpoint
 
     serving = serving or scoring.Serving()
     serving.check_security(**spec.security)
@@ -334,8 +331,7 @@ def deploy(spec, model_data_url, session, *, endpoint_name=None, instance_type="
     name = endpoint_name or unique_name(f"{spec.base_job_name}-endpoint")
     serverless = ServerlessInferenceConfig() if serving.endpoint_type == "serverless" else None
     _create_model(spec, model_data_url, session, name, instance_type, serving.container_environment(), serverless)
-    EndpointConfig.create(endpoint_config_name=name, session=boto, region=region,
-                          **_only_set(**endpoint_config_kwargs(serving, name, instance_type, spec)))
+    session.create_endpoint_config(name, **endpoint_config_kwargs(serving, name, instance_type, spec))
     endpoint = Endpoint.create(endpoint_name=name, endpoint_config_name=name, session=boto, region=region,
                                **_only_set(tags=_tags(spec)))
     if wait:
