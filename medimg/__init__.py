@@ -9,7 +9,9 @@ ships to SageMaker (``code/`` is what ships).
     sdk_v2        the JobSpec as a sagemaker.pytorch Estimator, tuner and PyTorchModel (SDK v2)
     sdk_v3        the JobSpec as a ModelTrainer, v3 tuner and sagemaker-core endpoint (SDK v3)
     monitor       follow a job's status and log (headline lines), its CloudWatch metrics, a tuning job
-    cleanup       delete endpoints and their configs and models, stop warm pools; the resource log
+    cleanup       delete endpoints and their configs and models, stop warm pools and transform jobs; the resource log
+    scoring       the serving paths (real-time, serverless, async): their settings and SageMaker's size limits
+    transform     batch transform: the images under an S3 prefix, MaxPayloadInMB, the answers as predictions.csv
     heatmaps      Grad-CAM heat maps of a trained model, computed in the model's own process
     dicom         DICOM files to manifest channels of PNGs (prepare_data --dicom)
     artifacts     download and safely extract model.tar.gz / output.tar.gz; metrics tables; the local model
