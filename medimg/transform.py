@@ -204,8 +204,8 @@ def write_csv(table, path):
 
 
 def against_labels(table, batch, metrics, split="test", *, channel_uri=None):
-    """The transform's rows set against train.py's own predictions of ``split`` (metrics.json): the true label, and
-    how far the probabilities are from train.py's. Only when the batch scored that split's channel (``channel_uri``:
+    """The transform's rows set against train.py's own predictions of ``split`` (metrics.json): the true label,
+    whether the answer is it (``right``), and how far the probabilities are from train.py's. Only when the batch scored that split's channel (``channel_uri``:
     image names repeat across channels, so names alone would pair different images); else None."""
     import numpy as np
 
@@ -225,6 +225,7 @@ def against_labels(table, batch, metrics, split="test", *, channel_uri=None):
         joined.insert(2, "true", [classes[int(labels[i])] for _, i in pairs])
     else:
         joined.insert(2, "true", ["; ".join(c for c, v in zip(classes, labels[i]) if v) for _, i in pairs])
+    joined.insert(3, "right", joined["label" if "label" in joined else "findings"] == joined["true"])
     train_py = np.asarray(saved["probabilities"], dtype=np.float64)[[i for _, i in pairs]]
     served = joined[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
     joined["max_diff_vs_train_py"] = np.abs(served - train_py).max(axis=1)
@@ -234,8 +235,7 @@ def against_labels(table, batch, metrics, split="test", *, channel_uri=None):
 def agreement(compared):
     """One line: how many answers are the true label (multi-label: the true set of findings), and how far the
     probabilities are from train.py's own."""
-    answered = compared["label"] if "label" in compared else compared["findings"]
-    right = int((answered == compared["true"]).sum())
+    right = int(compared["right"].sum())
     return (f"{right} of {len(compared)} answers at the operating point are the true "
             f"{'label' if 'label' in compared else 'findings'} ({right / len(compared):.1%}); probabilities within "
             f"{compared['max_diff_vs_train_py'].max():.1e} of train.py's own {len(compared)} test predictions")

@@ -360,7 +360,7 @@ def test_the_endpoint_is_of_the_kind_asked_for(run):
                           "S3FailurePath": f"s3://{BUCKET}/{PREFIX}/async/failures"}
         assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.large", 1)
         calls = run.emu.scoring.async_invocations
-        assert all(c["input"].startswith(f"s3://{BUCKET}/{PREFIX}/async/inputs/nbv3-endpoint-") for c in calls)
+        assert all(c["input"].startswith(f"s3://{BUCKET}/{PREFIX}/async/inputs/nb{run.sdk}-endpoint-") for c in calls)
         assert all(c["output"].startswith(output["S3OutputPath"] + "/") for c in calls)
         assert f"{len(calls)} requests in s3://{BUCKET}/{PREFIX}/async/inputs/" in text_of(
             cell_with(run.nb, "builder.invoke("))

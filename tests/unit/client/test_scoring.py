@@ -242,11 +242,16 @@ def test_predictions_csv_and_train_pys_predictions_side_by_side(s3, tmp_path):
         "images": ["pneumonia/0.png", "normal/0.png"], "labels": [1, 0],
         "probabilities": [[0.6, 0.4 + 2e-7], [0.8, 0.2]]}}
     compared = transform.against_labels(table, batch, metrics, "test", channel_uri=f"s3://{BUCKET}/d/test")
+    assert list(compared["right"]) == [True, True]
     assert list(compared["true"]) == ["normal", "pneumonia"] and list(compared["image"]) == ["normal/0.png",
                                                                                               "pneumonia/0.png"]
     assert compared["max_diff_vs_train_py"].max() < 1e-6
     assert transform.agreement(compared).startswith("2 of 2 answers at the operating point are the true label "
                                                     "(100.0%); probabilities within ")
+    metrics["test_predictions"]["labels"] = [0, 0]  # pneumonia/0.png is normal after all: answered wrong
+    wrong = transform.against_labels(table, batch, metrics, "test", channel_uri=f"s3://{BUCKET}/d/test")
+    assert list(wrong["right"]) == [True, False]
+    assert transform.agreement(wrong).startswith("1 of 2 answers at the operating point are the true label (50.0%)")
     # the same names in another channel are other images: no pairing by name alone
     assert transform.against_labels(table, batch, metrics, "test", channel_uri=f"s3://{BUCKET}/d/val/") is None
     assert transform.against_labels(table, batch, metrics, "val", channel_uri=f"s3://{BUCKET}/d/test/") is None
