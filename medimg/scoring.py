@@ -85,6 +85,13 @@ def container_environment(max_request_bytes, timeout_seconds=None):
     return env
 
 
+def whole_number(value):
+    """``value`` as an int when it is one (3072, 3072.0), else None (True, 2.5, "3072")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        return None
+    return int(value)
+
+
 # ==================================================================================================
 # The endpoint
 # ==================================================================================================
@@ -103,17 +110,22 @@ class Serving:
     async_path: str = None
 
     def __post_init__(self):
-        if self.endpoint_type not in ENDPOINT_TYPES:
+        kind = str(self.endpoint_type).strip().lower().replace("real-time", "realtime")
+        if kind not in ENDPOINT_TYPES:
             raise ValueError(f"endpoint_type must be one of {', '.join(ENDPOINT_TYPES)}, got {self.endpoint_type!r}")
-        if self.endpoint_type == "serverless":
-            if self.memory_mb not in SERVERLESS_MEMORY_MB or isinstance(self.memory_mb, bool):
+        object.__setattr__(self, "endpoint_type", kind)  # as users write it: "Serverless", "real-time"
+        if kind == "serverless":
+            memory = whole_number(self.memory_mb)
+            if memory not in SERVERLESS_MEMORY_MB:
                 raise ValueError(f"serverless memory must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} MB "
                                  f"(1 GB steps, SageMaker's limits), got {self.memory_mb!r}")
-            if (not isinstance(self.max_concurrency, int) or isinstance(self.max_concurrency, bool)
-                    or not 1 <= self.max_concurrency <= SERVERLESS_MAX_CONCURRENCY):
+            concurrency = whole_number(self.max_concurrency)
+            if concurrency is None or not 1 <= concurrency <= SERVERLESS_MAX_CONCURRENCY:
                 raise ValueError(f"serverless max concurrency must be a whole number from 1 to "
                                  f"{SERVERLESS_MAX_CONCURRENCY} (SageMaker's limits), got {self.max_concurrency!r}")
-        if self.endpoint_type == "async" and not str(self.async_path or "").startswith("s3://"):
+            object.__setattr__(self, "memory_mb", memory)
+            object.__setattr__(self, "max_concurrency", concurrency)
+        if kind == "async" and not str(self.async_path or "").startswith("s3://"):
             raise ValueError(f"an asynchronous endpoint needs an S3 prefix for its requests and answers "
                              f"(async_path='s3://<bucket>/<prefix>/...'), got {self.async_path!r}")
 

@@ -193,9 +193,10 @@ def _model(spec, model_data, session, name, repack_location, env):
                         **model_security_kwargs(**spec.security))
 
 
-def serving_kwargs(serving, instance_type):
+def serving_kwargs(serving, instance_type, output_kms_key=None):
     """``Model.deploy`` keywords for a ``scoring.Serving``: one instance (real-time, async with its
-    AsyncInferenceConfig) or a ServerlessInferenceConfig (no instance)."""
+    AsyncInferenceConfig, its answers encrypted with ``output_kms_key`` when set) or a ServerlessInferenceConfig
+    (no instance)."""
     if serving.endpoint_type == "serverless":
         from sagemaker.serverless import ServerlessInferenceConfig
 
@@ -206,7 +207,8 @@ def serving_kwargs(serving, instance_type):
         from sagemaker.async_inference import AsyncInferenceConfig
 
         kwargs["async_inference_config"] = AsyncInferenceConfig(output_path=serving.output_path,
-                                                                failure_path=serving.failure_path)
+                                                                failure_path=serving.failure_path,
+                                                                kms_key_id=output_kms_key)
     return kwargs
 
 
@@ -227,7 +229,7 @@ def deploy(spec, model_data, session, *, endpoint_name=None, instance_type="ml.m
     model = _model(spec, model_data, session, endpoint_name, repack_location, serving.container_environment())
     predictor = model.deploy(endpoint_name=endpoint_name, serializer=IdentitySerializer(IMAGE_CONTENT_TYPE),
                              deserializer=JSONDeserializer(), wait=False, tags=spec.tag_list,
-                             **serving_kwargs(serving, instance_type),
+                             **serving_kwargs(serving, instance_type, spec.output_kms_key),
                              **({"kms_key": spec.volume_kms_key} if spec.volume_kms_key else {}))
     if wait:
         session.wait_for_endpoint(endpoint_name, poll=poll)

@@ -290,7 +290,8 @@ def _tags(spec):
 
 def endpoint_config_kwargs(serving, name, instance_type, spec):
     """``Session.create_endpoint_config`` keywords for a ``scoring.Serving``: the SDK's ``production_variant`` (one
-    instance, or the SDK's ServerlessInferenceConfig and no instance) and, for async, its AsyncInferenceConfig.
+    instance, or the SDK's ServerlessInferenceConfig and no instance) and, for async, its AsyncInferenceConfig (the
+    answers encrypted with the spec's output KMS key when set).
     (sagemaker-core's ``ProductionVariantServerlessConfig`` shape sends "MemorySizeInMb", which the API refuses,
     hence the SDK's request dicts through its session rather than sagemaker-core's EndpointConfig resource.)"""
     from sagemaker.core.helper.session_helper import production_variant
@@ -306,7 +307,8 @@ def endpoint_config_kwargs(serving, name, instance_type, spec):
         "tags": spec.tag_list or None, "kms_key": spec.volume_kms_key}
     if serving.endpoint_type == "async":
         kwargs["async_inference_config_dict"] = AsyncInferenceConfig(
-            output_path=serving.output_path, failure_path=serving.failure_path)._to_request_dict()
+            output_path=serving.output_path, failure_path=serving.failure_path,
+            kms_key_id=spec.output_kms_key)._to_request_dict()
     return kwargs
 
 

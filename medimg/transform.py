@@ -86,10 +86,11 @@ def choose_max_payload(images, max_payload_mb=None, input_uri=""):
     PayloadTooLarge line; by default the whole MB above the largest image, between 6 and 100 (SageMaker's default
     and limit)."""
     limit = scoring.TRANSFORM_MAX_PAYLOAD_MB
-    if max_payload_mb is not None and (isinstance(max_payload_mb, bool) or not isinstance(max_payload_mb, int)
-                                       or not 1 <= max_payload_mb <= limit):
-        raise ValueError(f"max_payload_mb must be a whole number of MB from 1 to {limit} (SageMaker's MaxPayloadInMB)"
-                         f", or None to fit the largest image; got {max_payload_mb!r}")
+    if max_payload_mb is not None:
+        asked, max_payload_mb = max_payload_mb, scoring.whole_number(max_payload_mb)
+        if max_payload_mb is None or not 1 <= max_payload_mb <= limit:
+            raise ValueError(f"max_payload_mb must be a whole number of MB from 1 to {limit} (SageMaker's "
+                             f"MaxPayloadInMB), or None to fit the largest image; got {asked!r}")
     rel, size = max(images, key=lambda item: item[1])
     if max_payload_mb is None:
         needed = -(-size // scoring.MB)
@@ -169,9 +170,9 @@ def output_key(outputs, rel):
 
 
 def collect(s3, batch):
-    """One row per image of ``batch``: its S3 key, the label at the operating point (``label``; multi-label:
-    ``findings``, "; "-separated) and a probability per class or finding (``p_<name>``). TransformFailed when an
-    image has no answer."""
+    """One row per image of ``batch``: its S3 key, the label at the operating point (``label``; multi-label: the
+    findings at their thresholds, "; "-separated, empty for none) and a probability per class or finding
+    (``p_<name>``). TransformFailed when an image has no answer."""
     import pandas as pd
 
     bucket, outputs = _outputs(s3, batch.output_uri)
@@ -184,11 +185,8 @@ def collect(s3, batch):
     for rel in batch.images:
         answer = json.loads(s3.get_object(Bucket=bucket, Key=output_key(outputs, rel))["Body"].read())
         prediction = answer["predictions"][0]
-        row = {"s3_key": input_key + rel}
-        if "findings" in prediction:
-            row["findings"] = "; ".join(prediction["findings"])
-        else:
-            row["label"] = prediction["label"]
+        label = "; ".join(prediction["findings"]) if "findings" in prediction else prediction["label"]
+        row = {"s3_key": input_key + rel, "label": label}
         row.update({f"p_{name}": float(p) for name, p in prediction["probabilities"].items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -225,7 +223,8 @@ def against_labels(table, batch, metrics, split="test", *, channel_uri=None):
         joined.insert(2, "true", [classes[int(labels[i])] for _, i in pairs])
     else:
         joined.insert(2, "true", ["; ".join(c for c, v in zip(classes, labels[i]) if v) for _, i in pairs])
-    joined.insert(3, "right", joined["label" if "label" in joined else "findings"] == joined["true"])
+    joined.insert(3, "right", joined["label"].fillna("") == joined["true"])
+    joined.attrs["multilabel"] = labels.ndim == 2
     train_py = np.asarray(saved["probabilities"], dtype=np.float64)[[i for _, i in pairs]]
     served = joined[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
     joined["max_diff_vs_train_py"] = np.abs(served - train_py).max(axis=1)
@@ -237,5 +236,6 @@ def agreement(compared):
     probabilities are from train.py's own."""
     right = int(compared["right"].sum())
     return (f"{right} of {len(compared)} answers at the operating point are the true "
-            f"{'label' if 'label' in compared else 'findings'} ({right / len(compared):.1%}); probabilities within "
+            f"{'findings' if compared.attrs.get('multilabel') else 'label'} ({right / len(compared):.1%}); "
+            "probabilities within "
             f"{compared['max_diff_vs_train_py'].max():.1e} of train.py's own {len(compared)} test predictions")

@@ -38,6 +38,7 @@ def test_serverless_within_sagemakers_limits(memory, concurrency):
     ({"endpoint_type": "serverless", "max_concurrency": 201}, "got 201"),
     ({"endpoint_type": "serverless", "max_concurrency": 2.5}, "whole number"),
     ({"endpoint_type": "serverless", "max_concurrency": True}, "whole number"),
+    ({"endpoint_type": "serverless", "memory_mb": "2048"}, "got '2048'"),
     ({"endpoint_type": "async"}, "needs an S3 prefix"),
     ({"endpoint_type": "async", "async_path": "/tmp/answers"}, "got '/tmp/answers'"),
 ])
@@ -45,6 +46,16 @@ def test_settings_outside_sagemakers_limits_are_one_line(kwargs, words):
     with pytest.raises(ValueError) as err:
         Serving(**kwargs)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("written, kind", [("Serverless", "serverless"), (" ASYNC ", "async"),
+                                           ("real-time", "realtime"), ("Realtime", "realtime")])
+def test_endpoint_types_and_numbers_as_users_write_them(written, kind):
+    serving = Serving(written, 3072.0, 7.0, async_path="s3://b/a")
+    assert serving.endpoint_type == kind
+    if kind == "serverless":
+        assert (serving.memory_mb, serving.max_concurrency) == (3072, 7)
+        assert type(serving.memory_mb) is int and type(serving.max_concurrency) is int
 
 
 def test_async_paths_and_container_limits_for_a_gigabyte():
@@ -129,6 +140,8 @@ def test_sdk_v2_serving_keywords():
     assert kwargs["instance_type"] == "ml.g4dn.xlarge"
     assert kwargs["async_inference_config"]._to_request_dict()["OutputConfig"] == {
         "S3OutputPath": "s3://b/p/async/outputs", "S3FailurePath": "s3://b/p/async/failures"}
+    encrypted = sdk_v2.serving_kwargs(Serving("async", async_path="s3://b/a"), "ml.m5.large", "arn:key/out")
+    assert encrypted["async_inference_config"]._to_request_dict()["OutputConfig"]["KmsKeyId"] == "arn:key/out"
 
 
 # ---------------------------------------------------------------- batch transform
@@ -164,7 +177,7 @@ def test_plan_without_images_says_so(s3):
 
 @pytest.mark.parametrize("largest, asked, payload", [(100, None, 6), (6 * MB, None, 6), (6 * MB + 1, None, 7),
                                                      (8_400_000, None, 9), (100 * MB, None, 100), (100, 1, 1),
-                                                     (8_400_000, 20, 20)])
+                                                     (8_400_000, 20, 20), (8_400_000, 20.0, 20)])
 def test_max_payload_fits_the_largest_image(largest, asked, payload):
     assert transform.choose_max_payload([("a.png", 10), ("big.png", largest)], asked) == payload
 
@@ -219,8 +232,14 @@ def test_collect_reads_findings_and_outputs_under_an_extra_folder(s3):
         body=answer({"Effusion": 0.8, "Nodule": 0.7}, findings=["Effusion", "Nodule"]))
     put(s3, "p/batch/j/output/images/1.png.out", body=answer({"Effusion": 0.1, "Nodule": 0.2}, findings=[]))
     table = transform.collect(s3, batch)
-    assert list(table.columns) == ["s3_key", "findings", "p_Effusion", "p_Nodule"]
-    assert list(table["findings"].fillna("")) == ["Effusion; Nodule", ""]
+    assert list(table.columns) == ["s3_key", "label", "p_Effusion", "p_Nodule"]  # the findings at their thresholds
+    assert list(table["label"]) == ["Effusion; Nodule", ""]
+    metrics = {"classes": ["Effusion", "Nodule"], "test_predictions": {
+        "images": ["images/0.png", "images/1.png"], "labels": [[1, 1], [0, 1]], "probabilities": [[0.8, 0.7],
+                                                                                                 [0.1, 0.2]]}}
+    compared = transform.against_labels(table, batch, metrics, channel_uri=f"s3://{BUCKET}/d/test/")
+    assert list(compared["true"]) == ["Effusion; Nodule", "Nodule"] and list(compared["right"]) == [True, False]
+    assert transform.agreement(compared).startswith("1 of 2 answers at the operating point are the true findings")
 
 
 def test_an_image_without_an_answer_is_said_not_dropped(s3):
