@@ -29,7 +29,7 @@ What the job is, next to SDK v2's (SAGEMAKER_CONTRACT.md, "SDK v3 training"):
 - Deployment: the job's model.tar.gz as it is (train.py put ``code/inference.py`` and its modules in it) on the
   PyTorch inference image of ``medimg.job.inference_version`` (2.6.0 for a 2.8 job), with SAGEMAKER_PROGRAM=
   inference.py; model, endpoint config and endpoint share the endpoint's name. The endpoint config is the SDK's
-  (``production_variant`` through ``Session.create_endpoint_config``, as ModelBuilder makes it): serverless with
+  (``production_variant`` through ``Session.create_endpoint_config``): serverless with
   the SDK's ``ServerlessInferenceConfig`` (CPU image, no instance), async with its ``AsyncInferenceConfig``
   (requests through ``Endpoint.invoke_async``). sagemaker-core's own ``ProductionVariantServerlessConfig`` sends
   "MemorySizeInMb", which the API refuses.
