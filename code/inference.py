@@ -41,8 +41,13 @@ Errors are InferenceError (a sagemaker_inference BaseInferenceToolkitError in th
 answers with its status_code; anything else becomes a 500) with a one-line message: 400 malformed body, 406
 unsupported Accept, 413 body or image too large, 415 unsupported Content-Type.
 
-Environment, read at every request: INFERENCE_MAX_REQUEST_BYTES (default 10 MiB),
+Environment, read at every request: INFERENCE_MAX_REQUEST_BYTES (default 10 MiB; SageMaker itself refuses
+real-time requests above 6 MB and serverless ones above 4 MB before they arrive, and the client package sets it
+per deployment for asynchronous endpoints, up to 1 GB, and batch transform, up to MaxPayloadInMB),
 INFERENCE_MAX_IMAGE_PIXELS (default 64,000,000, as train.py's max-image-pixels).
+
+Devices: on a multi-GPU instance the inference toolkit starts one worker per GPU and gives model_fn a context;
+each worker loads the model on its own GPU (``serving_device``).
 """
 import base64
 import binascii
@@ -142,10 +147,36 @@ def load_weights(model_dir, config):
                              "train.py saves") from exc
 
 
-def model_fn(model_dir):
-    """Rebuild the architecture from model_config.json and load model.pth; GPU when there is one."""
+def serving_device(context=None):
+    """The device this worker serves on. The inference toolkit starts one worker per GPU and passes each a context
+    whose ``system_properties["gpu_id"]`` is its GPU: ``cuda:<gpu_id>``, so that every GPU of the instance holds a
+    copy of the model, not GPU 0 all of them. Without a context (older toolkits) or a gpu_id: ``cuda`` (the
+    current GPU) when there is one; the CPU when there is none (a CPU instance, serverless)."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    properties = getattr(context, "system_properties", None) or {}
+    gpu_id = properties.get("gpu_id") if isinstance(properties, dict) else None
+    if gpu_id is None or gpu_id == "":
+        return torch.device("cuda")
+    count = torch.cuda.device_count()
+    try:
+        index = int(gpu_id)
+    except (TypeError, ValueError):
+        index = -1
+    if not 0 <= index < count:
+        raise ModelLoadError(f"the model server gave this worker gpu_id={gpu_id!r}, but the instance has {count} "
+                             f"GPU(s) (0..{count - 1}); check SAGEMAKER_MODEL_SERVER_WORKERS and the instance type")
+    return torch.device(f"cuda:{index}")
+
+
+def model_fn(model_dir, context=None):
+    """Rebuild the architecture from model_config.json and load model.pth on this worker's device
+    (``serving_device``: the GPU the toolkit's ``context`` names, else the GPU when there is one, else the CPU).
+    Two parameters, so that the inference toolkit passes its context; older callers pass ``model_dir`` alone."""
     config = model_config.read(model_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = serving_device(context)
+    if device.index is not None:  # this worker's CUDA context on its own GPU too, not on GPU 0
+        torch.cuda.set_device(device)
     model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"],
                                    pretrained=False, **config["architecture_options"])
     model.load_state_dict(load_weights(model_dir, config))

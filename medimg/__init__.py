@@ -15,7 +15,9 @@ ships to SageMaker (``code/`` is what ships).
     mlops_v2      SDK v2: register a model, deploy an approved package, build and start the Pipeline
     mlops_v3      SDK v3: the same functions (ModelBuilder.register, sagemaker-core, sagemaker.mlops.workflow)
     monitor       follow a job's status and log (headline lines), its CloudWatch metrics, a tuning job
-    cleanup       delete endpoints and their configs and models, stop warm pools; the resource log
+    cleanup       delete endpoints and their configs and models, stop warm pools and transform jobs; the resource log
+    scoring       the serving paths (real-time, serverless, async): their settings and SageMaker's size limits
+    transform     batch transform: the images under an S3 prefix, MaxPayloadInMB, the answers as predictions.csv
     heatmaps      Grad-CAM heat maps of a trained model, computed in the model's own process
     dicom         DICOM files to manifest channels of PNGs (prepare_data --dicom)
     artifacts     download and safely extract model.tar.gz / output.tar.gz; metrics tables; the local model

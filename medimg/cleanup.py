@@ -2,6 +2,8 @@
 
 - ``delete_endpoint_resources``: delete an endpoint, its endpoint config and model; idempotent.
 - ``stop_warm_pool``: end a training job's warm pool now instead of at the end of its keep-alive period.
+- ``stop_transform_job``: stop a batch transform job that is still running (its model is deleted as an
+  endpoint's is; its answers, like the asynchronous endpoints' requests and answers, stay in S3 with the data).
 - ``ResourceLog``: the names of what the notebook created, in a small JSON file, so that clean-up works
   after a kernel restart or a failed cell.
 """
@@ -77,8 +79,26 @@ def stop_warm_pool(sm, job_name, out=print):
     return True
 
 
+def stop_transform_job(sm, job_name, out=print):
+    """Stop the transform job when it is still InProgress; say how it ended otherwise."""
+    try:
+        status = sm.describe_transform_job(TransformJobName=job_name)["TransformJobStatus"]
+    except Exception as exc:  # noqa: BLE001
+        if _is_missing(exc):
+            out(f"transform job {job_name}: not found")
+            return False
+        raise
+    if status != "InProgress":
+        out(f"transform job {job_name}: {status}, nothing to stop")
+        return False
+    sm.stop_transform_job(TransformJobName=job_name)
+    out(f"transform job {job_name}: asked to stop")
+    return True
+
+
 class ResourceLog:
-    """``{"training_jobs": [...], "tuning_jobs": [...], "endpoints": [{"endpoint", "endpoint_config", "model"}]}``
+    """``{"training_jobs": [...], "tuning_jobs": [...], "endpoints": [{"endpoint", "endpoint_config", "model"}],
+    "transform_jobs": [{"job", "model"}]}``
     in a JSON file, written before each resource is created so that clean-up finds even a half-created one."""
 
     def __init__(self, path):

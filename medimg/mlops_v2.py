@@ -21,7 +21,7 @@ the same functions for SDK v3; ``medimg.sdk.mlops(path)`` gives the installed on
   The pipeline's packages carry the job's final metrics as metadata; their statistics JSON would need
   metrics.json, which is inside output.tar.gz (a processing step: not built).
 """
-from medimg import pipeline, registry, sdk_v2
+from medimg import pipeline, registry, scoring, sdk_v2
 from medimg.job import INFERENCE_ENVIRONMENT, inference_version, unique_name
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -62,24 +62,28 @@ def register(spec, model_data, session, metrics, *, training_job, model_package_
 
 
 def deploy_package(spec, package_arn, session, *, endpoint_name=None, instance_type="ml.m5.large", wait=True,
-                   poll=30):
+                   poll=30, serving=None):
     """An endpoint serving an Approved model package (model, endpoint config and endpoint named ``endpoint_name``,
-    default ``<base_job_name>-endpoint-<timestamp>``, tagged as the job, in its VPC): the predictor that
-    ``sdk_v2.invoke`` takes. ValueError for a package that is not Approved."""
+    default ``<base_job_name>-endpoint-<timestamp>``, tagged as the job, in its VPC), of the kind ``serving`` asks
+    (``medimg.scoring.Serving``, default real-time, as ``sdk_v2.deploy``): the predictor that ``sdk_v2.invoke`` (or
+    ``invoke_async``) takes. ValueError for a package that is not Approved."""
     from sagemaker import ModelPackage
     from sagemaker.deserializers import JSONDeserializer
     from sagemaker.predictor import Predictor
     from sagemaker.serializers import IdentitySerializer
 
+    serving = serving or scoring.Serving()
+    serving.check_security(**spec.security)
     registry.check_deployable(session.sagemaker_client, package_arn)
     endpoint_name = endpoint_name or unique_name(f"{spec.base_job_name}-endpoint")
     security = sdk_v2.model_security_kwargs(**spec.security)
     security.pop("model_kms_key", None)  # nothing is repacked: the package's model.tar.gz is served as it is
     model = ModelPackage(role=spec.role, model_package_arn=package_arn, sagemaker_session=session,
-                         name=endpoint_name, predictor_cls=Predictor, **security)
-    predictor = model.deploy(initial_instance_count=1, instance_type=instance_type, endpoint_name=endpoint_name,
-                             serializer=IdentitySerializer(sdk_v2.IMAGE_CONTENT_TYPE), deserializer=JSONDeserializer(),
-                             wait=False, tags=spec.tag_list,
+                         name=endpoint_name, predictor_cls=Predictor, env=serving.container_environment() or None,
+                         **security)
+    predictor = model.deploy(endpoint_name=endpoint_name, serializer=IdentitySerializer(sdk_v2.IMAGE_CONTENT_TYPE),
+                             deserializer=JSONDeserializer(), wait=False, tags=spec.tag_list,
+                             **sdk_v2.serving_kwargs(serving, instance_type, spec.output_kms_key),
                              **({"kms_key": spec.volume_kms_key} if spec.volume_kms_key else {}))
     if wait:
         session.wait_for_endpoint(endpoint_name, poll=poll)

@@ -13,7 +13,7 @@ as ``medimg.mlops_v2`` (``medimg.sdk.mlops(path)`` gives the installed one).
   and per-execution checkpoints), ``ConditionStep``, ``ModelStep(step_args=ModelBuilder.register(...))`` (one step,
   ``Register``) and ``FailStep``; conditions, parameters and functions from ``sagemaker.core.workflow``.
 """
-from medimg import pipeline, registry, sdk_v3
+from medimg import pipeline, registry, scoring, sdk_v3
 from medimg.job import INFERENCE_ENVIRONMENT, unique_name
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -54,26 +54,27 @@ def register(spec, model_data, session, metrics, *, training_job, model_package_
 
 
 def deploy_package(spec, package_arn, session, *, endpoint_name=None, instance_type="ml.m5.large", wait=True,
-                   poll=30):
+                   poll=30, serving=None):
     """An endpoint serving an Approved model package (model, endpoint config and endpoint named ``endpoint_name``,
     default ``<base_job_name>-endpoint-<timestamp>``, tagged as the job, in its VPC, network isolation as the
-    job): the ``sagemaker.core.resources.Endpoint`` that ``sdk_v3.invoke`` takes. ValueError for a package that
-    is not Approved."""
-    from sagemaker.core.resources import Endpoint, EndpointConfig, Model
-    from sagemaker.core.shapes import ContainerDefinition, ProductionVariant, Tag, VpcConfig
+    job), of the kind ``serving`` asks (``medimg.scoring.Serving``, default real-time, as ``sdk_v3.deploy``): the
+    ``sagemaker.core.resources.Endpoint`` that ``sdk_v3.invoke`` (or ``invoke_async``) takes. ValueError for a
+    package that is not Approved."""
+    from sagemaker.core.resources import Endpoint, Model
+    from sagemaker.core.shapes import ContainerDefinition, VpcConfig
 
+    serving = serving or scoring.Serving()
+    serving.check_security(**spec.security)
     region, boto = sdk_v3.region_of(session), session.boto_session
     registry.check_deployable(boto.client("sagemaker"), package_arn)
     name = endpoint_name or unique_name(f"{spec.base_job_name}-endpoint")
-    tags = [Tag(key=k, value=v) for k, v in spec.tags.items()] if spec.tags else None
+    tags = sdk_v3._tags(spec)
     Model.create(model_name=name, execution_role_arn=spec.role, session=boto, region=region, **_only_set(
-        primary_container=ContainerDefinition(model_package_name=package_arn),
+        primary_container=ContainerDefinition(model_package_name=package_arn,
+                                              environment=serving.container_environment() or None),
         vpc_config=VpcConfig(subnets=spec.subnets, security_group_ids=spec.security_group_ids) if spec.subnets
         else None, enable_network_isolation=spec.enable_network_isolation, tags=tags))
-    EndpointConfig.create(endpoint_config_name=name, session=boto, region=region, **_only_set(
-        production_variants=[ProductionVariant(variant_name="AllTraffic", model_name=name, initial_instance_count=1,
-                                               instance_type=instance_type)],
-        kms_key_id=spec.volume_kms_key, tags=tags))
+    session.create_endpoint_config(name, **sdk_v3.endpoint_config_kwargs(serving, name, instance_type, spec))
     endpoint = Endpoint.create(endpoint_name=name, endpoint_config_name=name, session=boto, region=region,
                                **_only_set(tags=tags))
     if wait:

@@ -19,7 +19,7 @@ PATHS = ("v2", "v3")
 # same parameters (tests/unit/client/test_sdk_interface.py), so no cell forks on the path. A function added to one
 # builder goes to the other with the same name and parameters.
 INTERFACE = ("make_session", "execution_role", "start_job", "model_data", "start_tuning", "deploy", "invoke",
-             "delete")
+             "invoke_async", "transform", "delete")
 # the SDK's own telemetry, off for every session this package makes (both majors read this config)
 SAGEMAKER_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 WHAT_RUNS = {

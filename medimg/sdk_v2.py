@@ -6,6 +6,8 @@ its HyperparameterTuner and its PyTorchModel endpoint.
     tuner, tuning_job = sdk_v2.start_tuning(spec, session, TuningSpec(max_jobs=6))
     predictor = sdk_v2.deploy(spec, estimator.model_data, session, endpoint_name=name)
     sdk_v2.invoke(predictor, png_bytes)   # {"predictions": [...]}; sdk_v2.delete(session, name) cleans up
+    sdk_v2.deploy(..., serving=Serving("serverless"))   # or Serving("async", async_path=...), then invoke_async
+    transformer, job = sdk_v2.transform(spec, estimator.model_data, session, transform.plan(...))
 
 The training images go to PyTorch 2.8; the inference images stop at 2.6 (SAGEMAKER_CONTRACT.md, "Versions"). So
 ``PyTorch(framework_version="2.8.0").deploy()`` fails in the SDK itself ("Unsupported pytorch version: 2.8.0"
@@ -20,7 +22,7 @@ installed too (``inference_version`` and the keyword builders work there).
 import json
 import logging
 
-from medimg import cleanup, job
+from medimg import cleanup, job, scoring
 from medimg.job import INFERENCE_VERSIONS, check_vpc, inference_version, unique_name  # noqa: F401 (API)
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -202,26 +204,55 @@ def model_security_kwargs(*, output_kms_key=None, subnets=None, security_group_i
     return out
 
 
+def _model(spec, model_data, session, name, repack_location, env):
+    """``PyTorchModel`` of a job's model.tar.gz with ``spec.source_dir``'s inference.py (repacked by the SDK to
+    ``repack_location``) on the PyTorch inference image for the job's version; ``env``: the container's."""
+    from sagemaker.pytorch import PyTorchModel
+
+    return PyTorchModel(model_data=model_data, role=spec.role, entry_point="inference.py", source_dir=spec.source_dir,
+                        framework_version=inference_version(spec.framework_version), py_version=spec.py_version,
+                        name=name, code_location=repack_location, sagemaker_session=session, env=env or None,
+                        **model_security_kwargs(**spec.security))
+
+
+def serving_kwargs(serving, instance_type, output_kms_key=None):
+    """``Model.deploy`` keywords for a ``scoring.Serving``: one instance (real-time, async with its
+    AsyncInferenceConfig, its answers encrypted with ``output_kms_key`` when set) or a ServerlessInferenceConfig
+    (no instance)."""
+    if serving.endpoint_type == "serverless":
+        from sagemaker.serverless import ServerlessInferenceConfig
+
+        return {"serverless_inference_config": ServerlessInferenceConfig(memory_size_in_mb=serving.memory_mb,
+                                                                         max_concurrency=serving.max_concurrency)}
+    kwargs = {"initial_instance_count": 1, "instance_type": instance_type}
+    if serving.endpoint_type == "async":
+        from sagemaker.async_inference import AsyncInferenceConfig
+
+        kwargs["async_inference_config"] = AsyncInferenceConfig(output_path=serving.output_path,
+                                                                failure_path=serving.failure_path,
+                                                                kms_key_id=output_kms_key)
+    return kwargs
+
+
 def deploy(spec, model_data, session, *, endpoint_name=None, instance_type="ml.m5.large", repack_location=None,
-           wait=True, poll=30):
+           wait=True, poll=30, serving=None):
     """Deploy a job's model.tar.gz behind an endpoint (model, endpoint config and endpoint all named
     ``endpoint_name``, default ``<base_job_name>-endpoint-<timestamp>``) with ``spec.source_dir``'s inference.py
     on the PyTorch inference image for the job's version. ``repack_location``: where deploy may write the model it
-    serves: the SDK repacks the model with that code there (default the session's bucket). Returns the
-    predictor: raw image bytes in (application/x-image), JSON out. ``wait``: until InService, polling every
-    ``poll`` seconds."""
+    serves: the SDK repacks the model with that code there (default the session's bucket). ``serving``
+    (``medimg.scoring.Serving``, default real-time): the kind of endpoint. Returns the predictor (an
+    ``AsyncPredictor`` for "async"): raw image bytes in (application/x-image), JSON out. ``wait``: until InService,
+    polling every ``poll`` seconds."""
     from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.pytorch import PyTorchModel
     from sagemaker.serializers import IdentitySerializer
 
+    serving = serving or scoring.Serving()
+    serving.check_security(**spec.security)
     endpoint_name = endpoint_name or unique_name(f"{spec.base_job_name}-endpoint")
-    model = PyTorchModel(model_data=model_data, role=spec.role, entry_point="inference.py", source_dir=spec.source_dir,
-                         framework_version=inference_version(spec.framework_version), py_version=spec.py_version,
-                         name=endpoint_name, code_location=repack_location, sagemaker_session=session,
-                         **model_security_kwargs(**spec.security))
-    predictor = model.deploy(initial_instance_count=1, instance_type=instance_type, endpoint_name=endpoint_name,
-                             serializer=IdentitySerializer(IMAGE_CONTENT_TYPE), deserializer=JSONDeserializer(),
-                             wait=False, tags=spec.tag_list,
+    model = _model(spec, model_data, session, endpoint_name, repack_location, serving.container_environment())
+    predictor = model.deploy(endpoint_name=endpoint_name, serializer=IdentitySerializer(IMAGE_CONTENT_TYPE),
+                             deserializer=JSONDeserializer(), wait=False, tags=spec.tag_list,
+                             **serving_kwargs(serving, instance_type, spec.output_kms_key),
                              **({"kms_key": spec.volume_kms_key} if spec.volume_kms_key else {}))
     if wait:
         session.wait_for_endpoint(endpoint_name, poll=poll)
@@ -235,12 +266,49 @@ def execution_role(session):
     return sagemaker.get_execution_role(sagemaker_session=session)
 
 
-def invoke(deployed, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
-    """One request to what ``deploy`` returned (a predictor), by default an image file's bytes: inference.py's
-    answer, parsed JSON (or the raw bytes for another ``accept``)."""
+def invoke(deployed, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json", *,
+           endpoint_type="realtime"):
+    """One request to what ``deploy`` returned (a predictor) of a real-time or serverless endpoint, by default an
+    image file's bytes: inference.py's answer, parsed JSON (or the raw bytes for another ``accept``). A body above
+    what ``endpoint_type`` takes is refused here (``scoring.PayloadTooLarge``, one line naming the paths that take
+    it); an asynchronous endpoint takes its requests through S3 (``invoke_async``)."""
+    if endpoint_type == "async":
+        raise ValueError("an asynchronous endpoint takes its requests from S3: use invoke_async")
+    scoring.check_request(len(body), endpoint_type)
     data = deployed.sagemaker_session.sagemaker_runtime_client.invoke_endpoint(
         EndpointName=deployed.endpoint_name, Body=body, ContentType=content_type, Accept=accept)["Body"].read()
     return json.loads(data) if accept == "application/json" else data
+
+
+def invoke_async(deployed, input_uri, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
+    """One request to an asynchronous endpoint (the ``AsyncPredictor`` of ``deploy``): InvokeEndpointAsync names the
+    request already in S3 at ``input_uri`` (``scoring.upload_request`` puts it there). Returns the
+    ``scoring.AsyncRequest``: where the answer (or the failure) will be, which ``scoring.wait_for_answer`` reads."""
+    response = deployed.predict_async(input_path=input_uri,
+                                      initial_args={"ContentType": content_type, "Accept": accept})
+    return scoring.AsyncRequest(inference_id=response.output_path.rsplit("/", 1)[-1].removesuffix(".out"),
+                                input_location=input_uri, output_location=response.output_path,
+                                failure_location=response.failure_path)
+
+
+def transform(spec, model_data, session, batch, *, job_name=None, instance_type="ml.m5.large", repack_location=None,
+              wait=False):
+    """Start a batch transform of a job's model.tar.gz over ``batch`` (``medimg.transform.plan``): a model named
+    ``job_name`` (default ``<base_job_name>-transform-<timestamp>``) with the container limits of the batch's
+    MaxPayloadInMB, then the SDK's Transformer: one ``instance_type`` instance, one request per image of the
+    batch's manifest as application/x-image, JSON answers to the batch's output. Returns ``(transformer,
+    job_name)``."""
+    from medimg.transform import ACCEPT, CONTENT_TYPE
+
+    job_name = job_name or unique_name(f"{spec.base_job_name}-transform")
+    model = _model(spec, model_data, session, job_name, repack_location, batch.container_environment())
+    transformer = model.transformer(instance_count=1, instance_type=instance_type, strategy="SingleRecord",
+                                    output_path=batch.output_uri, output_kms_key=spec.output_kms_key,
+                                    accept=ACCEPT, max_payload=batch.max_payload_mb, tags=spec.tag_list,
+                                    volume_kms_key=spec.volume_kms_key)
+    transformer.transform(batch.manifest_uri, data_type="ManifestFile", content_type=CONTENT_TYPE, split_type="None",
+                          job_name=job_name, wait=wait, logs=False)
+    return transformer, job_name
 
 
 def delete(session, endpoint_name, out=print):

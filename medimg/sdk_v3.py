@@ -6,6 +6,8 @@
     tuner, tuning_job = sdk_v3.start_tuning(spec, session, TuningSpec(max_jobs=6))
     endpoint = sdk_v3.deploy(spec, model_data, session, endpoint_name=name)
     sdk_v3.invoke(endpoint, png_bytes)    # {"predictions": [...]}; sdk_v3.delete(session, name) cleans up
+    sdk_v3.deploy(..., serving=Serving("serverless"))   # or Serving("async", async_path=...), then invoke_async
+    transformer, job = sdk_v3.transform(spec, model_data, session, transform.plan(...))
 
 What the job is, next to SDK v2's (SAGEMAKER_CONTRACT.md, "SDK v3 training"):
 
@@ -30,7 +32,13 @@ What the job is, next to SDK v2's (SAGEMAKER_CONTRACT.md, "SDK v3 training"):
   tags from their definition: an isolated or encrypted spec is refused rather than tuned without them.
 - Deployment: the job's model.tar.gz as it is (train.py put ``code/inference.py`` and its modules in it) on the
   PyTorch inference image of ``medimg.job.inference_version`` (2.6.0 for a 2.8 job), with SAGEMAKER_PROGRAM=
-  inference.py; model, endpoint config and endpoint share the endpoint's name.
+  inference.py; model, endpoint config and endpoint share the endpoint's name. The endpoint config is the SDK's
+  (``production_variant`` through ``Session.create_endpoint_config``): serverless with
+  the SDK's ``ServerlessInferenceConfig`` (CPU image, no instance), async with its ``AsyncInferenceConfig``
+  (requests through ``Endpoint.invoke_async``). sagemaker-core's own ``ProductionVariantServerlessConfig`` sends
+  "MemorySizeInMb", which the API refuses.
+- Batch transform: a model named as the job (the container limits of the batch's MaxPayloadInMB in its
+  environment), then ``sagemaker.core.transformer.Transformer``, the class SDK v2 has too.
 
 The SDK is imported inside functions, so this module imports with SDK v2 installed too.
 """
@@ -38,7 +46,7 @@ import contextlib
 import json
 import time
 
-from medimg import cleanup, job
+from medimg import cleanup, job, scoring
 from medimg.job import INFERENCE_ENVIRONMENT, inference_version, unique_name
 from medimg.sdk import SAGEMAKER_CONFIG
 
@@ -281,12 +289,14 @@ def start_tuning(spec, session, tuning, *, job_name=None):
 # ==================================================================================================
 # Deployment
 # ==================================================================================================
-def inference_image(spec, region, instance_type):
-    """The PyTorch inference image for a model of ``spec`` (``inference_version``: 2.6.0 for a 2.8 job)."""
+def inference_image(spec, region, instance_type, serverless=None):
+    """The PyTorch inference image for a model of ``spec`` (``inference_version``: 2.6.0 for a 2.8 job); the CPU
+    image for a serverless endpoint (``serverless``: the SDK's ServerlessInferenceConfig)."""
     from sagemaker.core import image_uris
 
     return image_uris.retrieve(framework="pytorch", region=region, version=inference_version(spec.framework_version),
-                               py_version=spec.py_version, instance_type=instance_type, image_scope="inference")
+                               py_version=spec.py_version, instance_type=None if serverless else instance_type,
+                               image_scope="inference", serverless_inference_config=serverless)
 
 
 def _only_set(**kwargs):
@@ -301,34 +311,74 @@ def execution_role(session):
     return get_execution_role(sagemaker_session=session)
 
 
+def _create_model(spec, model_data_url, session, name, instance_type, env=None, serverless=None):
+    """A sagemaker-core Model of the job's model.tar.gz as it is: the inference image, SAGEMAKER_PROGRAM=
+    inference.py from the tarball's ``code/`` and ``env``, the spec's VPC, network isolation and tags."""
+    from sagemaker.core.resources import Model
+    from sagemaker.core.shapes import ContainerDefinition, VpcConfig
+
+    region = region_of(session)
+    Model.create(model_name=name, execution_role_arn=spec.role, session=session.boto_session, region=region,
+                 **_only_set(primary_container=ContainerDefinition(
+                     image=inference_image(spec, region, instance_type, serverless), model_data_url=model_data_url,
+                     environment=dict(INFERENCE_ENVIRONMENT, SAGEMAKER_REGION=region, **(env or {}))),
+                     vpc_config=VpcConfig(subnets=spec.subnets, security_group_ids=spec.security_group_ids)
+                     if spec.subnets else None, enable_network_isolation=spec.enable_network_isolation,
+                     tags=_tags(spec)))
+
+
+def _tags(spec):
+    from sagemaker.core.shapes import Tag
+
+    return [Tag(key=k, value=v) for k, v in spec.tags.items()] if spec.tags else None
+
+
+def endpoint_config_kwargs(serving, name, instance_type, spec):
+    """``Session.create_endpoint_config`` keywords for a ``scoring.Serving``: the SDK's ``production_variant`` (one
+    instance, or the SDK's ServerlessInferenceConfig and no instance) and, for async, its AsyncInferenceConfig (the
+    answers encrypted with the spec's output KMS key when set).
+    (sagemaker-core's ``ProductionVariantServerlessConfig`` shape sends "MemorySizeInMb", which the API refuses,
+    hence the SDK's request dicts through its session rather than sagemaker-core's EndpointConfig resource.)"""
+    from sagemaker.core.helper.session_helper import production_variant
+    from sagemaker.core.inference_config import AsyncInferenceConfig, ServerlessInferenceConfig
+
+    serverless = None
+    if serving.endpoint_type == "serverless":
+        serverless = ServerlessInferenceConfig(memory_size_in_mb=serving.memory_mb,
+                                               max_concurrency=serving.max_concurrency)._to_request_dict()
+    kwargs = {"production_variants": [production_variant(
+        model_name=name, instance_type=None if serverless else instance_type,
+        initial_instance_count=None if serverless else 1, serverless_inference_config=serverless)],
+        "tags": spec.tag_list or None, "kms_key": spec.volume_kms_key}
+    if serving.endpoint_type == "async":
+        kwargs["async_inference_config_dict"] = AsyncInferenceConfig(
+            output_path=serving.output_path, failure_path=serving.failure_path,
+            kms_key_id=spec.output_kms_key)._to_request_dict()
+    return kwargs
+
+
 def deploy(spec, model_data, session, *, endpoint_name=None, instance_type="ml.m5.large", repack_location=None,
-           wait=True, poll=30):
+           wait=True, poll=30, serving=None):
     """Deploy a job's model.tar.gz (``model_data``) as it is: a Model (the inference image,
     SAGEMAKER_PROGRAM=inference.py from the tarball's ``code/``, the spec's VPC and network isolation), an
-    EndpointConfig (one instance of ``instance_type``, the volume KMS key) and an Endpoint, all named
-    ``endpoint_name`` (default ``<base_job_name>-endpoint-<timestamp>``) and tagged as the job. Returns the
-    ``sagemaker.core.resources.Endpoint``; ``wait``: until InService, polling every ``poll`` seconds.
-    ``repack_location``: where deploy may write the model it serves. SDK v2 writes the model repacked with
-    code/ there; v3 writes nothing anywhere (the job's model.tar.gz already holds code/inference.py, and the
-    endpoint serves it from ``model_data``), so the prefix stays empty."""
-    from sagemaker.core.resources import Endpoint, EndpointConfig, Model
-    from sagemaker.core.shapes import ContainerDefinition, ProductionVariant, Tag, VpcConfig
+    EndpointConfig (one instance of ``instance_type``, or serverless, per ``serving``: ``medimg.scoring.Serving``,
+    default real-time; the volume KMS key) and an Endpoint, all named ``endpoint_name`` (default
+    ``<base_job_name>-endpoint-<timestamp>``) and tagged as the job. Returns the ``sagemaker.core.resources.Endpoint``;
+    ``wait``: until InService, polling every ``poll`` seconds. ``repack_location``: where deploy may write the model
+    it serves. SDK v2 writes the model repacked with code/ there; v3 writes nothing anywhere (the job's model.tar.gz
+    already holds code/inference.py, and the endpoint serves it from ``model_data``), so the prefix stays empty."""
+    from sagemaker.core.inference_config import ServerlessInferenceConfig
+    from sagemaker.core.resources import Endpoint
 
+    serving = serving or scoring.Serving()
+    serving.check_security(**spec.security)
     region, boto = region_of(session), session.boto_session
     name = endpoint_name or unique_name(f"{spec.base_job_name}-endpoint")
-    tags = [Tag(key=k, value=v) for k, v in spec.tags.items()] if spec.tags else None
-    Model.create(model_name=name, execution_role_arn=spec.role, session=boto, region=region, **_only_set(
-        primary_container=ContainerDefinition(image=inference_image(spec, region, instance_type),
-                                              model_data_url=model_data,
-                                              environment=dict(INFERENCE_ENVIRONMENT, SAGEMAKER_REGION=region)),
-        vpc_config=VpcConfig(subnets=spec.subnets, security_group_ids=spec.security_group_ids) if spec.subnets
-        else None, enable_network_isolation=spec.enable_network_isolation, tags=tags))
-    EndpointConfig.create(endpoint_config_name=name, session=boto, region=region, **_only_set(
-        production_variants=[ProductionVariant(variant_name="AllTraffic", model_name=name, initial_instance_count=1,
-                                               instance_type=instance_type)],
-        kms_key_id=spec.volume_kms_key, tags=tags))
+    serverless = ServerlessInferenceConfig() if serving.endpoint_type == "serverless" else None
+    _create_model(spec, model_data, session, name, instance_type, serving.container_environment(), serverless)
+    session.create_endpoint_config(name, **endpoint_config_kwargs(serving, name, instance_type, spec))
     endpoint = Endpoint.create(endpoint_name=name, endpoint_config_name=name, session=boto, region=region,
-                               **_only_set(tags=tags))
+                               **_only_set(tags=_tags(spec)))
     if wait:
         endpoint.wait_for_status("InService", poll=poll)
     return endpoint
@@ -341,12 +391,52 @@ def endpoint(session, endpoint_name):
     return Endpoint.get(endpoint_name=endpoint_name, session=session.boto_session, region=region_of(session))
 
 
-def invoke(deployed, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
-    """One request to what ``deploy`` returned (a sagemaker-core Endpoint), by default an image file's bytes:
-    inference.py's JSON answer (``accept`` application/json), else the raw bytes."""
+def invoke(deployed, body, content_type=IMAGE_CONTENT_TYPE, accept="application/json", *,
+           endpoint_type="realtime"):
+    """One request through a real-time or serverless endpoint (what ``deploy`` returned: a sagemaker-core Endpoint),
+    by default an image file's bytes: inference.py's JSON answer (``accept`` application/json), else the raw bytes.
+    A body above what ``endpoint_type`` takes is refused here (``scoring.PayloadTooLarge``, one line naming the
+    paths that take it); an asynchronous endpoint takes its requests through S3 (``invoke_async``)."""
+    if endpoint_type == "async":
+        raise ValueError("an asynchronous endpoint takes its requests from S3: use invoke_async")
+    scoring.check_request(len(body), endpoint_type)
     response = deployed.invoke(body=body, content_type=content_type, accept=accept)
     data = response.body.read()
     return json.loads(data) if accept == "application/json" else data
+
+
+def invoke_async(deployed, input_uri, content_type=IMAGE_CONTENT_TYPE, accept="application/json"):
+    """One request to an asynchronous endpoint: ``Endpoint.invoke_async`` names the request already in S3 at
+    ``input_uri`` (``scoring.upload_request`` puts it there). Returns the ``scoring.AsyncRequest``: where the
+    answer (or the failure) will be, which ``scoring.wait_for_answer`` reads."""
+    response = deployed.invoke_async(input_location=input_uri, content_type=content_type, accept=accept)
+    failure = getattr(response, "failure_location", None)
+    return scoring.AsyncRequest(inference_id=response.inference_id, input_location=input_uri,
+                                output_location=response.output_location,
+                                failure_location=failure if isinstance(failure, str) else None)
+
+
+def transform(spec, model_data, session, batch, *, job_name=None, instance_type="ml.m5.large", repack_location=None,
+              wait=False):
+    """Start a batch transform of a job's model.tar.gz over ``batch`` (``medimg.transform.plan``): a model named
+    ``job_name`` (default ``<base_job_name>-transform-<timestamp>``) with the container limits of the batch's
+    MaxPayloadInMB, then ``sagemaker.core.transformer.Transformer``: one ``instance_type`` instance, one request
+    per image of the batch's manifest as application/x-image, JSON answers to the batch's output. Returns
+    ``(transformer, job_name)``. ``repack_location`` as in ``deploy``: v3 writes nothing there (the model.tar.gz
+    already holds code/inference.py)."""
+    from sagemaker.core.transformer import Transformer
+
+    from medimg.transform import ACCEPT, CONTENT_TYPE
+
+    job_name = job_name or unique_name(f"{spec.base_job_name}-transform")
+    _create_model(spec, model_data, session, job_name, instance_type, batch.container_environment())
+    transformer = Transformer(model_name=job_name, instance_count=1, instance_type=instance_type,
+                              strategy="SingleRecord", output_path=batch.output_uri, output_kms_key=spec.output_kms_key,
+                              accept=ACCEPT, max_payload=batch.max_payload_mb, tags=spec.tag_list,
+                              volume_kms_key=spec.volume_kms_key, sagemaker_session=session)
+    transformer.transform(batch.manifest_uri, data_type="ManifestFile", content_type=CONTENT_TYPE, split_type="None",
+                          job_name=job_name, wait=wait, logs=False)
+    return transformer, job_name
 
 
 def delete(session, endpoint_name, out=print):

@@ -12,9 +12,14 @@ the model's code raises) keeps that status; any other exception is a 500, as the
 ``toolkit_errors=True`` provides a minimal ``sagemaker_inference.errors`` module to the model's code, as the
 container has one (so its errors subclass BaseInferenceToolkitError as they would there).
 
-    python -m medimg.serving MODEL_DIR PROGRAM   # the server process itself (JSON lines on stdin/stdout)
+``model_fn`` is called as the toolkit calls it (``sagemaker_inference.transformer``'s ``_run_handler_function``):
+with one more argument, a ``Context`` (``system_properties``: ``model_dir`` and ``gpu_id``, the worker's GPU or
+None on a CPU host, as TorchServe gives it), when it takes one more parameter than ``model_dir``.
+
+    python -m medimg.serving MODEL_DIR PROGRAM [GPU_ID]  # the server process itself (JSON lines on stdin/stdout)
 """
 import base64
+import inspect
 import json
 import os
 import subprocess
@@ -32,7 +37,9 @@ ERRORS_STUB = (
 class ModelServer:
     """The server process for one model directory (``model_dir/code/<program>`` holds the handlers)."""
 
-    def __init__(self, model_dir, program="inference.py", *, env=None, python=sys.executable, toolkit_errors=False):
+    def __init__(self, model_dir, program="inference.py", *, env=None, python=sys.executable, toolkit_errors=False,
+                 gpu_id=None):
+        """``gpu_id``: the GPU the toolkit would give this worker (its context's ``gpu_id``); None: a CPU host."""
         self.model_dir, self.program = os.path.abspath(model_dir), program
         if not os.path.isfile(os.path.join(self.model_dir, "code", program)):
             raise FileNotFoundError(f"{self.model_dir}/code/{program} is missing: this model cannot be served")
@@ -48,7 +55,8 @@ class ModelServer:
             child_env["PYTHONPATH"] = os.pathsep.join(
                 [self._stub.name] + ([child_env["PYTHONPATH"]] if child_env.get("PYTHONPATH") else []))
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen([python, "-m", "medimg.serving", self.model_dir, program],
+        argv = [python, "-m", "medimg.serving", self.model_dir, program] + ([] if gpu_id is None else [str(gpu_id)])
+        self._proc = subprocess.Popen(argv,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env, text=True)
 
     def invoke(self, body, content_type, accept=None):
@@ -82,7 +90,22 @@ class ModelServer:
         self.close()
 
 
-def serve(model_dir, program):
+class Context:
+    """What the toolkit passes a handler that takes one more parameter: TorchServe's ``system_properties``."""
+
+    def __init__(self, model_dir, gpu_id=None):
+        self.system_properties = {"model_dir": model_dir, "gpu_id": gpu_id}
+
+
+def call_handler(function, *args, context=None):
+    """``function(*args)``, or ``function(*args, context)`` when it takes one more parameter, as the toolkit does."""
+    count = len(inspect.signature(function).parameters)
+    if count == len(args) + 1:
+        return function(*args, context)
+    return function(*args)
+
+
+def serve(model_dir, program, gpu_id=None):
     """The server loop (in the child process): model_fn once, then one JSON line in, one JSON line out."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever the handlers print goes to stderr, not into the protocol
@@ -91,7 +114,7 @@ def serve(model_dir, program):
     import importlib
 
     module = importlib.import_module(os.path.splitext(program)[0])
-    model = module.model_fn(model_dir)
+    model = call_handler(module.model_fn, model_dir, context=Context(model_dir, gpu_id))
     default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json")
     for line in sys.stdin:
         request = json.loads(line)
@@ -120,6 +143,6 @@ def serve(model_dir, program):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    serve(sys.argv[1], sys.argv[2])
+    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else None)

@@ -29,7 +29,11 @@ text. ``SageMakerEmulator`` starts ``moto.server.ThreadedMotoServer`` in this pr
   model.tar.gz) is extracted like /opt/ml/model and served by ``medimg.serving.ModelServer`` (a process that
   imports ``SAGEMAKER_PROGRAM`` from ``code/`` and calls model_fn once, then input_fn -> predict_fn -> output_fn
   per request, as the PyTorch inference toolkit does); an error with a ``BaseInferenceToolkitError`` status
-  becomes SageMaker's ModelError (HTTP 424) carrying that status, anything else a 500 from the model.
+  becomes SageMaker's ModelError (HTTP 424) carrying that status, anything else a 500 from the model. Each model
+  and environment gets its own server; TorchServe's request size limit (TS_MAX_REQUEST_SIZE) is applied first.
+* Batch transform jobs run for real, serverless endpoints are served as real-time ones (their ServerlessConfig
+  checked), InvokeEndpointAsync answers through S3, and SageMaker's request size limits are applied:
+  tests/support/emulator_scoring.py says what exactly, and what it only records.
 * The Model Registry, Pipelines (executed: Training, Condition, RegisterModel and Fail steps) and tuning trials:
   tests/support/emulator_mlops.py says exactly what it executes and answers; an endpoint whose model names a model
   package serves that package's container.
@@ -58,6 +62,7 @@ import time
 import urllib.request
 
 import emulator_mlops
+from emulator_scoring import ScoringEmulation, torchserve_refusal
 from medimg import launch_v2, launch_v3, opt_ml
 from medimg.serving import ModelServer
 
@@ -66,7 +71,7 @@ METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDEMULATORFAKE0000", "AWS_SECRET_ACCESS_KEY": "emulator-fake-secret-Zq9x",
                     "AWS_SESSION_TOKEN": "emulator-fake-token-Wp4v"}
 _active = None  # the running emulator (moto's classes call back into it)
-_MISSING = object()  # a patched attribute moto does not have (an API it lacks): deleted again on stop
+_ABSENT = object()  # a patched attribute moto does not have (deleted again at stop)
 
 
 def _s3_parts(uri):
@@ -92,6 +97,13 @@ def _extract(data, dest):
             if not (member.isfile() or member.isdir()) or not (target == root or target.startswith(root + os.sep)):
                 raise ValueError(f"unsafe tar member {member.name!r}")
         tar.extractall(root, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(root)
+
+
+def _with_status(response):
+    """A handler's ``(status, headers, body)`` as moto's server sends it: the status from the ``status`` header
+    (moto ignores the tuple's first item, which would turn an error into a 200)."""
+    status, headers, body = response
+    return status, dict(headers, status=str(status)), body
 
 
 def _without_empty_objects(describe):
@@ -124,8 +136,10 @@ class SageMakerEmulator:
         self.training_requests, self.tuning_requests, self.invocations = [], [], []
         self.jobs = {}
         self._raw_by_name = {}
-        self._servers = {}  # model data URL -> ModelServer
+        self._servers = {}  # (model data URL, environment) -> ModelServer
+        self.scoring = ScoringEmulation(self)  # transform jobs, serverless and async endpoints, size limits
         self._patches = []
+        self._lock = threading.Lock()
         self.server = None
         self.url = None
 
@@ -154,6 +168,7 @@ class SageMakerEmulator:
     def stop(self):
         global _active
         self.wait_for_jobs(timeout=self.job_timeout)
+        self.scoring.wait(timeout=self.job_timeout)
         for server in self._servers.values():
             server.close()
         self._servers.clear()
@@ -162,7 +177,7 @@ class SageMakerEmulator:
             urllib.request.urlopen(urllib.request.Request(self.url + "/moto-api/reset", method="POST"), timeout=30)
             self.server.stop()
         for owner, name, original in reversed(self._patches):
-            delattr(owner, name) if original is _MISSING else setattr(owner, name, original)
+            delattr(owner, name) if original is _ABSENT else setattr(owner, name, original)
         self._patches.clear()
         _active = None
 
@@ -192,7 +207,7 @@ class SageMakerEmulator:
 
     # ------------------------------------------------------------------ moto patches
     def _patch_attr(self, owner, name, new):
-        self._patches.append((owner, name, getattr(owner, name, _MISSING)))
+        self._patches.append((owner, name, owner.__dict__.get(name, _ABSENT)))
         setattr(owner, name, new)
 
     def _patch(self):
@@ -230,7 +245,7 @@ class SageMakerEmulator:
             return original_tuning(handler)
 
         def invoke_endpoint(handler):
-            return _active._invoke(handler)
+            return _with_status(_active._invoke(handler))
 
         self._patch_attr(response_cls, "create_training_job", create_training_job_response)
         self._patch_attr(backend_cls, "create_training_job", create_training_job_backend)
@@ -241,6 +256,7 @@ class SageMakerEmulator:
         # image bodies are bytes: keep moto from decoding them as UTF-8
         self._patch_attr(rt_responses.SageMakerRuntimeResponse, "use_raw_body", True)
         emulator_mlops.install(self)
+        self.scoring.patch(self._patch_attr)
 
     # ------------------------------------------------------------------ training jobs
     def _job_created(self, job, backend):
@@ -474,12 +490,16 @@ class SageMakerEmulator:
         sm = self.client("sagemaker")
         try:
             config = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
-            model_name = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]["ModelName"]
-            container = emulator_mlops.resolve_container(sm, sm.describe_model(ModelName=model_name))
+            variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+            container = emulator_mlops.resolve_container(sm, sm.describe_model(ModelName=variant["ModelName"]))
         except sm.exceptions.ClientError as exc:
             record["status"] = 400
             return 400, {"x-amzn-ErrorType": "ValidationError"}, json.dumps(
                 {"message": f"Endpoint {name} of account 123456789012 not found. ({exc})"})
+        refused = self.scoring.request_refusal(name, variant, body)  # SageMaker's 6 MB (serverless: 4 MB)
+        if refused:
+            record["status"] = refused[0]
+            return refused
         status, headers, out = self._serve(container, body, content_type, accept)
         record.update(status=status, response=out, model_data=container["ModelDataUrl"],
                       model_package=container.get("ModelPackageName"))
@@ -490,14 +510,21 @@ class SageMakerEmulator:
                            f"with message \"{message}\".", "OriginalStatusCode": status, "OriginalMessage": message})
         return 200, headers, out
 
-    def _serve(self, container, body, content_type, accept):
+    def _serve(self, container, body, content_type, accept, env=None):
+        """The model container's answer: ``container``'s model served with its Environment (``env`` over it: a
+        transform job's), one server per model and environment; TorchServe's size limit first."""
         url = container["ModelDataUrl"]
-        env = container.get("Environment") or {}
-        if url not in self._servers:
-            model_dir = os.path.join(self.workdir, "endpoints", str(len(self._servers)), "model")
-            bucket, key = _s3_parts(url)
-            _extract(self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read(), model_dir)
-            self._servers[url] = ModelServer(model_dir, env.get("SAGEMAKER_PROGRAM", "inference.py"), env=env,
-                                             python=self.python, toolkit_errors=True)
-        status, out_type, out = self._servers[url].invoke(body, content_type, accept)
+        env = dict(container.get("Environment") or {}, **(env or {}))
+        refused = torchserve_refusal(env, len(body))
+        if refused:
+            return refused
+        with self._lock:
+            key = (url, json.dumps(env, sort_keys=True))
+            if key not in self._servers:
+                model_dir = os.path.join(self.workdir, "endpoints", str(len(self._servers)), "model")
+                bucket, s3_key = _s3_parts(url)
+                _extract(self.client("s3").get_object(Bucket=bucket, Key=s3_key)["Body"].read(), model_dir)
+                self._servers[key] = ModelServer(model_dir, env.get("SAGEMAKER_PROGRAM", "inference.py"), env=env,
+                                                 python=self.python, toolkit_errors=True)
+        status, out_type, out = self._servers[key].invoke(body, content_type, accept)
         return status, {"Content-Type": out_type}, out

@@ -119,12 +119,14 @@ def test_model_dir_ships_the_inference_code(trained):
 
 
 def test_handlers_take_exactly_the_toolkits_arguments():
-    """sagemaker_inference passes a context as an extra argument to a handler with one more parameter."""
+    """sagemaker_inference passes a context as an extra argument to a handler with one more parameter: model_fn
+    takes it (the worker's GPU), with a default for callers that pass model_dir alone; the others take none."""
     import inspect
 
     arity = {name: len(inspect.signature(getattr(inference, name)).parameters)
              for name in ("model_fn", "input_fn", "predict_fn", "output_fn")}
-    assert arity == {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2}
+    assert arity == {"model_fn": 2, "input_fn": 2, "predict_fn": 2, "output_fn": 2}
+    assert inspect.signature(inference.model_fn).parameters["context"].default is None
     assert not hasattr(inference, "transform_fn")  # the toolkit refuses transform_fn beside the others
 
 

@@ -1,12 +1,15 @@
 """train.ipynb end to end, headless, under SageMaker Python SDK v2 and v3: papermill runs it in a real kernel (the
 v2 client .venv, or .venv-sdk3) against SageMaker emulated on 127.0.0.1 (tests/support/sagemaker_emulator.py: moto,
-with training jobs that really run through the toolkit or ModelTrainer's drivers, and endpoints that really serve), with
-the smoke test, tuning and deployment on. Then: what each SDK sent, what landed in S3, what the notebook showed (a
-test split held out when the data had none, a readable train cell, the new figures, the endpoint's answers on test
-images), and that the clean-up deleted what it deployed. Also the committed notebook's hygiene.
+with training jobs that really run through the toolkit or ModelTrainer's drivers, and endpoints that really
+serve), with the smoke test, tuning, a batch transform of the test channel and deployment on. Then: what each SDK sent, what
+landed in S3, what the notebook showed (a test split held out when the data had none, a readable train cell, the
+new figures, predictions.csv against train.py's own test predictions, the endpoint's answers on test images), and
+that the clean-up deleted what it deployed. Also the committed notebook's hygiene.
 
-v2 runs on an .npz with train and val only (prepare_data holds a test split out); v3 on class folders whose images
-are TIFF and BMP, with the channel named "validation".
+v2 runs on an .npz with train and val only (prepare_data holds a test split out) and deploys a serverless endpoint;
+v3 on class folders whose images are TIFF and BMP, with the channel named "validation", and deploys an asynchronous
+endpoint (requests and answers through S3). The real-time path of each SDK: test_sagemaker_requests.py and
+test_sdk_v3_jobs.py; every kind under both SDKs, with large images: tests/system/test_scoring_paths.py.
 """
 import ast
 import io
@@ -43,6 +46,7 @@ HYPERPARAMETERS = {"model": "smallcnn", "pretrained": False, "epochs": 3, "batch
                    "target-sensitivity": 0.0, "ordinal": False, "seed": 7}
 SENT = {"epochs": 3, "batch-size": 16, "lr": 0.003, "class-weighting": "balanced", "tta": True, "seed": 7}
 MAX_TRAIN_CELL_LINES = 60
+ENDPOINT_TYPES = {"v2": "serverless", "v3": "async"}
 
 
 def cell_with(nb, marker):
@@ -129,6 +133,7 @@ def run(request, tmp_path_factory, mlflow_server):
         "sdk": sdk, "work_dir": str(tmp / "work"), "mode": "spot", "wait": True, "poll_seconds": 1,
         "run_local_smoke_test": True, "smoke_test_images_per_class": 6, "run_tuning": True, "tuning_max_jobs": 4,
         "tuning_max_parallel_jobs": 2, "deploy": True, "hyperparameters": HYPERPARAMETERS, "input_mode": "FastFile",
+        "batch_transform": True, "endpoint_type": ENDPOINT_TYPES[sdk],
         "tags": {"project": "nbtest", "owner": "ci"}, "register": True, "approval_status": "Approved",
         "model_package_group": f"nbtest-{sdk}", "mlflow_experiment": f"nbtest-{sdk}",
         "mlflow_tracking_uri": mlflow_server.uri if sdk == "v2" else closed_port_uri(), **source}
@@ -321,39 +326,116 @@ def test_the_figures_are_there(run):
     assert "too few CloudWatch points" in cloudwatch or len(images_of(cell_with(nb, "monitor.metric_series"))) == 1
 
 
+def endpoint_calls(run):
+    """``[(request body, answer bytes), ...]`` the notebook's endpoint got and gave: InvokeEndpoint's (real-time,
+    serverless), or the S3 objects of the asynchronous requests and their answers."""
+    if ENDPOINT_TYPES[run.sdk] != "async":
+        calls = run.emu.invocations
+        assert calls and all(c["status"] == 200 and c["content_type"] == "application/x-image" for c in calls)
+        return [(c["body"], c["response"]) for c in calls]
+    calls = run.emu.scoring.async_invocations
+    assert calls and all(c["status"] == 200 and c["content_type"] == "application/x-image" for c in calls)
+    assert not run.emu.invocations  # nothing went through InvokeEndpoint
+    read = [s3_object(run, c["input"]) for c in calls], [s3_object(run, c["output"]) for c in calls]
+    return list(zip(*read))
+
+
+def s3_object(run, uri):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return run.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
 def test_the_endpoint_answered_test_images(run, tmp_path):
     from medimg import artifacts
 
-    calls = [c for c in run.emu.invocations]
-    assert calls and all(c["status"] == 200 and c["content_type"] == "application/x-image" for c in calls)
+    calls = endpoint_calls(run)
     demo = cell_with(run.nb, "builder.invoke(")
     assert len(images_of(demo)) == 1
     test_dir = (run.tmp / "work" / "data" / "breast" / "test" if run.sdk == "v2" else
                 run.tmp / "d" / "png" / "test")
     test_files = {open(os.path.join(d, f), "rb").read() for d, _, names in os.walk(test_dir) for f in names
                   if not f.endswith(".json")}
-    assert all(call["body"] in test_files for call in calls)  # test images only, never train's
+    assert all(body in test_files for body, _ in calls)  # test images only, never train's
     tar = tmp_path / "model.tar.gz"
     job = training_request(run)["TrainingJobName"]
     tar.write_bytes(run.s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/jobs/{job}/output/model.tar.gz")["Body"].read())
     with artifacts.LocalModel(artifacts.safe_extract(str(tar), str(tmp_path / "model"))) as model:
-        for call in calls:
-            got = json.loads(call["response"])["predictions"][0]
-            want = model.invoke(call["body"], "application/x-image")["predictions"][0]
+        for body, response in calls:
+            got = json.loads(response)["predictions"][0]
+            want = model.invoke(body, "application/x-image")["predictions"][0]
             assert got["label"] == want["label"] and got["decision"] == want["decision"]
             for name, p in want["probabilities"].items():
                 assert abs(got["probabilities"][name] - p) < 1e-6
 
 
+def test_the_endpoint_is_of_the_kind_asked_for(run):
+    """v2: serverless (ServerlessConfig, no instance); v3: asynchronous (AsyncInferenceConfig: answers and failures
+    under the project's prefix; requests uploaded there too)."""
+    configs = [r for r in run.emu.scoring.endpoint_config_requests
+               if r["EndpointConfigName"].startswith(f"nb{run.sdk}-endpoint-")]
+    assert len(configs) == 1
+    variant, = configs[0]["ProductionVariants"]
+    deploy_cell = text_of(cell_with(run.nb, "builder.deploy("))
+    if ENDPOINT_TYPES[run.sdk] == "serverless":
+        assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
+        assert "InstanceType" not in variant and "AsyncInferenceConfig" not in configs[0]
+        assert "serverless: 2048 MB, up to 5 concurrent requests" in deploy_cell
+    else:
+        output = configs[0]["AsyncInferenceConfig"]["OutputConfig"]
+        assert output == {"S3OutputPath": f"s3://{BUCKET}/{PREFIX}/async/outputs",
+                          "S3FailurePath": f"s3://{BUCKET}/{PREFIX}/async/failures"}
+        assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.large", 1)
+        calls = run.emu.scoring.async_invocations
+        assert all(c["input"].startswith(f"s3://{BUCKET}/{PREFIX}/async/inputs/nb{run.sdk}-endpoint-") for c in calls)
+        assert all(c["output"].startswith(output["S3OutputPath"] + "/") for c in calls)
+        assert f"{len(calls)} requests in s3://{BUCKET}/{PREFIX}/async/inputs/" in text_of(
+            cell_with(run.nb, "builder.invoke("))
+        assert "asynchronous on 1 x ml.m5.large" in deploy_cell
+
+
+def test_batch_transform_scored_every_test_image_as_train_py_did(run):
+    """predictions.csv: one row per test image, its S3 key, the label at the operating point and a probability
+    per class equal to train.py's own test predictions within 1e-4; the job as sent and what the cell showed."""
+    import pandas as pd
+
+    requests = [r for r in run.emu.scoring.transform_requests if r["TransformJobName"].startswith(f"nb{run.sdk}-")]
+    assert len(requests) == 1
+    request, name = requests[0], requests[0]["TransformJobName"]
+    assert run.sm.describe_transform_job(TransformJobName=name)["TransformJobStatus"] == "Completed"
+    assert request["TransformInput"]["ContentType"] == "application/x-image"
+    assert request["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
+    assert request["TransformInput"].get("SplitType", "None") == "None" and request["MaxPayloadInMB"] == 6
+    assert request["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/{PREFIX}/batch/{name}/output"
+    metrics = json.loads(job_output(run, "output.tar.gz")["metrics.json"])
+    saved = metrics["test_predictions"]
+    table = pd.read_csv(run.tmp / "work" / "batch" / "predictions.csv")
+    assert list(table.columns) == ["s3_key", "label"] + [f"p_{c}" for c in metrics["classes"]]
+    channel = next(c for c in training_request(run)["InputDataConfig"] if c["ChannelName"] == "test")
+    prefix = channel["DataSource"]["S3DataSource"]["S3Uri"][len(f"s3://{BUCKET}/"):]
+    assert sorted(table["s3_key"]) == sorted(prefix + image for image in saved["images"])  # one row per image
+    index = {prefix + image: i for i, image in enumerate(saved["images"])}
+    for row in table.itertuples(index=False):
+        want = saved["probabilities"][index[row.s3_key]]
+        got = [getattr(row, f"p_{c}") for c in metrics["classes"]]
+        assert np.allclose(got, want, atol=1e-4), (row.s3_key, got, want)
+    shown = text_of(cell_with(run.nb, "transform.plan("))
+    assert f"{len(table)} rows in" in shown and re.search(rf"\d+ of {len(table)} answers at the operating point", shown)
+    assert "not images, not sent: label_dict.json" in shown  # the channel's class names were not scored
+
+
 def test_cleanup_deleted_what_deploy_created(run):
-    assert run.emu.invocations
     names = [e["EndpointName"] for e in run.sm.list_endpoints()["Endpoints"]]
     assert not [n for n in names if n.startswith(f"nb{run.sdk}")]
     record = json.loads((run.tmp / "work" / "resources.json").read_text())
     assert record["endpoints"] == [] and record["training_jobs"] == [training_request(run)["TrainingJobName"]]
+    assert record["transform_jobs"] == []
     cleanup = text_of(cell_with(run.nb, "cleanup.delete_endpoint_resources"))
     for what in ("endpoint", "endpoint config", "model"):
         assert re.search(rf"^{what} nb{run.sdk}-endpoint-\S+: deleted$", cleanup, re.MULTILINE), cleanup
+    assert re.search(rf"^transform job nb{run.sdk}-transform-\S+: Completed, nothing to stop$", cleanup, re.MULTILINE)
+    assert re.search(rf"^model nb{run.sdk}-transform-\S+: deleted$", cleanup, re.MULTILINE), cleanup
+    models = [m["ModelName"] for m in run.sm.list_models()["Models"]]
+    assert not [m for m in models if m.startswith((f"nb{run.sdk}-endpoint-", f"nb{run.sdk}-transform-"))]
 
 
 def test_no_credentials_in_outputs_or_logs(run):
