@@ -119,7 +119,6 @@ def _conditions(condition, value, params):
 
 
 def _training_step(spec, ps, params):
-    from sagemaker.inputs import TrainingInput
     from sagemaker.workflow.execution_variables import ExecutionVariables
     from sagemaker.workflow.functions import Join
     from sagemaker.workflow.steps import TrainingStep
@@ -130,7 +129,7 @@ def _training_step(spec, ps, params):
         kwargs["checkpoint_s3_uri"] = Join(on="/", values=[spec.checkpoint_s3_uri.rstrip("/"),
                                                            ExecutionVariables.PIPELINE_EXECUTION_ID])
     estimator = sdk_v2._estimator()(sagemaker_session=ps, **kwargs)
-    inputs = {ch: TrainingInput(params[pipeline.channel_parameter(ch)]) for ch in spec.channels}
+    inputs = sdk_v2.training_inputs(spec, {ch: params[pipeline.channel_parameter(ch)] for ch in spec.channels})
     return TrainingStep(name=pipeline.TRAIN, step_args=estimator.fit(inputs))
 
 

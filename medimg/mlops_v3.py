@@ -111,7 +111,7 @@ def _conditions(condition, value, params):
 
 
 def _training_step(spec, ps, params):
-    from sagemaker.core.training.configs import CheckpointConfig, InputData
+    from sagemaker.core.training.configs import CheckpointConfig
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow import TrainingStep
@@ -121,7 +121,7 @@ def _training_step(spec, ps, params):
     if spec.checkpoint_s3_uri:  # one folder per execution: a retrain never resumes an earlier execution's job
         trainer.with_checkpoint_config(CheckpointConfig(s3_uri=Join(on="/", values=[
             spec.checkpoint_s3_uri.rstrip("/"), ExecutionVariables.PIPELINE_EXECUTION_ID])))
-    inputs = [InputData(channel_name=ch, data_source=params[pipeline.channel_parameter(ch)]) for ch in spec.channels]
+    inputs = sdk_v3.training_inputs(spec, {ch: params[pipeline.channel_parameter(ch)] for ch in spec.channels})
     return TrainingStep(name=pipeline.TRAIN, step_args=trainer.train(input_data_config=inputs, wait=False))
 
 

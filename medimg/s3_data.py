@@ -20,7 +20,8 @@ MANIFEST = "manifest.json"
 # ==================================================================================================
 # Manifest and upload
 # ==================================================================================================
-def _sha256(path):
+def file_sha256(path):
+    """The SHA-256 of a file's bytes, as hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -38,7 +39,7 @@ def build_manifest(data_dir):
         rels.append("label_dict.json")
     for rel in progress(sorted(rels), desc="hashing the data", unit="file"):
         path = os.path.join(data_dir, rel)
-        files[rel.replace(os.sep, "/")] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+        files[rel.replace(os.sep, "/")] = {"size": os.path.getsize(path), "sha256": file_sha256(path)}
     version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     return {"files": files, "version": version}
 

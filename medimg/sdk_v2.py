@@ -105,15 +105,17 @@ def build_estimator(spec, session):
     return _estimator()(sagemaker_session=session, **estimator_kwargs(spec))
 
 
-def training_inputs(spec):
+def training_inputs(spec, uris=None):
     """``spec.channel_inputs`` as ``{name: sagemaker.inputs.TrainingInput}``: each channel with its input mode and S3
     distribution (a plain URI would be FullyReplicated in the job's mode). A dict, never a lone TrainingInput, whose
-    input mode the SDK would also make the job's. ValueError when the spec has no channels."""
+    input mode the SDK would also make the job's. ``uris``: a channel's URI in place of the spec's (a pipeline
+    parameter). ValueError when the spec has no channels."""
     from sagemaker.inputs import TrainingInput
 
     if not spec.channels:
         raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
-    return {name: TrainingInput(c.uri, distribution=c.distribution, input_mode=c.input_mode)
+    uris = uris or {}
+    return {name: TrainingInput(uris.get(name, c.uri), distribution=c.distribution, input_mode=c.input_mode)
             for name, c in spec.channel_inputs.items()}
 
 

@@ -163,17 +163,19 @@ def build_trainer(spec, session):
 MODEL_CHANNEL, MODEL_CONTENT_TYPE = "model", "application/x-sagemaker-model"  # SDK v2's model_uri channel
 
 
-def training_inputs(spec):
+def training_inputs(spec, uris=None):
     """``spec.channel_inputs`` as ModelTrainer ``Channel`` objects: each channel with its input mode and S3
     distribution. (An ``InputData`` with an S3 URI is always File + FullyReplicated, and a channel's mode beats
     the job's ``training_input_mode``: SAGEMAKER_CONTRACT_2.md, section 1.) The earlier model ``spec.model_uri`` is
-    the ``model`` channel SDK v2's ``model_uri`` makes (File, its content type too). ValueError when there are none."""
+    the ``model`` channel SDK v2's ``model_uri`` makes (File, its content type too). ``uris``: a channel's URI in
+    place of the spec's (a pipeline parameter). ValueError when there are none."""
     from sagemaker.core.training.configs import Channel, DataSource, S3DataSource
 
     if not spec.channels:
         raise ValueError("the job needs its channels: JobSpec(channels={'train': 's3://...', ...})")
+    uris = uris or {}
     inputs = [Channel(channel_name=name, input_mode=c.input_mode, data_source=DataSource(s3_data_source=S3DataSource(
-        s3_data_type="S3Prefix", s3_uri=c.uri, s3_data_distribution_type=c.distribution)))
+        s3_data_type="S3Prefix", s3_uri=uris.get(name, c.uri), s3_data_distribution_type=c.distribution)))
         for name, c in spec.channel_inputs.items()]
     if spec.model_uri:
         inputs.append(Channel(channel_name=MODEL_CHANNEL, input_mode="File", content_type=MODEL_CONTENT_TYPE,

@@ -16,24 +16,16 @@ torchvision's file name, ``torch.load(weights_only=True)``, keys and shapes), an
 ``initial_model_uri`` turns an earlier training job's name into its model.tar.gz URI (``JobSpec(model_uri=...)``,
 the ``model`` channel).
 """
-import hashlib
 import os
 import re
 import shutil
 
 from medimg import container
+from medimg.s3_data import file_sha256
 from medimg.job import is_true
 
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX
 STAGE_CHOICES = ("auto", False)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def torchvision_weights(model):
@@ -76,7 +68,7 @@ def upload_once(s3, path, s3_prefix_uri, *, kms_key=None, log=print):
     its size is already there (the key names the content). Returns the object's URI: the weights channel."""
     from medimg.s3_data import split_s3_uri
 
-    digest = _sha256(path)
+    digest = file_sha256(path)
     bucket, prefix = split_s3_uri(s3_prefix_uri.rstrip("/") + "/")
     key = f"{prefix}{digest[:16]}/{os.path.basename(path)}"
     uri = f"s3://{bucket}/{key}"

@@ -120,3 +120,18 @@ def test_sdk_v2_sends_each_channel_as_a_training_input_and_the_job_mode():
     assert sdk_v2.estimator_kwargs(spec())["input_mode"] == "File"
     with pytest.raises(ValueError, match="the job needs its channels"):
         sdk_v2.training_inputs(JobSpec(**BASE))
+
+
+def test_a_pipelines_channels_keep_their_mode_and_distribution_with_the_parameters_uris():
+    """The Pipeline's training step passes its parameters as the channels' URIs; the mode and distribution stay the
+    spec's (before, the step sent plain URIs: File and FullyReplicated whatever the spec said)."""
+    from sagemaker.workflow.parameters import ParameterString
+
+    s = spec(instance_count=2, data_format="shards", input_mode="FastFile")
+    uris = {name: ParameterString(name=f"{name}_uri", default_value=uri) for name, uri in CHANNELS.items()}
+    inputs = sdk_v2.training_inputs(s, uris)
+    for name, c in s.channel_inputs.items():
+        source = inputs[name].config["DataSource"]["S3DataSource"]
+        assert source["S3Uri"] is uris[name]
+        assert (inputs[name].config["InputMode"], source["S3DataDistributionType"]) == ("FastFile", c.distribution)
+    assert inputs["train"].config["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"

@@ -121,7 +121,7 @@ def test_the_weights_are_uploaded_once_per_content(s3, tmp_path):
     path.write_bytes(b"weights" * 1000)
     said = []
     uri = weights.upload_once(s3, str(path), "s3://bkt/proj/weights", log=said.append)
-    digest = weights._sha256(str(path))
+    digest = weights.file_sha256(str(path))
     assert uri == f"s3://bkt/proj/weights/{digest[:16]}/resnet18-f37072fd.pth"
     head = s3.head_object(Bucket="bkt", Key=uri[len("s3://bkt/"):])
     assert head["ContentLength"] == 7000 and head["Metadata"]["sha256"] == digest
