@@ -21,6 +21,8 @@ the same functions for SDK v3; ``medimg.sdk.mlops(path)`` gives the installed on
   The pipeline's packages carry the job's final metrics as metadata; their statistics JSON would need
   metrics.json, which is inside output.tar.gz (a processing step: not built).
 """
+import types
+
 from medimg import pipeline, registry, scoring, sdk_v2
 from medimg.job import INFERENCE_ENVIRONMENT, inference_version, unique_name
 from medimg.sdk import SAGEMAKER_CONFIG
@@ -143,26 +145,12 @@ def build_pipeline(spec, session, *, pipeline_name, condition, model_package_gro
     from sagemaker.workflow.model_step import ModelStep
     from sagemaker.workflow.pipeline import Pipeline
 
-    cond = pipeline.condition_for(spec, condition)
-    registry.check_approval_status(approval_status)
-    registry.check_group_name(model_package_group)
-    params = _parameters(pipeline.parameters(spec, cond, approval_status))
-    ps = pipeline_session(session)
-    train = _training_step(spec, ps, params)
-    value = train.properties.FinalMetricDataList[cond.metric].Value
-    metadata = {"training_job": train.properties.TrainingJobName, cond.metric: Join(on="", values=[value]),
-                "condition": str({k: v[1] for k, v in cond.bounds.items()})}
-    register_args = _model(spec, train.properties.ModelArtifacts.S3ModelArtifacts, ps, instance_type).register(
-        description=f"registered by pipeline {pipeline_name}: {cond.metric} passed {dict(condition)}",
-        customer_metadata_properties=metadata,
-        **registry.register_kwargs(model_package_group, params[pipeline.APPROVAL], instance_type))
-    bounds = {k: params[name] for k, (name, _) in cond.bounds.items()}
-    fail = FailStep(name=pipeline.FAIL, error_message=Join(on="", values=cond.failure_message(
-        value, bounds.get("min"), bounds.get("max"))))
-    check = ConditionStep(name=pipeline.CHECK, conditions=_conditions(cond, value, params),
-                          if_steps=[ModelStep(name=pipeline.REGISTER, step_args=register_args)], else_steps=[fail])
-    return Pipeline(name=pipeline_name, parameters=list(params.values()), steps=[train, check], sagemaker_session=ps,
-                    pipeline_experiment_config=None)  # no SageMaker Experiments: runs are tracked in MLflow
+    sdk = types.SimpleNamespace(parameters=_parameters, training_step=_training_step, model=_model,
+                                conditions=_conditions, ConditionStep=ConditionStep, FailStep=FailStep,
+                                ModelStep=ModelStep, Pipeline=Pipeline, Join=Join)
+    return pipeline.assemble(spec, sdk, pipeline_session(session), pipeline_name=pipeline_name, condition=condition,
+                             model_package_group=model_package_group, approval_status=approval_status,
+                             instance_type=instance_type)
 
 
 def run_pipeline(spec, session, *, pipeline_name, condition, model_package_group,

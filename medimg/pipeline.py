@@ -121,6 +121,35 @@ def parameters(spec, condition, approval_status):
     return out
 
 
+def assemble(spec, sdk, session, *, pipeline_name, condition, model_package_group, approval_status, instance_type):
+    """The pipeline (not created yet) Train -> CheckMetric -> Register or ConditionNotMet, from ``sdk``: the installed
+    SDK's pieces (``parameters``, ``training_step``, ``model``, ``conditions`` and the classes ``ConditionStep``,
+    ``FailStep``, ``ModelStep``, ``Pipeline``, ``Join``; medimg.mlops_v2/v3 hand theirs in) on the pipeline
+    ``session``. ValueError for a bad condition, approval status or group name."""
+    from medimg import registry
+
+    cond = condition_for(spec, condition)
+    registry.check_approval_status(approval_status)
+    registry.check_group_name(model_package_group)
+    params = sdk.parameters(parameters(spec, cond, approval_status))
+    train = sdk.training_step(spec, session, params)
+    value = train.properties.FinalMetricDataList[cond.metric].Value
+    metadata = {"training_job": train.properties.TrainingJobName, cond.metric: sdk.Join(on="", values=[value]),
+                "condition": str({k: v[1] for k, v in cond.bounds.items()})}
+    register_args = sdk.model(spec, train.properties.ModelArtifacts.S3ModelArtifacts, session, instance_type).register(
+        description=f"registered by pipeline {pipeline_name}: {cond.metric} passed {dict(condition)}",
+        customer_metadata_properties=metadata,
+        **registry.register_kwargs(model_package_group, params[APPROVAL], instance_type))
+    bounds = {k: params[name] for k, (name, _) in cond.bounds.items()}
+    fail = sdk.FailStep(name=FAIL, error_message=sdk.Join(on="", values=cond.failure_message(
+        value, bounds.get("min"), bounds.get("max"))))
+    check = sdk.ConditionStep(name=CHECK, conditions=sdk.conditions(cond, value, params),
+                              if_steps=[sdk.ModelStep(name=REGISTER, step_args=register_args)], else_steps=[fail])
+    return sdk.Pipeline(name=pipeline_name, parameters=list(params.values()), steps=[train, check],
+                        sagemaker_session=session,
+                        pipeline_experiment_config=None)  # no SageMaker Experiments: runs are tracked in MLflow
+
+
 def start_parameters(given, defaults):
     """The values to start an execution with (``given`` over nothing: the pipeline keeps its defaults); ValueError
     for a name the pipeline does not have."""
