@@ -63,6 +63,29 @@ def check_input_size(model, name, in_channels, size):
         model.train(was_training)
 
 
+def strided_convs_on_one_pixel(model, in_channels, size):
+    """Names of the convolutions with a stride above 1 whose input maps are 1 pixel high or wide for ``size`` px
+    images (found as ``check_input_size`` does, by one forward pass of a blank image in eval mode). oneDNN's bf16
+    backward of such a convolution on the CPU returns NaN weight gradients at random (measured with torch 2.6 and
+    2.14 on an AVX-512 bf16 CPU: resnet18 at 16 px, layer4.0.conv1, in about 1 step of 10), so train.py trains those
+    models in fp32 on the CPU."""
+    names, hooks = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and max(module.stride) > 1:
+            hooks.append(module.register_forward_hook(
+                lambda m, args, out, name=name: names.append(name) if min(args[0].shape[-2:]) == 1 else None))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return names
+
+
 def architecture_options(name, image_size):
     """The options ``create_model`` gets for images of ``image_size`` px a side (an int): for smallcnn the stem
     stride (``stem_stride``); nothing for the torchvision models, whose own stems are made for 224 px."""

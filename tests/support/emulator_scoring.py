@@ -35,6 +35,8 @@ import threading
 import time
 import uuid
 
+from emulator_mlops import resolve_container
+
 MB = 1024 * 1024
 REALTIME_MAX_BYTES, SERVERLESS_MAX_BYTES, ASYNC_MAX_BYTES = 6 * MB, 4 * MB, 1024 * MB
 TORCHSERVE_DEFAULT_MAX_BYTES = 6_553_500
@@ -171,8 +173,9 @@ class ScoringEmulation:
                   "failure": f"{output['S3FailurePath'].rstrip('/')}/{inference_id}-error.out"
                   if output.get("S3FailurePath") else None}
         self.async_invocations.append(record)
-        model_name = config["ProductionVariants"][0]["ModelName"]
-        self._start(self._answer_async, record, sm.describe_model(ModelName=model_name)["PrimaryContainer"])
+        container = resolve_container(sm, sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"]))
+        record["model_package"] = container.get("ModelPackageName")
+        self._start(self._answer_async, record, container)
         out = {"X-Amzn-SageMaker-OutputLocation": record["output"]}
         if record["failure"]:
             out["X-Amzn-SageMaker-FailureLocation"] = record["failure"]
@@ -242,7 +245,7 @@ class ScoringEmulation:
         source = job.transform_input["DataSource"]["S3DataSource"]
         if job.transform_input.get("SplitType", "None") != "None":
             raise RuntimeError("the emulator runs SplitType None only (one request per object)")
-        container = sm.describe_model(ModelName=job.model_name)["PrimaryContainer"]
+        container = resolve_container(sm, sm.describe_model(ModelName=job.model_name))
         payload_mb = int(job.max_payload_in_mb or 6)
         env = dict(job.environment or {}, SAGEMAKER_BATCH="true", SAGEMAKER_MAX_PAYLOAD_IN_MB=str(payload_mb),
                    SAGEMAKER_BATCH_STRATEGY="SINGLE_RECORD" if job.batch_strategy != "MultiRecord" else "MULTI_RECORD",

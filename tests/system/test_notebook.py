@@ -445,6 +445,11 @@ def test_no_credentials_in_outputs_or_logs(run):
 
 
 # ---------------------------------------------------------------- after the job: MLflow, Model Registry
+def served(run):
+    """The requests the run's endpoint answered: InvokeEndpoint's (real-time, serverless) or InvokeEndpointAsync's."""
+    return run.emu.scoring.async_invocations if ENDPOINT_TYPES[run.sdk] == "async" else run.emu.invocations
+
+
 def test_the_job_is_one_mlflow_run_or_one_warning_when_the_server_is_unreachable(run):
     """v2 tracks to a real MLflow server: one run with params, val_auc at every epoch, the test metrics with their
     intervals, the job's name, metrics.json and the figures; v3 to a closed port: one warning line, and every
@@ -456,7 +461,7 @@ def test_the_job_is_one_mlflow_run_or_one_warning_when_the_server_is_unreachable
         assert len(warnings) == 1 and job in warnings[0] and "unaffected" in warnings[0], cell
         assert "Traceback" not in cell and "127.0.0.1" in warnings[0]
         assert len(images_of(cell_with(run.nb, "plots.roc_curves"))) == 2  # the results are there
-        assert run.emu.invocations and "clean-up done" in text_of(cell_with(run.nb, "cleanup.delete_endpoint"))
+        assert served(run) and "clean-up done" in text_of(cell_with(run.nb, "cleanup.delete_endpoint"))
         return
     client = run.mlflow.client()
     experiment = client.get_experiment_by_name("nbtest-v2")
@@ -505,7 +510,7 @@ def test_the_approved_package_holds_the_model_and_its_statistics_and_the_endpoin
     op = metrics["test"]["operating_point"]
     assert quality["binary_classification_metrics"]["true_positive_rate"]["value"] == pytest.approx(op["sensitivity"])
     assert quality["evaluation"]["split"] == "test" and quality["evaluation"]["training_job"] == job
-    assert run.emu.invocations and {c["model_package"] for c in run.emu.invocations} == {package["ModelPackageArn"]}
+    assert served(run) and {c["model_package"] for c in served(run)} == {package["ModelPackageArn"]}
     assert "InService" in text_of(cell_with(run.nb, "mlops.deploy_package("))
 
 

@@ -95,3 +95,31 @@ def test_an_image_size_a_model_cannot_take_is_a_clear_error_and_changes_nothing(
         model_def.check_input_size(model, name, 1, 28)
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     model_def.check_input_size(model, name, 1, 32)  # every registered model takes 32 px
+
+
+def test_strided_convolutions_on_one_pixel_maps_are_found_at_the_image_size():
+    """oneDNN's bf16 backward of a strided convolution on a 1-pixel map gives NaN weight gradients at random on the
+    CPU: resnet18 at 16 px has them (layer4's first block), at 64 px none; smallcnn has none at any size."""
+    resnet = model_def.create_model("resnet18", 2, 1, False)
+    assert "layer4.0.conv1" in model_def.strided_convs_on_one_pixel(resnet, 1, 16)
+    assert model_def.strided_convs_on_one_pixel(resnet, 1, 64) == []
+    for size in (16, 28, 64):
+        small = model_def.create_model("smallcnn", 2, 1, False, **model_def.architecture_options("smallcnn", size))
+        assert model_def.strided_convs_on_one_pixel(small, 1, size) == []
+    assert resnet.training  # left as it was
+
+
+def test_cpu_training_of_such_a_model_leaves_bf16_for_fp32_and_says_so(caplog):
+    import types
+
+    import train
+
+    data = types.SimpleNamespace(channels=1, size=16)
+    resnet, cpu = model_def.create_model("resnet18", 2, 1, False), torch.device("cpu")
+    with caplog.at_level("WARNING"):
+        assert train.cpu_safe_autocast(torch.bfloat16, cpu, resnet, data) is None
+    assert "amp off: at 16 px, layer4.0.conv1" in caplog.text and "training in fp32" in caplog.text
+    assert train.cpu_safe_autocast(torch.bfloat16, cpu, resnet, types.SimpleNamespace(channels=1, size=64)) \
+        == torch.bfloat16
+    assert train.cpu_safe_autocast(None, cpu, resnet, data) is None
+    assert train.cpu_safe_autocast(torch.float16, torch.device("cuda"), resnet, data) == torch.float16
