@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+import types
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ import torch
 import accounting
 import data as data_lib
 import distributed
+import ensemble
 import epoch_log
 import evaluation
 import initialisation
@@ -179,8 +181,9 @@ def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
     log_results(metrics, args, path if dist_info.is_main else None)
 
 
-def log_results(metrics, args, path):
-    """The test line and the summary line (epoch_log's formats: the metric definitions read them)."""
+def log_results(metrics, args, path, summary=None):
+    """The test line and the summary line (epoch_log's formats: the metric definitions read them); ``summary``:
+    (what the kept epoch is, its figures) instead of the history's best epoch (a K-fold ensemble's)."""
     test = metrics.get("test")
     if test is not None:
         logger.info(epoch_log.test_line(epoch_log.keyed("test", test)))
@@ -195,8 +198,9 @@ def log_results(metrics, args, path):
                     op["specificity"])
     # the kept epoch's own line, as the model was selected on it (epoch_log's contract; for more than two classes
     # metrics.json's val AUC, of the temperature-scaled probabilities, may differ from it in the third decimal)
-    kept = next(h for h in metrics["history"] if h["epoch"] == metrics["best_epoch"])
-    logger.info(epoch_log.summary_line(metrics["best_epoch"], kept, args.model_dir, path))
+    best, kept = summary or (metrics["best_epoch"], next(h for h in metrics["history"]
+                                                        if h["epoch"] == metrics["best_epoch"]))
+    logger.info(epoch_log.summary_line(best, kept, args.model_dir, path))
 
 
 # ==================================================================================================
@@ -223,15 +227,26 @@ def run(args, callbacks=()):
     for callback in callbacks:
         callback.on_data_loaded(data, time.perf_counter() - started)
 
+    def make_config(initialised_from):
+        return model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
+                                  architecture_options=model_def.architecture_options(args.model, data.size),
+                                  image_size=data.size, mean=data.mean, std=data.std, tta=flip_tta(args),
+                                  hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
+                                  task=data.task, page=args.page, positive=(classes.positive, classes.positive_from),
+                                  initialised_from=initialised_from)
+
+    decision = ensemble.decide(args, data, dist_info, device)  # one model, or K members (ensemble_plan's rule)
+    if decision.members > 1:
+        kit = types.SimpleNamespace(build=lambda a, d: build_model(a, d, len(classes), device, dist_info),
+                                    make_config=make_config, writer=lambda c: ModelWriter(args.model_dir, c),
+                                    log_results=log_results, device=device, amp_dtype=amp_dtype, stop=stop,
+                                    dist_info=dist_info, callbacks=callbacks)
+        trained = ensemble.fit(args, data, decision, kit)
+        if trained is not None:
+            return ensemble.evaluate_and_save(*trained, data, args, kit)
     model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
     plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
-    config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
-                                architecture_options=model_def.architecture_options(args.model, data.size),
-                                image_size=data.size, mean=data.mean, std=data.std, tta=flip_tta(args),
-                                hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
-                                task=data.task, page=args.page, positive=(classes.positive, classes.positive_from),
-                                initialised_from=initialised_from)
-    writer = ModelWriter(args.model_dir, config)
+    writer = ModelWriter(args.model_dir, make_config(initialised_from))
     predict = evaluation.SplitPredictor(args, data, plan, device, dist_info)
     trainer = Trainer(args, data, model, wrapped, plan=plan, predict=predict, device=device, amp_dtype=amp_dtype,
                       dist_info=dist_info, writer=writer, stop=stop, callbacks=callbacks)
