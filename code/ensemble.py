@@ -295,8 +295,8 @@ def train_member(args, data, pool, folds, index, kit, callbacks=()):
 
 def fit(args, data, decision, kit):
     """Train the members of ``decision`` one after another (the time rule may change their number after the first
-    member's first epoch: the folds are made again for the new number). Returns (members, pool, decision), or None
-    when the time rule falls back to one model."""
+    member's first epoch: the folds are made again for the new number). Returns (members, pool, decision); (None,
+    None, decision) when the time rule falls back to one model."""
     pool = pooled(data)
     if pool.copies:
         logger.warning("%d image(s) in train + val hold the same pixels as another: each copy stays in its "
@@ -309,7 +309,7 @@ def fit(args, data, decision, kit):
         except Replan as replan:
             decision = replan.decision
             if decision.members < 2:
-                return None
+                return None, None, decision
             continue
         decision = check.decision
         rest = [train_member(args, data, pool, folds, i, kit) for i in range(1, len(folds))]

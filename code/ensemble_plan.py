@@ -84,7 +84,7 @@ def in_time(decision, member_seconds, budget_seconds):
     take, ``budget_seconds`` what the members may take together. Returns the same decision when its members fit,
     fewer members (not below MIN_MEMBERS) when that fits, else one model; the ``why`` says so."""
     fits = int(budget_seconds // max(member_seconds, 1e-9))
-    minutes = f"about {member_seconds / 60:.1f} min a member, {budget_seconds / 60:.1f} min budget"
+    minutes = f"about {member_seconds / 60:.2g} min a member, {budget_seconds / 60:.2g} min budget"
     if fits >= decision.members:
         return Decision(decision.members, f"{decision.why}; {minutes}")
     if fits >= MIN_MEMBERS:

@@ -139,7 +139,7 @@ class ModelWriter:
                 shutil.copyfile(os.path.join(HERE, name), os.path.join(code_dir, name))
 
 
-def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
+def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info, ensemble_rule=None):
     """The kept weights (``fitted``: Trainer.fit's FitResult) in ``model``, predicted by ``predict`` (an
     evaluation.SplitPredictor): calibrate and choose the operating point on val, report val and test, and write the
     model (with those decisions in its model_config.json) and metrics.json (rank 0)."""
@@ -163,6 +163,8 @@ def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
                "plan": fitted.plan.to_dict(), "steps": fitted.state.global_step, "epochs_run": fitted.state.epoch,
                "initialised_from": writer.config.get("initialised_from"),
                "decisions": dataclasses.asdict(decisions)}
+    if ensemble_rule:  # why one model (ensemble.decide's line)
+        metrics["ensemble"] = {"members": 1, "rule": ensemble_rule}
     for name, (labels, logits, idx) in predicted.items():
         split = data.val if name == "val" else data.test
         metrics[name], metrics[f"{name}_predictions"] = evaluation.report(
@@ -241,9 +243,9 @@ def run(args, callbacks=()):
                                     make_config=make_config, writer=lambda c: ModelWriter(args.model_dir, c),
                                     log_results=log_results, device=device, amp_dtype=amp_dtype, stop=stop,
                                     dist_info=dist_info, callbacks=callbacks)
-        trained = ensemble.fit(args, data, decision, kit)
-        if trained is not None:
-            return ensemble.evaluate_and_save(*trained, data, args, kit)
+        members, pool, decision = ensemble.fit(args, data, decision, kit)
+        if members:
+            return ensemble.evaluate_and_save(members, pool, decision, data, args, kit)
     model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
     plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
     writer = ModelWriter(args.model_dir, make_config(initialised_from))
@@ -252,7 +254,7 @@ def run(args, callbacks=()):
                       dist_info=dist_info, writer=writer, stop=stop, callbacks=callbacks)
     trainer.resume(args.checkpoint_dir)
     fitted = trainer.fit()
-    evaluate_and_save(fitted, model, data, predict, args, writer, dist_info)
+    evaluate_and_save(fitted, model, data, predict, args, writer, dist_info, ensemble_rule=decision.why)
 
 
 def main(argv=None, callbacks=()):

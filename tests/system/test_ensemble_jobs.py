@@ -113,7 +113,28 @@ def test_ensemble_off_and_auto_on_a_tiny_set_train_the_one_model_of_before(data,
         assert not (model_dir / "members").exists()
         assert "ensemble" not in json.loads((model_dir / "model_config.json").read_text())
         metrics = json.loads((tmp_path / run / "out" / "metrics.json").read_text())
-        assert "ensemble" not in metrics and metrics["val"]["n"] == 12  # val is the val channel, as before
+        assert metrics["ensemble"] == {"members": 1, "rule": "ensemble=off" if run == "off" else (
+            "ensemble=auto: one model, 52 images with 26 in the rarest class cannot make 3 folds of 100+ images and "
+            "20+ of every class")}
+        assert metrics["val"]["n"] == 12  # val is the val channel, as before
     load = lambda p: torch.load(p, map_location="cpu", weights_only=True)  # noqa: E731
     torch.testing.assert_close(load(tmp_path / "off" / "model" / "model.pth"),
                                load(tmp_path / "auto" / "model" / "model.pth"))
+
+
+def test_auto_falls_back_to_one_model_when_the_members_would_not_fit_the_time(tmp_path, capsys):
+    """300 images make 3 folds of 100 (auto's counts rule), but a budget of 0.06 s cannot hold 3 members: the first
+    member's first epoch is timed, and the run trains one model instead, said in the log, metrics.json and the
+    checkpoint dir (so a resumed run does the same)."""
+    data = make_dataset(tmp_path / "data", counts={"train": 150, "test": 6}, size=12)
+    argv = ["--train", os.path.join(data, "train"), "--test", os.path.join(data, "test"), "--model-dir",
+            str(tmp_path / "model"), "--output-data-dir", str(tmp_path / "out"), "--output-dir", str(tmp_path / "out"),
+            "--checkpoint-dir", str(tmp_path / "ck"), "--epochs", "1", "--ema", "0", "--max-train-minutes", "0.001"]
+    assert train.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "ensemble=auto: 3 folds of 300 images" in log and "ensemble member 1 of 3" in log
+    assert "but one model: 3 members would not fit the time" in log and "ensemble member 2 of 3" not in log
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["ensemble"]["members"] == 1 and "would not fit the time" in metrics["ensemble"]["rule"]
+    assert metrics["val"]["n"] == 30 and not (tmp_path / "model" / "members").exists()  # the held-out val of before
+    assert json.loads((tmp_path / "ck" / "ensemble.json").read_text())["members"] == 1

@@ -110,7 +110,7 @@ def test_on_and_off_are_honoured_and_on_refuses_what_cannot_be_split():
 
 
 @pytest.mark.parametrize("member_seconds, members, says", [
-    (50, 5, "about 0.8 min a member"),   # 5 x 50 s fit in 300 s
+    (50, 5, "about 0.83 min a member, 5 min budget"),   # 5 x 50 s fit in 300 s
     (80, 3, "shrunk to 3 members"),      # 300 / 80 = 3
     (120, 1, "one model"),               # 2 members fit: below 3, one model
 ])
