@@ -339,6 +339,7 @@ def evaluate_and_save(members, pool, decision, data, args, kit):
     labels = pool.labels.cpu().numpy()[have]
     decisions = evaluation.fit_decisions(labels, oof, task=task, classes=classes, calibrate=args.calibrate,
                                          target_sensitivity=args.target_sensitivity, positive=positive)
+    decisions.rule = decisions.rule.replace(" on val", " on the out-of-fold predictions")  # what the answers say
     groups = [pool.groups[i] for i in have] if pool.groups is not None else None
     splits_out = {"val": (labels, oof, [pool.names[i] for i in have], groups)}
     if data.test is not None:

@@ -45,6 +45,7 @@ def test_an_ensemble_job_saves_its_members_and_says_what_it_did(job):
     assert metrics["val"]["n"] == 52 and len(metrics["val_predictions"]["images"]) == 52  # every image judged once
     assert "ci95" in block["oof"] and block["oof"]["auc"] == metrics["val"]["auc"]
     assert config["temperature"] == metrics["decisions"]["temperature"] and config["threshold"] is not None
+    assert config["threshold_rule"] == "Youden's J on the out-of-fold predictions"
     assert "ensemble=on: 3 folds of 52 images" in log and "ensemble: 3 members" in log
     assert "best epoch of each member" in log and "test_auc=" in log
 
