@@ -191,7 +191,7 @@ def decide(args, data, dist_info, device):
             raise ConfigError(str(exc)) from exc
     members = int(distributed.all_reduce_sum([decision.members if dist_info.is_main else 0], dist_info, device)[0])
     decision = dataclasses.replace(decision, members=members)
-    if not decision.timed:
+    if decision.members > 1 and not decision.timed:  # one model by the counts: the same again on resume, no file
         save_decision(args.checkpoint_dir, decision, dist_info)
     logger.info("%s", decision.why)
     return decision
