@@ -178,7 +178,8 @@ def decide(args, data, dist_info, device):
     saved = read_decision(args.checkpoint_dir)
     if saved is not None:
         decision = dataclasses.replace(saved, why=f"{saved.why} (resumed)", timed=False)
-    elif args.checkpoint_dir and any(n.startswith("checkpoint-") for n in os.listdir(args.checkpoint_dir)):
+    elif args.checkpoint_dir and os.path.isdir(args.checkpoint_dir) and any(
+            n.startswith("checkpoint-") for n in os.listdir(args.checkpoint_dir)):
         decision = ensemble_plan.Decision(1, f"ensemble={args.ensemble}: one model, resuming the one-model run "
                                              f"whose checkpoints are in {args.checkpoint_dir}")
     else:
