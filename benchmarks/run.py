@@ -70,13 +70,14 @@ if __name__ == "__main__" and not __package__:
 
 from benchmarks import datasets, harness, report  # noqa: E402 (after the package is in place)
 from benchmarks.harness import CODE, ROOT, log  # noqa: E402
-from benchmarks.sections import ceiling, dev, quality, scaling, sizes, throughput, transfer  # noqa: E402
+from benchmarks.sections import ceiling, dev, ensemble, quality, scaling, sizes, throughput, transfer  # noqa: E402
 
 # The sections, in the order they run and print: name -> module (benchmarks/sections/__init__.py says what a
 # section module has). A new section is a module there and a line here.
 SECTIONS = {"ceiling": ceiling, "throughput": throughput, "scaling": scaling, "quality": quality, "dev": dev,
-            "sizes": sizes, "transfer": transfer}
-# dev takes 15-25 minutes more (--only dev), sizes 15-25 (--only sizes), transfer 30-60 (--only transfer)
+            "sizes": sizes, "transfer": transfer, "ensemble": ensemble}
+# dev takes 15-25 minutes more (--only dev), sizes 15-25 (--only sizes), transfer 30-60 (--only transfer), ensemble
+# 30-60 (--only ensemble --settings pneumonia-300,pneumonia-1000,retina)
 DEFAULT_SECTIONS = ("ceiling", "throughput", "scaling", "quality")
 CASES = ("smallcnn@28", "resnet18@64")  # model@image size; ResNet-18 is torchvision's (stride-2 stem, max-pool)
 

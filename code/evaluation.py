@@ -93,9 +93,13 @@ def fit_decisions(labels, logits, *, task, classes, calibrate=True, target_sensi
 
 
 def probabilities(logits, task, temperature):
-    """Calibrated probabilities from logits, by the endpoint's own function (prediction.activate)."""
-    return prediction.activate(torch.from_numpy(np.asarray(logits, dtype=np.float32)), task == "multilabel",
-                               temperature).numpy()
+    """Calibrated probabilities from logits (N, K), by the endpoint's own function (prediction.activate); from a
+    K-fold ensemble's member logits (M, N, K), the mean of the members' calibrated probabilities
+    (prediction.mean_probabilities, as the endpoint averages them)."""
+    logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+    if logits.ndim == 3:
+        return prediction.mean_probabilities(logits, task == "multilabel", temperature).numpy()
+    return prediction.activate(logits, task == "multilabel", temperature).numpy()
 
 
 def report(labels, logits, names, decisions, *, task, classes, ordinal=False, resamples=0, seed=0, groups=None):

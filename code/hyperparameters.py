@@ -127,6 +127,15 @@ TABLE = [
     ("training", "max-train-minutes", dict(type=number(float, 0), default=0.0,
                                            help="cut the epochs after the first one so training ends in time "
                                                 "(auto warm-up, EMA and patience follow); 0: no limit")),
+    ("training", "ensemble", _choices(("auto", "on", "off"), default="auto",
+                                  help="a K-fold ensemble of train + val: each member trains on the other folds and "
+                                       "chooses its epoch on its own, temperature and threshold on all out-of-fold "
+                                       "predictions, the members' probabilities averaged; auto: on for up to 2,000 "
+                                       "images when 3+ folds of 100+ images (20+ per class) fit the time "
+                                       "(README, Model quality)")),
+    ("training", "folds", dict(type=number(int, 2), default=5,
+                               help="K, the ensemble's folds and members (auto may use fewer: README, Model "
+                                    "quality)")),
     ("training", "batch-size", dict(type=auto_or(_POS_INT), default="auto",
                                     help="images per step per process (per GPU); auto: the largest power of two "
                                          "<= 128 giving 16+ steps an epoch")),

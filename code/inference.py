@@ -1,6 +1,7 @@
 """SageMaker PyTorch inference handlers (model_fn, input_fn, predict_fn, output_fn) for models from train.py.
 
-model.tar.gz holds model.pth (state_dict), model_config.json, label_dict.json and code/ (this file and the
+model.tar.gz holds model.pth (state_dict; a K-fold ensemble's member 0, its other members in members/, named by
+model_config.json's ``ensemble.files``, each loaded and their calibrated probabilities averaged), model_config.json, label_dict.json and code/ (this file and the
 modules it imports: model_def, model_config, prediction, images, errors, utils; not the training engine).
 Images are decoded and normalised exactly as train.py evaluates them.
 
@@ -122,8 +123,9 @@ def _env_int(name, default):
 class LoadedModel:
     """What model_fn returns: the model in eval mode, its config, class names and device."""
 
-    def __init__(self, model, config, device):
+    def __init__(self, model, config, device, members=None):
         self.model, self.config, self.device = model, config, device
+        self.members = list(members) if members else [model]  # a K-fold ensemble's models; ``model`` is member 0
         self.classes = list(config["classes"])
         self.channels, self.size = int(config["in_channels"]), int(config["image_size"])
         self.page = int(config.get("page") or 0)
@@ -136,9 +138,23 @@ class LoadedModel:
         self.positive, self.positive_from = config.get("positive_index", 1), config.get("positive_class_from")
 
 
-def load_weights(model_dir, config):
-    """The state_dict, loaded with weights_only=True: a file that needs arbitrary unpickling is refused."""
-    path = os.path.join(model_dir, os.path.basename(config.get("weights") or "model.pth"))
+def member_files(config):
+    """The weights files of the model, relative to the model dir: a K-fold ensemble's members
+    (model_config.json's ``ensemble.files``: model.pth is member 0), else the one ``weights`` file."""
+    ensemble = config.get("ensemble") or {}
+    files = ensemble.get("files") or [os.path.basename(config.get("weights") or "model.pth")]
+    for name in files:
+        parts = str(name).replace("\\", "/").split("/")
+        if os.path.isabs(str(name)) or ".." in parts or not name:
+            raise ModelLoadError(f"model_config.json names the weights file {name!r} outside the model directory; "
+                                 "deploy the model.tar.gz that train.py wrote")
+    return list(files)
+
+
+def load_weights(model_dir, config, name=None):
+    """The state_dict of ``name`` (default: the config's one weights file), loaded with weights_only=True: a file
+    that needs arbitrary unpickling is refused."""
+    path = os.path.join(model_dir, name or os.path.basename(config.get("weights") or "model.pth"))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - missing, corrupt, or not plain weights
@@ -177,13 +193,16 @@ def model_fn(model_dir, context=None):
     device = serving_device(context)
     if device.index is not None:  # this worker's CUDA context on its own GPU too, not on GPU 0
         torch.cuda.set_device(device)
-    model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"],
-                                   pretrained=False, **config["architecture_options"])
-    model.load_state_dict(load_weights(model_dir, config))
-    model.to(device).eval()
-    logger.info("loaded %s (%d classes, %d colour channel(s), %d px, tta=%s) on %s", config["architecture"],
-                config["num_classes"], config["in_channels"], config["image_size"], config.get("tta"), device)
-    return LoadedModel(model, config, device)
+    members = []
+    for name in member_files(config):
+        model = model_def.create_model(config["architecture"], config["num_classes"], config["in_channels"],
+                                       pretrained=False, **config["architecture_options"])
+        model.load_state_dict(load_weights(model_dir, config, name))
+        members.append(model.to(device).eval())
+    logger.info("loaded %s (%d classes, %d colour channel(s), %d px, tta=%s%s) on %s", config["architecture"],
+                config["num_classes"], config["in_channels"], config["image_size"], config.get("tta"),
+                f", {len(members)} K-fold members averaged" if len(members) > 1 else "", device)
+    return LoadedModel(members[0], config, device, members)
 
 
 # ==================================================================================================
@@ -408,12 +427,17 @@ def split_images(item, channels):
 
 
 def probabilities(model, batch):
-    """Probabilities (N, K) in float32 from a uint8 NCHW batch, by the forward pass train.py evaluates with."""
+    """Probabilities (N, K) in float32 from a uint8 NCHW batch, by the forward pass train.py evaluates with; a
+    K-fold ensemble's: the mean of its members' calibrated probabilities (prediction.mean_probabilities)."""
     out = []
     for start in range(0, len(batch), BATCH_SIZE):
         x = batch[start:start + BATCH_SIZE].to(model.device)
-        out.append(prediction.probabilities(model.model, x, mean=model.mean, std=model.std, tta=model.tta,
-                                            multilabel=model.multilabel, temperature=model.temperature).cpu())
+        if len(model.members) == 1:
+            out.append(prediction.probabilities(model.model, x, mean=model.mean, std=model.std, tta=model.tta,
+                                                multilabel=model.multilabel, temperature=model.temperature).cpu())
+            continue
+        logits = [prediction.logits(m, x, mean=model.mean, std=model.std, tta=model.tta) for m in model.members]
+        out.append(prediction.mean_probabilities(logits, model.multilabel, model.temperature).cpu())
     return torch.cat(out).numpy()
 
 

@@ -24,6 +24,10 @@ One schema, written by train.py (``write``) and read by inference.py and the cli
     initialised_from  where the training started: random, ImageNet weights (the weights channel's file or
                    torchvision's), or an earlier model (the model channel), and what was done with its first
                    convolution and head (code/initialisation.py)
+    ensemble       a K-fold ensemble (code/ensemble.py): {"members": K, "files": [model.pth, members/model-1.pth,
+                   ...] (member 0 first, so readers of model.pth alone get one member), "epochs": each member's
+                   kept epoch, "rule": why, "oof": the out-of-fold figures}; the endpoint averages the members'
+                   calibrated probabilities; absent for one model
     format, weights, torch_version, hyperparameters
 """
 import json

@@ -19,6 +19,12 @@ def activate(logits, multilabel=False, temperature=1.0):
     return torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1)
 
 
+def mean_probabilities(member_logits, multilabel=False, temperature=1.0):
+    """A K-fold ensemble's answer: the mean of its members' calibrated probabilities (``member_logits``: (M, N, K),
+    or a list of M (N, K) logits), each member's logits / temperature activated alone, then averaged."""
+    return torch.stack([activate(z, multilabel, temperature) for z in member_logits]).mean(dim=0)
+
+
 @torch.no_grad()
 def logits(model, images, *, mean, std, tta=False, memory_format=torch.contiguous_format):
     """uint8 NCHW images (on the model's device) -> float32 logits (N, K) on that device. ``model`` must be in

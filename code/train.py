@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+import types
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ import torch
 import accounting
 import data as data_lib
 import distributed
+import ensemble
 import epoch_log
 import evaluation
 import initialisation
@@ -150,7 +152,7 @@ class ModelWriter:
                 shutil.copyfile(os.path.join(HERE, name), os.path.join(code_dir, name))
 
 
-def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
+def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info, ensemble_rule=None):
     """The kept weights (``fitted``: Trainer.fit's FitResult) in ``model``, predicted by ``predict`` (an
     evaluation.SplitPredictor): calibrate and choose the operating point on val, report val and test, and write the
     model (with those decisions in its model_config.json) and metrics.json (rank 0)."""
@@ -174,6 +176,8 @@ def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
                "plan": fitted.plan.to_dict(), "steps": fitted.state.global_step, "epochs_run": fitted.state.epoch,
                "initialised_from": writer.config.get("initialised_from"),
                "decisions": dataclasses.asdict(decisions)}
+    if ensemble_rule:  # why one model (ensemble.decide's line)
+        metrics["ensemble"] = {"members": 1, "rule": ensemble_rule}
     for name, (labels, logits, idx) in predicted.items():
         split = data.val if name == "val" else data.test
         metrics[name], metrics[f"{name}_predictions"] = evaluation.report(
@@ -192,8 +196,9 @@ def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
     log_results(metrics, args, path if dist_info.is_main else None)
 
 
-def log_results(metrics, args, path):
-    """The test line and the summary line (epoch_log's formats: the metric definitions read them)."""
+def log_results(metrics, args, path, summary=None):
+    """The test line and the summary line (epoch_log's formats: the metric definitions read them); ``summary``:
+    (what the kept epoch is, its figures) instead of the history's best epoch (a K-fold ensemble's)."""
     test = metrics.get("test")
     if test is not None:
         logger.info(epoch_log.test_line(epoch_log.keyed("test", test)))
@@ -208,8 +213,9 @@ def log_results(metrics, args, path):
                     op["specificity"])
     # the kept epoch's own line, as the model was selected on it (epoch_log's contract; for more than two classes
     # metrics.json's val AUC, of the temperature-scaled probabilities, may differ from it in the third decimal)
-    kept = next(h for h in metrics["history"] if h["epoch"] == metrics["best_epoch"])
-    logger.info(epoch_log.summary_line(metrics["best_epoch"], kept, args.model_dir, path))
+    best, kept = summary or (metrics["best_epoch"], next(h for h in metrics["history"]
+                                                        if h["epoch"] == metrics["best_epoch"]))
+    logger.info(epoch_log.summary_line(best, kept, args.model_dir, path))
 
 
 # ==================================================================================================
@@ -236,22 +242,33 @@ def run(args, callbacks=()):
     for callback in callbacks:
         callback.on_data_loaded(data, time.perf_counter() - started)
 
+    def make_config(initialised_from):
+        return model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
+                                  architecture_options=model_def.architecture_options(args.model, data.size),
+                                  image_size=data.size, mean=data.mean, std=data.std, tta=flip_tta(args),
+                                  hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
+                                  task=data.task, page=args.page, positive=(classes.positive, classes.positive_from),
+                                  initialised_from=initialised_from)
+
+    decision = ensemble.decide(args, data, dist_info, device)  # one model, or K members (ensemble_plan's rule)
+    if decision.members > 1:
+        kit = types.SimpleNamespace(build=lambda a, d: build_model(a, d, len(classes), device, dist_info),
+                                    make_config=make_config, writer=lambda c: ModelWriter(args.model_dir, c),
+                                    log_results=log_results, device=device, amp_dtype=amp_dtype, stop=stop,
+                                    dist_info=dist_info, callbacks=callbacks)
+        members, pool, decision = ensemble.fit(args, data, decision, kit)
+        if members:
+            return ensemble.evaluate_and_save(members, pool, decision, data, args, kit)
     model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
     amp_dtype = cpu_safe_autocast(amp_dtype, device, model, data)
     plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
-    config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
-                                architecture_options=model_def.architecture_options(args.model, data.size),
-                                image_size=data.size, mean=data.mean, std=data.std, tta=flip_tta(args),
-                                hyperparameters=recorded(args), torch_version=torch.__version__.split("+")[0],
-                                task=data.task, page=args.page, positive=(classes.positive, classes.positive_from),
-                                initialised_from=initialised_from)
-    writer = ModelWriter(args.model_dir, config)
+    writer = ModelWriter(args.model_dir, make_config(initialised_from))
     predict = evaluation.SplitPredictor(args, data, plan, device, dist_info)
     trainer = Trainer(args, data, model, wrapped, plan=plan, predict=predict, device=device, amp_dtype=amp_dtype,
                       dist_info=dist_info, writer=writer, stop=stop, callbacks=callbacks)
     trainer.resume(args.checkpoint_dir)
     fitted = trainer.fit()
-    evaluate_and_save(fitted, model, data, predict, args, writer, dist_info)
+    evaluate_and_save(fitted, model, data, predict, args, writer, dist_info, ensemble_rule=decision.why)
 
 
 def main(argv=None, callbacks=()):

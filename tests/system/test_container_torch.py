@@ -91,3 +91,25 @@ def test_the_saved_model_is_served_by_inference_py(trained):
     body, media = inference.output_fn(inference.predict_fn(inference.input_fn(buf.getvalue(), "application/x-npy"),
                                                            model), "application/x-npy")
     assert media == "application/x-npy" and np.load(io.BytesIO(body)).shape == (2, 2)
+
+
+@slow
+def test_a_k_fold_ensemble_loads_and_serves_its_members_on_this_torch(trained, tmp_path):
+    """The model.tar.gz of a 2-member ensemble, unpacked as the inference image does: model_fn loads every member
+    with weights_only=True and the endpoint answers the test probabilities train.py reported."""
+    import tarfile
+
+    data, _ = trained
+    work = tmp_path / "run"
+    assert train.main(job(data, work, "--epochs", "1", "--ensemble", "on", "--folds", "2")) == 0
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        tar.add(work / "model", arcname=".")
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        tar.extractall(tmp_path / "served", filter="data")
+    model = inference.model_fn(str(tmp_path / "served"))
+    assert len(model.members) == 2 and os.path.isfile(tmp_path / "served" / "members" / "model-1.pth")
+    reported = json.loads((work / "out" / "metrics.json").read_text())["test_predictions"]
+    for name, expected in zip(reported["images"], reported["probabilities"]):
+        png = open(os.path.join(data, "test", name), "rb").read()
+        answer = inference.predict_fn(inference.input_fn(png, "image/png"), model)["predictions"][0]
+        np.testing.assert_allclose(list(answer["probabilities"].values()), expected, atol=1e-5)
