@@ -14,6 +14,8 @@ only through ``create_model``, which rejects unknown names with the list of vali
   summing the pretrained first-layer filters over RGB (timm's ``adapt_input_conv``), which keeps the response to a
   grey image; the classifier head (``HEADS``) is new.
 """
+import logging
+
 import torch
 from torch import nn
 
@@ -84,6 +86,20 @@ def strided_convs_on_one_pixel(model, in_channels, size):
         for hook in hooks:
             hook.remove()
     return names
+
+
+def cpu_safe_autocast(amp_dtype, device, model, in_channels, size):
+    """fp32 (None) in place of bf16 on the CPU for a model with strided convolutions on 1-pixel maps at this image
+    size (``strided_convs_on_one_pixel``: oneDNN's NaN gradients), said in one line; else ``amp_dtype``."""
+    if device.type != "cpu" or amp_dtype != torch.bfloat16:
+        return amp_dtype
+    names = strided_convs_on_one_pixel(model, in_channels, size)
+    if names:
+        logging.getLogger("train").warning(
+            "amp off: at %d px, %s of %s see 1-pixel maps, whose bf16 gradients on the CPU can be NaN (oneDNN); "
+            "training in fp32", size, ", ".join(names[:3]), type(model).__name__)
+        return None
+    return amp_dtype
 
 
 def architecture_options(name, image_size):

@@ -87,19 +87,6 @@ def autocast_dtype(args, device):
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
-def cpu_safe_autocast(amp_dtype, device, model, data):
-    """fp32 (None) in place of bf16 on the CPU for a model with strided convolutions on 1-pixel maps at this image
-    size (model_def.strided_convs_on_one_pixel: oneDNN's NaN gradients), said in one line; else ``amp_dtype``."""
-    if device.type != "cpu" or amp_dtype != torch.bfloat16:
-        return amp_dtype
-    names = model_def.strided_convs_on_one_pixel(model, data.channels, data.size)
-    if names:
-        logger.warning("amp off: at %d px, %s of %s see 1-pixel maps, whose bf16 gradients on the CPU can be NaN "
-                       "(oneDNN); training in fp32", data.size, ", ".join(names[:3]), type(model).__name__)
-        return None
-    return amp_dtype
-
-
 def check_writable(folder, what):
     try:
         os.makedirs(folder, exist_ok=True)
@@ -260,7 +247,7 @@ def run(args, callbacks=()):
         if members:
             return ensemble.evaluate_and_save(members, pool, decision, data, args, kit)
     model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
-    amp_dtype = cpu_safe_autocast(amp_dtype, device, model, data)
+    amp_dtype = model_def.cpu_safe_autocast(amp_dtype, device, model, data.channels, data.size)
     plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
     writer = ModelWriter(args.model_dir, make_config(initialised_from))
     predict = evaluation.SplitPredictor(args, data, plan, device, dist_info)

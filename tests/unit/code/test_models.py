@@ -110,16 +110,10 @@ def test_strided_convolutions_on_one_pixel_maps_are_found_at_the_image_size():
 
 
 def test_cpu_training_of_such_a_model_leaves_bf16_for_fp32_and_says_so(caplog):
-    import types
-
-    import train
-
-    data = types.SimpleNamespace(channels=1, size=16)
     resnet, cpu = model_def.create_model("resnet18", 2, 1, False), torch.device("cpu")
     with caplog.at_level("WARNING"):
-        assert train.cpu_safe_autocast(torch.bfloat16, cpu, resnet, data) is None
+        assert model_def.cpu_safe_autocast(torch.bfloat16, cpu, resnet, 1, 16) is None
     assert "amp off: at 16 px, layer4.0.conv1" in caplog.text and "training in fp32" in caplog.text
-    assert train.cpu_safe_autocast(torch.bfloat16, cpu, resnet, types.SimpleNamespace(channels=1, size=64)) \
-        == torch.bfloat16
-    assert train.cpu_safe_autocast(None, cpu, resnet, data) is None
-    assert train.cpu_safe_autocast(torch.float16, torch.device("cuda"), resnet, data) == torch.float16
+    assert model_def.cpu_safe_autocast(torch.bfloat16, cpu, resnet, 1, 64) == torch.bfloat16
+    assert model_def.cpu_safe_autocast(None, cpu, resnet, 1, 16) is None
+    assert model_def.cpu_safe_autocast(torch.float16, torch.device("cuda"), resnet, 1, 16) == torch.float16
