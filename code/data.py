@@ -10,13 +10,13 @@ import torch
 import channels
 import images
 import splits
-from errors import DataError
-from loaders import CachedSplit, ImageFileDataset, PixelNotes, StreamSplit, check_bad_fraction, decode_all
+from errors import ConfigError, DataError
+from loaders import CachedSplit, PixelNotes, StreamSplit, check_bad_fraction, dataset, decode_all
 
 logger = logging.getLogger("train")
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-AUTO_MAX_SIZE = 224
+AUTO_MAX_SIZE = images.AUTO_MAX_SIZE
 
 
 class Data:
@@ -49,8 +49,8 @@ def load_data(args, device):
     channel, and decode the images once into memory when they fit (``cache-max-gb``), else stream them from disk
     every epoch. Returns Data."""
     classes, task, listed = channels.read_channels(args)
-    n_channels, size = images.probe(listed["train"].paths, args.max_image_pixels, page=args.page)
-    n_channels, size = args.in_channels or n_channels, image_size(args.image_size, size)
+    n_channels, size = pixel_shape(args, listed)
+    held = sum(getattr(v, "shard_count", 0) for v in listed.values() if v is not None)
     if listed["val"] is None:
         listed["train"], listed["val"] = hold_out_val(listed["train"], args.val_fraction, args.seed, task)
     check_every_class_is_trained(listed["train"], classes, task)
@@ -68,12 +68,37 @@ def load_data(args, device):
                 split.to(device)
     mean, std = normalisation(args, splits["train"], n_channels, streamed)
     train, val, test = splits["train"], splits["val"], splits["test"]
-    logger.info("data: train=%d val=%d test=%s | %d colour channel(s), %dx%d px, %s (%.1f MB as uint8) | %s %s",
+    logger.info("data: train=%d val=%d test=%s | %d colour channel(s), %dx%d px, %s (%.1f MB as uint8%s) | %s %s",
                 len(train), len(val), len(test) if test is not None else "none", n_channels, size, size,
                 "streamed from disk" if streamed else "cached in memory", nbytes / 1e6,
+                f", from {held} shards" if held else "",
                 "findings" if task == "multilabel" else "classes", list(classes))
     logger.info("%s from %s", "findings" if task == "multilabel" else "classes", classes.source)
     return Data(train, val, test, n_channels, size, mean, std, streamed, classes, task)
+
+
+def pixel_shape(args, listed):
+    """(channels, side) the model trains at: from the shards' headers when the train channel holds shards (an
+    ``image-size`` or ``in-channels`` that differs is a ConfigError: the pixels were resized when the shards were
+    written), else probed from the images (``images.probe``, ``image_size``). Every shard channel must match."""
+    shaped = {name: listing.shape for name, listing in listed.items() if getattr(listing, "shape", None)}
+    if "train" not in shaped:
+        n_channels, size = images.probe(listed["train"].paths, args.max_image_pixels, page=args.page)
+        n_channels, size = args.in_channels or n_channels, image_size(args.image_size, size)
+    else:
+        n_channels, size = shaped["train"]
+        for flag, asked, held in (("image-size", args.image_size, size), ("in-channels", args.in_channels, n_channels)):
+            if asked not in ("auto", 0, None) and asked != held:
+                raise ConfigError(f"invalid hyperparameter: {flag}={asked}, but the train channel's shards hold "
+                                  f"{held} ({'px' if flag == 'image-size' else 'channel(s)'}): they were resized when "
+                                  f"written; leave {flag} out, or write the shards again (prepare_data --shards "
+                                  f"--image-size N)")
+    for name, (held_channels, held_size) in shaped.items():
+        if (held_channels, held_size) != (n_channels, size):
+            raise ConfigError(f"the {name} channel's shards hold {held_channels} channel(s) at {held_size} px, but this "
+                              f"run trains at {n_channels} at {size} px; write every channel's shards in one "
+                              "prepare_data run")
+    return n_channels, size
 
 
 def image_size(requested, most_common):
@@ -104,6 +129,7 @@ def hold_out_val(listing, fraction, seed, task):
                 fraction, how)
     train = listing.subset(kept)
     train.skipped = listing.skipped  # the train channel's images that could not be listed stay train's
+    train.lost = getattr(listing, "lost", 0)
     return train, listing.subset(held)
 
 
@@ -163,8 +189,8 @@ def decode_split(name, listing, n_channels, size, args, device, streamed, task):
     if listing is None:
         return None
     targets = listing.targets if task != "multilabel" else [list(map(float, t)) for t in listing.targets]
-    ds = ImageFileDataset(listing.paths, targets, n_channels, size, args.max_image_pixels, names=listing.names,
-                          page=args.page)
+    ds = dataset(listing.paths, targets, n_channels, size, args.max_image_pixels, names=listing.names,
+                 page=args.page)
     notes = PixelNotes(name, args.page)
     if streamed:
         workers = args.num_workers if args.num_workers >= 0 else min(8, os.cpu_count() or 1)
@@ -173,7 +199,8 @@ def decode_split(name, listing, n_channels, size, args, device, streamed, task):
         return split
     pixels, labs, bad = decode_all(ds, workers=max(2, os.cpu_count() or 1), notes=notes)
     notes.say()
-    check_bad_fraction(len(bad), len(listing), args.max_bad_fraction, name)
+    lost = getattr(listing, "lost", 0)  # a shard channel's images in no readable shard
+    check_bad_fraction(len(bad) + lost, len(listing) + lost, args.max_bad_fraction, name)
     if len(labs) == 0:
         raise DataError(f"none of the {len(listing)} images in {name} could be read; check the files")
     kept = [i for i, p in enumerate(listing.paths) if p not in bad]

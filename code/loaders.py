@@ -8,24 +8,21 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 import images
+import shards
 from errors import BadImageError, DataError, ImageTooLargeError
 from images import Notes
 
 logger = logging.getLogger("train")
 
 # why an image was skipped, as metrics.json's ``skipped`` says it; a bad image's target is -(1 + the index here)
-SKIP_REASONS = ("cannot decode", "above max-image-pixels", "no such page", "no finite pixel")
-# the words of a BadImageError's message (code/images.py) that say its reason; anything else: "cannot decode"
-_REASON_WORDS = (("there is no page", "no such page"), ("NaN or infinite", "no finite pixel"))
+SKIP_REASONS = images.SKIP_REASONS + (shards.DAMAGED,)
 
 
-def skip_code(exc):
-    """The target a bad image gets for a BadImageError: -(1 + its reason's index in SKIP_REASONS), so that the
-    reason crosses DataLoader workers with the batch."""
-    if isinstance(exc, ImageTooLargeError):
-        return -1 - SKIP_REASONS.index("above max-image-pixels")
-    reason = next((r for words, r in _REASON_WORDS if words in str(exc)), "cannot decode")
-    return -1 - SKIP_REASONS.index(reason)
+def skip_code(exc_or_reason):
+    """The target a bad image gets for a BadImageError (or a reason of SKIP_REASONS): -(1 + its reason's index in
+    SKIP_REASONS), so that the reason crosses DataLoader workers with the batch."""
+    reason = exc_or_reason if isinstance(exc_or_reason, str) else images.bad_image_reason(exc_or_reason)
+    return -1 - SKIP_REASONS.index(reason if reason in SKIP_REASONS else "cannot decode")
 
 
 def skip_reason(target):
@@ -63,6 +60,34 @@ class ImageFileDataset(torch.utils.data.Dataset):
             logger.warning("skipping %s: %s%s", self.paths[i], exc, hint)
             return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
                     torch.full_like(self.labels[i], skip_code(exc)), torch.zeros(len(Notes._fields), dtype=torch.int64))
+
+
+class ShardDataset(ImageFileDataset):
+    """ImageFileDataset's items read from shards (code/shards.py): ``paths`` are shards.ShardRef, the pixels are
+    already at the training size and channels, so an item is a copy of bytes. A sample the client could not decode
+    (or whose shard is damaged: said once when the channel was listed) is a bad image with its reason; one whose
+    bytes fail their CRC-32 is named in a warning."""
+
+    def item(self, i):
+        ref = self.paths[i]
+        try:
+            if ref.skip:
+                raise BadImageError(ref.skip)
+            arr = shards.read_pixels(ref)
+        except (BadImageError, shards.ShardError) as exc:
+            if ref.skip != shards.DAMAGED:  # a damaged shard was named once, when the channel was listed
+                logger.warning("skipping %s: %s%s", self.names[i], exc, " (found by prepare_data)" if ref.skip else "")
+            return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
+                    torch.full_like(self.labels[i], skip_code(ref.skip if ref.skip else shards.DAMAGED)),
+                    torch.zeros(len(Notes._fields), dtype=torch.int64))
+        return (torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i],
+                torch.tensor((1, 0, arr.shape[0] * arr.shape[1]), dtype=torch.int64))
+
+
+def dataset(listing_paths, targets, channels, size, max_pixels, names=None, page=0):
+    """The dataset of a listing: ShardDataset when its paths are shard samples, else ImageFileDataset."""
+    kind = ShardDataset if listing_paths and isinstance(listing_paths[0], shards.ShardRef) else ImageFileDataset
+    return kind(listing_paths, targets, channels, size, max_pixels, names=names, page=page)
 
 
 class PixelNotes:

@@ -266,6 +266,13 @@ def parse_args(argv=None):
     src.add_argument("--npz", help="a MedMNIST-style .npz with {train,val,test}_{images,labels}")
     src.add_argument("--dataset", help="a MedMNIST flag (pneumoniamnist, chestmnist, ...); downloads it")
     src.add_argument("--dicom", help="a folder of DICOM files (with --labels): see medimg.dicom")
+    src.add_argument("--folder", help="with --shards: a folder of channels as train.py reads them (train/, val/, test/: "
+                                      "class folders or labels.csv, label_dict.json)")
+    p.add_argument("--shards", action="store_true", help="write the channels as shards (a few large tar files of "
+                                                         "pixels at the training size: medimg.shard_data)")
+    p.add_argument("--image-size", type=int, help="with --shards: the side the pixels are resized to (default: "
+                                                  "train.py's image-size auto: the most common side, at most 224)")
+    p.add_argument("--shard-size-mb", type=float, help="with --shards: about this many MB per shard (default 128)")
     p.add_argument("--labels", help="with --dicom: a CSV of file (relative to the folder), label or finding "
                                     "columns, optional split")
     p.add_argument("--window", metavar="CENTER,WIDTH", help="with --dicom: CENTER,WIDTH in the modality's units "
@@ -299,6 +306,48 @@ def _window_with_its_value(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.shards or args.folder:
+        return main_shards(args)
+    return write_images(args)
+
+
+def main_shards(args):
+    """``--shards``: the channels of ``--folder`` (or those --npz/--dataset/--dicom write, in a temporary folder
+    removed after) as shards in ``--out``; OUT as it was on an error."""
+    from medimg import shard_data
+
+    if not args.shards:
+        print("prepare_data: error: --folder is read only to write shards: add --shards", file=sys.stderr)
+        return 2
+    if os.path.exists(args.out) and os.listdir(args.out):
+        print(f"prepare_data: error: {args.out} is not empty; give a new folder (nothing was written)", file=sys.stderr)
+        return 2
+    source = args.folder
+    temporary = None if source else os.path.abspath(args.out.rstrip(os.sep)) + ".images.partial"
+    try:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+            code = write_images(argparse.Namespace(**{**vars(args), "out": temporary}))
+            if code:
+                return code
+            source = temporary
+        shard_data.write_shards(source, args.out, image_size=args.image_size, shard_mb=args.shard_size_mb,
+                                label_dict=args.label_dict if args.folder else None)
+    except (ValueError, OSError) as exc:
+        shutil.rmtree(args.out, ignore_errors=True)
+        print(f"prepare_data: error: {exc}", file=sys.stderr)
+        return 2
+    except BaseException:
+        shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return 0
+
+
+def write_images(args):
+    """--npz, --dataset, --dicom: write the channels as image files in ``args.out``."""
     try:
         if args.dicom:
             from medimg import dicom
