@@ -11,12 +11,15 @@ import channels
 import images
 import splits
 from errors import ConfigError, DataError
-from loaders import CachedSplit, PixelNotes, StreamSplit, check_bad_fraction, dataset, decode_all
+from loaders import (CachedSplit, PixelNotes, ShardDataset, ShardStreamSplit, StreamSplit, check_bad_fraction, dataset,
+                     decode_all)
 
 logger = logging.getLogger("train")
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 AUTO_MAX_SIZE = images.AUTO_MAX_SIZE
+SHUFFLE_BYTES = 512 * 1024 ** 2  # streamed shards: the shuffle buffers of all DataLoader workers together,
+SHUFFLE_MAX = 8192               # and at most this many images per worker
 
 
 class Data:
@@ -71,10 +74,21 @@ def load_data(args, device):
     logger.info("data: train=%d val=%d test=%s | %d colour channel(s), %dx%d px, %s (%.1f MB as uint8%s) | %s %s",
                 len(train), len(val), len(test) if test is not None else "none", n_channels, size, size,
                 "streamed from disk" if streamed else "cached in memory", nbytes / 1e6,
-                f", from {held} shards" if held else "",
+                (f", from {held} shards" if held else "") + streamed_memory(splits),
                 "findings" if task == "multilabel" else "classes", list(classes))
     logger.info("%s from %s", "findings" if task == "multilabel" else "classes", classes.source)
     return Data(train, val, test, n_channels, size, mean, std, streamed, classes, task)
+
+
+def streamed_memory(splits):
+    """What streamed shards hold in memory at most (the data: line says it), or ""."""
+    streams = [s for s in splits.values() if isinstance(s, ShardStreamSplit)]
+    if not streams:
+        return ""
+    largest = max(streams, key=lambda s: s.bound_bytes())
+    return (f"; shard by shard through a shuffle buffer of {largest.buffer} images per worker x "
+            f"{max(1, largest.workers)} worker(s): at most {largest.bound_bytes() / 1e6:.0f} MB of pixels in memory "
+            "per split read")
 
 
 def pixel_shape(args, listed):
@@ -194,7 +208,11 @@ def decode_split(name, listing, n_channels, size, args, device, streamed, task):
     notes = PixelNotes(name, args.page)
     if streamed:
         workers = args.num_workers if args.num_workers >= 0 else min(8, os.cpu_count() or 1)
-        split = StreamSplit(ds, workers, pin_memory=device.type == "cuda", groups=listing.groups, notes=notes)
+        if isinstance(ds, ShardDataset):  # shard by shard through a shuffle buffer: SHUFFLE_BYTES over the workers
+            buffer = min(SHUFFLE_MAX, len(ds), max(64, SHUFFLE_BYTES // max(1, workers) // (n_channels * size ** 2)))
+            split = ShardStreamSplit(ds, workers, device.type == "cuda", listing.groups, notes, buffer=buffer)
+        else:
+            split = StreamSplit(ds, workers, pin_memory=device.type == "cuda", groups=listing.groups, notes=notes)
         split.skipped.update(listing.skipped)
         return split
     pixels, labs, bad = decode_all(ds, workers=max(2, os.cpu_count() or 1), notes=notes)

@@ -3,6 +3,7 @@
 (``StreamSplit``). Both yield ``(uint8 NCHW images, targets, indices)`` batches on the training device.
 """
 import logging
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -217,12 +218,15 @@ class StreamSplit:
     def __len__(self):
         return len(self.dataset)
 
-    def batches(self, indices, batch_size, device, fill=False):
-        loader = torch.utils.data.DataLoader(
+    def loader(self, indices, batch_size):
+        """``(x, y, idx, notes)`` batches of ``indices`` in that order (DataLoader workers decode the files)."""
+        return torch.utils.data.DataLoader(
             _Indexed(self.dataset), batch_size=batch_size, sampler=list(indices), num_workers=self.workers,
             pin_memory=self.pin_memory, persistent_workers=False, prefetch_factor=4 if self.workers else None)
+
+    def batches(self, indices, batch_size, device, fill=False):
         notes = self.notes if self.notes is not None and not self.notes.said else None
-        for x, y, idx, held in loader:
+        for x, y, idx, held in self.loader(indices, batch_size):
             ok = readable(y)
             if notes is not None:
                 for i in torch.nonzero(ok).flatten().tolist():
@@ -262,3 +266,85 @@ class _Indexed(torch.utils.data.Dataset):
     def __getitem__(self, i):
         x, y, notes = self.dataset.item(i)
         return x, y, i, notes
+
+
+class ShardStreamSplit(StreamSplit):
+    """A split of shards too large for memory, read shard by shard every epoch (sequential reads: what FastFile
+    streams from S3 well): the requested images are grouped by shard, the shards shuffled (seeded by the epoch's
+    order) and dealt to the DataLoader workers, each of which passes its images through a shuffle buffer of
+    ``buffer`` images and sends them in chunks; batches are then cut to ``batch_size`` here, so a rank yields
+    exactly ``ceil(len(indices) / batch_size)`` batches, as StreamSplit does (the ``fill`` rule holds). Memory:
+    ``bound_bytes()``, said in the ``data:`` line."""
+
+    CHUNK = 32  # images a worker sends at once
+
+    def __init__(self, dataset, workers, pin_memory, groups=None, notes=None, buffer=1024):
+        super().__init__(dataset, workers, pin_memory, groups, notes)
+        self.buffer = buffer
+
+    def bound_bytes(self):
+        """At most this many bytes of pixels held: every worker's buffer and prefetched chunks, and a batch."""
+        image = self.dataset.channels * self.dataset.size ** 2
+        workers = max(1, self.workers)
+        return image * (workers * (self.buffer + 4 * self.CHUNK) + 2 * self.CHUNK)
+
+    def loader(self, indices, batch_size):
+        indices = list(indices)
+        seed = zlib.crc32(torch.as_tensor(indices[:64], dtype=torch.int64).numpy().tobytes())
+        stream = _ShardStream(self.dataset, indices, self.buffer, self.CHUNK, seed)
+        chunks = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.workers,
+                                             pin_memory=self.pin_memory, prefetch_factor=4 if self.workers else None)
+        parts, held = [], 0
+        for chunk in chunks:
+            parts.append(chunk)
+            held += len(chunk[1])
+            while held >= batch_size:
+                batch, parts, held = _cut(parts, batch_size)
+                yield batch
+        if held:
+            yield _cut(parts, held)[0]
+
+
+def _cut(parts, n):
+    """The first ``n`` images of a list of (x, y, idx, notes) chunks as one batch, and the rest."""
+    joined = [torch.cat(column) for column in zip(*parts)]
+    rest = [c[n:] for c in joined]
+    return tuple(c[:n] for c in joined), ([tuple(rest)] if len(rest[1]) else []), len(rest[1])
+
+
+class _ShardStream(torch.utils.data.IterableDataset):
+    """The images ``indices`` of a ShardDataset, shard by shard (shards in a seeded order, dealt round-robin to the
+    workers), in increasing offset within a shard, through a shuffle buffer, as chunks of (x, y, idx, notes)."""
+
+    def __init__(self, dataset, indices, buffer, chunk, seed):
+        self.dataset, self.buffer, self.chunk, self.seed = dataset, max(1, buffer), chunk, seed
+        by_shard = {}
+        for i in indices:
+            by_shard.setdefault(dataset.paths[i].shard, []).append(i)
+        order = torch.randperm(len(by_shard), generator=torch.Generator().manual_seed(seed)).tolist()
+        names = sorted(by_shard)
+        self.shards = [sorted(by_shard[names[k]], key=lambda i: dataset.paths[i].offset) for k in order]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        gen = torch.Generator().manual_seed(self.seed + worker)
+        buffer, out = [], []
+        for shard in self.shards[worker::workers]:
+            for i in shard:
+                x, y, notes = self.dataset.item(i)
+                buffer.append((x, y, i, notes))
+                if len(buffer) >= self.buffer:
+                    out.append(buffer.pop(int(torch.randint(len(buffer), (), generator=gen))))
+                    if len(out) == self.chunk:
+                        yield _stack(out)
+                        out = []
+        order = torch.randperm(len(buffer), generator=gen).tolist()
+        out += [buffer[k] for k in order]
+        for start in range(0, len(out), self.chunk):
+            yield _stack(out[start:start + self.chunk])
+
+
+def _stack(samples):
+    xs, ys, idx, notes = zip(*samples)
+    return torch.stack(xs), torch.stack(ys), torch.as_tensor(idx, dtype=torch.int64), torch.stack(notes)

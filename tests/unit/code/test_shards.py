@@ -9,6 +9,7 @@ import torch
 
 import channels
 import data as data_lib
+import loaders
 import shards
 from errors import DataError
 from train_args import args_with
@@ -101,3 +102,26 @@ def test_a_channel_with_no_readable_shard_says_how_to_write_them(tmp_path):
         fh.write(b"\0" * 100)
     with pytest.raises(DataError, match=r"holds no readable shard .*prepare_data --folder DIR --shards"):
         channels.read_channels(args_with(train=str(tmp_path / "train"), val=None, test=None))
+
+
+def test_streamed_shards_give_every_requested_image_once_in_exact_batches_and_fill_bad_ones(tmp_path, caplog):
+    write_channel(tmp_path, n=50, per_shard=8)
+    path = os.path.join(tmp_path, shards.shard_name(3))
+    with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) - 2600)  # its last image is lost
+    args = args_with(train=str(tmp_path), val=None, test=None, max_bad_fraction=0.5, cache_max_gb=0.0,
+                     num_workers=2)
+    _, _, listed = channels.read_channels(args)
+    with caplog.at_level(logging.INFO, logger="train"):
+        split = data_lib.decode_split("train", listed["train"], 1, 8, args, torch.device("cpu"), True, "multiclass")
+    assert isinstance(split, loaders.ShardStreamSplit) and split.buffer == 50  # at most the split
+    indices = list(range(49, -1, -1))
+    seen = [b for b in split.batches(indices, 16, torch.device("cpu"), fill=False)]
+    got = torch.cat([idx for _, _, idx in seen]).tolist()
+    bad = {i for i, r in enumerate(listed["train"].paths) if r.skip}
+    assert bad and sorted(got) == sorted(set(indices) - bad) and got != sorted(got)  # shuffled
+    for x, y, idx in seen:  # each image's own pixels and label
+        assert x[:, 0, 0, 0].tolist() == idx.tolist() and y.tolist() == [i % 2 for i in idx.tolist()]
+    filled = [len(y) for _, y, _ in split.batches(indices, 16, torch.device("cpu"), fill=True)]
+    assert filled == [16, 16, 16, 2]  # the same steps on every rank: bad images replaced, never dropped
+    assert split.bound_bytes() == 64 * (2 * (split.buffer + 4 * split.CHUNK) + 2 * split.CHUNK)
