@@ -2,12 +2,15 @@
 none (splits.py: stratified, by patient), and the pixels decoded once or streamed (``load_data``).
 """
 import logging
+import math
 import os
 
 import numpy as np
 import torch
 
 import channels
+import distributed
+import hosts
 import images
 import splits
 from errors import ConfigError, DataError
@@ -47,16 +50,18 @@ def channel_stats(pixels, limit=4096):
 # ==================================================================================================
 # Loading
 # ==================================================================================================
-def load_data(args, device):
+def load_data(args, device, dist_info=None):
     """Read the channels (class names, task, listings: channels.read_channels), hold out val when there is no val
     channel, and decode the images once into memory when they fit (``cache-max-gb``), else stream them from disk
-    every epoch. Returns Data."""
+    every epoch. Returns Data, with each host's part of the train split (``placement``)."""
+    dist_info = dist_info or distributed.DistInfo()
+    sharded = hosts.check_channels(args)
     classes, task, listed = channels.read_channels(args)
     n_channels, size = pixel_shape(args, listed)
     held = sum(getattr(v, "shard_count", 0) for v in listed.values() if v is not None)
     if listed["val"] is None:
         listed["train"], listed["val"] = hold_out_val(listed["train"], args.val_fraction, args.seed, task)
-    check_every_class_is_trained(listed["train"], classes, task)
+    place = placement(listed["train"], classes, task, sharded, dist_info)
     warn_of_a_val_split_that_cannot_judge(listed["val"], classes, task)
     warn_of_a_test_split_that_cannot_judge(listed["test"], classes, task)
     nbytes = sum(len(v) for v in listed.values() if v is not None) * n_channels * size * size
@@ -70,6 +75,9 @@ def load_data(args, device):
             if split is not None:
                 split.to(device)
     mean, std = normalisation(args, splits["train"], n_channels, streamed)
+    if place.part is not None and not args.pretrained:  # every host's part: one normalisation for the model
+        mean, std = (np.round(np.array(distributed.all_reduce_sum(v, dist_info, device)) / dist_info.world_size,
+                              5).tolist() for v in (mean, std))
     train, val, test = splits["train"], splits["val"], splits["test"]
     logger.info("data: train=%d val=%d test=%s | %d colour channel(s), %dx%d px, %s (%.1f MB as uint8%s) | %s %s",
                 len(train), len(val), len(test) if test is not None else "none", n_channels, size, size,
@@ -77,7 +85,40 @@ def load_data(args, device):
                 (f", from {held} shards" if held else "") + streamed_memory(splits),
                 "findings" if task == "multilabel" else "classes", list(classes))
     logger.info("%s from %s", "findings" if task == "multilabel" else "classes", classes.source)
-    return Data(train, val, test, n_channels, size, mean, std, streamed, classes, task)
+    if len(place.by_host) > 1 or place.part is not None:
+        logger.info("train images by host: %s%s", place.by_host, f" (each host its own part, {SHARDED_WHY})"
+                    if place.part is not None else " (every host holds the whole split; the ranks share it out)")
+    data = Data(train, val, test, n_channels, size, mean, std, streamed, classes, task)
+    data.train_part, data.per_rank, data.train_images_by_host = place.part, place.per_rank, place.by_host
+    return data
+
+
+SHARDED_WHY = "ShardedByS3Key: every rank takes the largest part's steps, smaller parts wrap around"
+
+
+class Placement:
+    """Where the train split is: ``part`` (hosts.TrainPart when each host holds its own part, else None),
+    ``per_rank`` (images each rank takes per epoch) and ``by_host`` ({host: images})."""
+
+    def __init__(self, part, per_rank, by_host):
+        self.part, self.per_rank, self.by_host = part, per_rank, by_host
+
+
+def placement(listing, classes, task, sharded, dist_info):
+    """The Placement of the train split (a collective with several processes), after checking that every class is
+    trained: on this host's part alone when the channel is replicated, on every host's together when sharded."""
+    if not sharded:
+        check_every_class_is_trained(listing, classes, task)
+        by_host = hosts.images_by_host(len(listing), dist_info)
+        return Placement(None, math.ceil(len(listing) / dist_info.world_size), by_host)
+    part = hosts.train_part(len(listing), classes, dist_info)
+    lacking = [set(without_examples(listing, classes, task))]
+    lacking = set.intersection(*distributed.gather_objects(lacking[0], dist_info))
+    if lacking:
+        what = "positive images of finding" if task == "multilabel" else "images of class"
+        raise DataError(f"no host's part of the sharded train channel has {what} {sorted(lacking)[0]!r} of "
+                        f"{classes.describe()}; add images of every class, or remove the ones that have none")
+    return Placement(part, part.per_rank, part.by_host)
 
 
 def streamed_memory(splits):

@@ -21,7 +21,6 @@ checkpoints in ``<checkpoint-dir>`` when there is one.
 """
 import dataclasses
 import logging
-import math
 import os
 import shutil
 import sys
@@ -35,6 +34,7 @@ import data as data_lib
 import distributed
 import epoch_log
 import evaluation
+import hosts
 import initialisation
 import layout
 import model_config
@@ -160,6 +160,7 @@ def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info):
                "positive_class_from": getattr(data.classes, "positive_from", None),
                "plan": fitted.plan.to_dict(), "steps": fitted.state.global_step, "epochs_run": fitted.state.epoch,
                "initialised_from": writer.config.get("initialised_from"),
+               "train_images_by_host": data.train_images_by_host,
                "decisions": dataclasses.asdict(decisions)}
     for name, (labels, logits, idx) in predicted.items():
         split = data.val if name == "val" else data.test
@@ -218,13 +219,14 @@ def run(args, callbacks=()):
     logger.info("device=%s amp=%s world_size=%d torch=%s", device, amp_dtype, dist_info.world_size, torch.__version__)
 
     started = time.perf_counter()
-    data = data_lib.load_data(args, device)
+    hosts.check_hardware(args, dist_info)
+    data = data_lib.load_data(args, device, dist_info)
     classes = data.classes
     for callback in callbacks:
         callback.on_data_loaded(data, time.perf_counter() - started)
 
     model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
-    plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
+    plan = schedule.make_plan(args, data.per_rank, dist_info.world_size)  # a host's part: the largest (hosts.py)
     config = model_config.build(architecture=args.model, classes=classes, in_channels=data.channels,
                                 architecture_options=model_def.architecture_options(args.model, data.size),
                                 image_size=data.size, mean=data.mean, std=data.std, tta=flip_tta(args),
