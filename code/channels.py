@@ -331,6 +331,8 @@ def check_no_image_in_two_splits(listings, threads=8):
 
 def file_digests(listing, threads=8):
     """The SHA-1 of each file of ``listing`` (None for an empty one), read once per listing, with threads."""
+    if getattr(listing, "_digests", None) is None and listing.paths and isinstance(listing.paths[0], shards.ShardRef):
+        listing._digests = [ref.digest for ref in listing.paths]  # kept in the shard headers: nothing to read
     if getattr(listing, "_digests", None) is None:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             listing._digests = list(pool.map(_digest, listing.paths))

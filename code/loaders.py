@@ -76,13 +76,41 @@ class ShardDataset(ImageFileDataset):
                 raise BadImageError(ref.skip)
             arr = shards.read_pixels(ref)
         except (BadImageError, shards.ShardError) as exc:
-            if ref.skip != shards.DAMAGED:  # a damaged shard was named once, when the channel was listed
-                logger.warning("skipping %s: %s%s", self.names[i], exc, " (found by prepare_data)" if ref.skip else "")
-            return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
-                    torch.full_like(self.labels[i], skip_code(ref.skip if ref.skip else shards.DAMAGED)),
-                    torch.zeros(len(Notes._fields), dtype=torch.int64))
+            return self._bad(i, exc)
         return (torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i],
                 torch.tensor((1, 0, arr.shape[0] * arr.shape[1]), dtype=torch.int64))
+
+    def by_shard(self):
+        """The sample indices grouped by shard file, in order."""
+        parts = {}
+        for i, ref in enumerate(self.paths):
+            parts.setdefault(ref.shard, []).append(i)
+        return list(parts.values())
+
+    def copy_into(self, indices, images, labels, held):
+        """``item`` for ``indices`` (all of one shard), reading the shard once: pixels into ``images``."""
+        try:
+            data = shards.read_shard(self.paths[indices[0]].shard)
+        except OSError:
+            data = None
+        for i in indices:
+            ref = self.paths[i]
+            try:
+                if data is None or ref.skip:
+                    raise BadImageError(ref.skip or shards.DAMAGED)
+                images[i] = torch.from_numpy(shards.pixels_in(ref, data)).permute(2, 0, 1)
+                labels[i] = self.labels[i]
+                held[i] = torch.tensor((1, 0, ref.shape[0] * ref.shape[1]))
+            except (BadImageError, shards.ShardError) as exc:
+                images[i], labels[i], held[i] = self._bad(i, exc)
+
+    def _bad(self, i, exc):
+        ref = self.paths[i]
+        if ref.skip != shards.DAMAGED:  # a damaged shard was named once, when the channel was listed
+            logger.warning("skipping %s: %s%s", self.names[i], exc, " (found by prepare_data)" if ref.skip else "")
+        return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
+                torch.full_like(self.labels[i], skip_code(ref.skip if ref.skip else shards.DAMAGED)),
+                torch.zeros(len(Notes._fields), dtype=torch.int64))
 
 
 def dataset(listing_paths, targets, channels, size, max_pixels, names=None, page=0):
@@ -148,7 +176,10 @@ def decode_all(dataset, workers, notes=None):
             images[i], labels[i], held[i] = dataset.item(i)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(work, range(0, n, 256)))
+        if isinstance(dataset, ShardDataset):  # one sequential read per shard, its images copied out of it
+            list(pool.map(lambda part: dataset.copy_into(part, images, labels, held), dataset.by_shard()))
+        else:
+            list(pool.map(work, range(0, n, 256)))
     good = readable(labels)
     if notes is not None:
         for i in torch.nonzero(good).flatten().tolist():

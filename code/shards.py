@@ -21,6 +21,7 @@ upload is once per content.
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tarfile
@@ -57,7 +58,7 @@ class ShardRef(NamedTuple):
 
     @property
     def nbytes(self):
-        return int(np.prod(self.shape)) if self.shape else 0
+        return math.prod(self.shape) if self.shape else 0
 
 
 def shard_name(number):
@@ -226,6 +227,22 @@ def refs_of(path, header):
         ref = ShardRef(path, start + s["offset"], tuple(s["shape"]), s["crc32"], digest)
         refs.append(ref if ref.offset + ref.nbytes <= end else ref._replace(skip=DAMAGED))
     return refs
+
+
+def read_shard(path):
+    """A whole shard's bytes as a uint8 array (one sequential read), for reading many of its samples."""
+    return np.fromfile(path, dtype=np.uint8)
+
+
+def pixels_in(ref, data):
+    """One sample's pixels (H, W, C) as a view of ``data`` (``read_shard``'s array of its shard); ShardError when
+    they lie beyond its end or their bytes changed."""
+    view = data[ref.offset:ref.offset + ref.nbytes]
+    if len(view) != ref.nbytes:
+        raise ShardError(f"{os.path.basename(ref.shard)} is cut short")
+    if zlib.crc32(view) != ref.crc32:
+        raise ShardError(f"its bytes in {os.path.basename(ref.shard)} changed since it was written (CRC-32)")
+    return view.reshape(ref.shape)
 
 
 def read_pixels(ref):

@@ -32,6 +32,12 @@ SAGEMAKER_BASE_DIR), so the staged copy is redirected: every ``/opt/ml`` in the 
 the run gets ``checkpoint-dir=WORK/checkpoints`` as its last hyperparameter instead (unless --hp gives one), a
 hyperparameter train.py reads under any launcher. The exit code is the script's own (v3 keeps it).
 
+``--input-mode File|FastFile`` and ``--train-distribution FullyReplicated|ShardedByS3Key`` are recorded in each
+host's inputdataconfig.json as the platform writes them (train.py reads them through SM_INPUT_DATA_CONFIG); with
+``--nodes N`` and ShardedByS3Key each host's train channel is its part of the files, sorted by key and dealt round
+robin (medimg.opt_ml.host_part), staged as links under WORK/sharded/<host>/. FastFile's files are the same local
+files here.
+
 The exit code is the job's. WORK/checkpoints survives re-runs, so a second run resumes, as a spot job does.
 SIGTERM/SIGINT to this script are passed on to train.py (and torchrun and its workers), which finish the step,
 checkpoint and exit. The real container does not do that: the toolkit does not pass SageMaker's SIGTERM on to the

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Turn a MedMNIST-style .npz (or a DICOM tree, medimg.dicom) into channels for train.py.
+"""Turn a MedMNIST-style .npz (or a DICOM tree, medimg.dicom) into channels for train.py, or channels into shards.
 
     python scripts/prepare_data.py --npz pneumoniamnist.npz --out data/pneumonia
+    python scripts/prepare_data.py --folder data/pneumonia --shards --out data/pneumonia-shards   # decoded once
     python scripts/prepare_data.py --npz chestmnist.npz --label-dict findings.json --out data/chest   # multi-label
     python scripts/prepare_data.py --dataset pneumoniamnist --size 64 --out data/pneumonia64   # needs internet
     python scripts/prepare_data.py --npz x.npz --out data/x --hold-out-test 0.15   # when the source has no test
@@ -13,6 +14,10 @@ Writes one channel folder per split in the source (train, val, test), each with 
   names made portable (``layout.folder_name``: "normal, benign" -> "normal_benign"), the names stay names;
 * multi-label data (labels (N, K) of 0/1, K findings, as ChestMNIST's): a manifest channel,
   ``OUT/<split>/images/<n>.png`` and ``OUT/<split>/labels.csv`` with one 0/1 column per finding.
+
+With ``--shards`` the channels are written as shards instead (medimg.shard_data, code/shards.py: a few large tar
+files of pixels at the training size): from ``--folder DIR`` (channels as train.py reads them), or from what
+--npz/--dataset/--dicom would write, through a temporary folder (``--image-size``, ``--shard-size-mb``).
 
 Names come from ``--label-dict`` or, with ``--dataset``, from MedMNIST's INFO; otherwise from the default
 ``code/label_dict.json``. ``--hold-out-test F`` holds a test split out of train when the source has none

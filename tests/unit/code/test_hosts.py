@@ -14,6 +14,9 @@ from errors import ConfigError
 from train_args import args_with
 
 
+TWO = ("algo-1", "algo-2")
+
+
 def env(distributions=None, host_list=("algo-1",), current="algo-1", local_world=1):
     config = {name: {"TrainingInputMode": "FastFile", "S3DistributionType": dist, "RecordWrapperType": "None"}
               for name, dist in (distributions or {}).items()}
@@ -25,15 +28,19 @@ def env(distributions=None, host_list=("algo-1",), current="algo-1", local_world
 def test_a_sharded_val_or_test_channel_is_refused_naming_it(channel):
     with pytest.raises(ConfigError, match=rf"the (val|test) channel '{channel}' is ShardedByS3Key: each host would "
                                           r"judge on another part of it; give it S3DistributionType FullyReplicated"):
-        hosts.check_channels(args_with(val="v"), env({"train": "ShardedByS3Key", channel: "ShardedByS3Key"}))
+        hosts.check_channels(args_with(val="v"), env({"train": "ShardedByS3Key", channel: "ShardedByS3Key"},
+                                                     host_list=TWO))
 
 
 def test_a_sharded_train_channel_needs_a_val_channel_and_is_recognised_under_its_alias():
     with pytest.raises(ConfigError, match=r"train channel is ShardedByS3Key and there is no val channel"):
-        hosts.check_channels(args_with(val=None), env({"training": "ShardedByS3Key"}))
-    assert hosts.check_channels(args_with(val="v"), env({"training": "ShardedByS3Key", "val": "FullyReplicated"}))
-    assert not hosts.check_channels(args_with(val=None), env({"train": "FullyReplicated"}))
+        hosts.check_channels(args_with(val=None), env({"training": "ShardedByS3Key"}, host_list=TWO))
+    assert hosts.check_channels(args_with(val="v"), env({"training": "ShardedByS3Key", "val": "FullyReplicated"},
+                                                        host_list=TWO))
+    assert not hosts.check_channels(args_with(val=None), env({"train": "FullyReplicated"}, host_list=TWO))
     assert not hosts.check_channels(args_with(val=None), {})  # train.py by hand: nothing assumed
+    # one host gets every object of a sharded channel: nothing to split, val may be held out
+    assert not hosts.check_channels(args_with(val=None), env({"train": "ShardedByS3Key", "val": "ShardedByS3Key"}))
 
 
 def test_several_hosts_without_distribution_is_an_error_with_what_to_enable():
