@@ -38,8 +38,10 @@ class Data:
 # ==================================================================================================
 # Statistics
 # ==================================================================================================
-def channel_stats(pixels, limit=4096):
-    """Per-channel mean and std of a uint8 NCHW tensor (a sample of it), on the 0..1 scale."""
+def channel_stats(pixels, limit=4096, max_pixels=2 ** 24):
+    """Per-channel mean and std of a uint8 NCHW tensor (a sample of it: at most ``limit`` images evenly spread, and
+    at most ``max_pixels`` pixels per channel, 334 images at 224 px), on the 0..1 scale."""
+    limit = max(1, min(limit, max_pixels // max(1, pixels.shape[-1] * pixels.shape[-2])))
     step = max(1, len(pixels) // limit)
     x = pixels[::step]
     # from each channel's histogram of its 256 values: exact, and without a float copy of the sample (at 224 px,

@@ -6,6 +6,7 @@ import logging
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 import images
@@ -77,7 +78,7 @@ class ShardDataset(ImageFileDataset):
             arr = shards.read_pixels(ref)
         except (BadImageError, shards.ShardError) as exc:
             return self._bad(i, exc)
-        return (torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.labels[i],
+        return (torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), self.labels[i],
                 torch.tensor((1, 0, arr.shape[0] * arr.shape[1]), dtype=torch.int64))
 
     def by_shard(self):
@@ -88,21 +89,27 @@ class ShardDataset(ImageFileDataset):
         return list(parts.values())
 
     def copy_into(self, indices, images, labels, held):
-        """``item`` for ``indices`` (all of one shard), reading the shard once: pixels into ``images``."""
+        """``item`` for ``indices`` (all of one shard), reading the shard once: pixels into ``images``. The loop
+        copies with numpy only: a torch operation per image hands work to its intra-op threads, which costs
+        milliseconds per image on a busy machine."""
         try:
             data = shards.read_shard(self.paths[indices[0]].shard)
         except OSError:
             data = None
+        pixels, bad = images.numpy(), []
         for i in indices:
             ref = self.paths[i]
             try:
                 if data is None or ref.skip:
                     raise BadImageError(ref.skip or shards.DAMAGED)
-                images[i] = torch.from_numpy(shards.pixels_in(ref, data)).permute(2, 0, 1)
-                labels[i] = self.labels[i]
-                held[i] = torch.tensor((1, 0, ref.shape[0] * ref.shape[1]))
+                np.copyto(pixels[i], shards.pixels_in(ref, data).transpose(2, 0, 1))
             except (BadImageError, shards.ShardError) as exc:
-                images[i], labels[i], held[i] = self._bad(i, exc)
+                bad.append((i, exc))
+        index = torch.as_tensor(indices)
+        labels[index] = self.labels[index]
+        held[index] = torch.tensor((1, 0, self.size * self.size))
+        for i, exc in bad:
+            images[i], labels[i], held[i] = self._bad(i, exc)
 
     def _bad(self, i, exc):
         ref = self.paths[i]
@@ -181,11 +188,16 @@ def decode_all(dataset, workers, notes=None):
         else:
             list(pool.map(work, range(0, n, 256)))
     good = readable(labels)
+    if bool(good.all()):  # no copy of the whole split when every image was read
+        kept_images, kept_labels = images, labels
+    else:
+        kept_images, kept_labels = images[good].contiguous(), labels[good]
     if notes is not None:
+        rows = held.tolist()
         for i in torch.nonzero(good).flatten().tolist():
-            notes.add(dataset.names[i], held[i])
+            notes.add(dataset.names[i], rows[i])
     bad = {dataset.paths[i]: skip_reason(labels[i]) for i in torch.nonzero(~good).flatten().tolist()}
-    return images[good].contiguous(), labels[good], bad
+    return kept_images, kept_labels, bad
 
 
 def check_bad_fraction(bad, total, limit, channel):

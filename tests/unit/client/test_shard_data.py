@@ -146,3 +146,19 @@ def test_command_line_writes_shards_from_an_npz_and_refuses_a_folder_of_shards(t
     assert listed["train"].shape == (1, 16) and len(listed["val"]) == 4
     assert prepare_data.main(["--folder", str(tmp_path / "out"), "--shards", "--out", str(tmp_path / "o2")]) == 2
     assert "already holds shards" in capsys.readouterr().err and not os.path.exists(tmp_path / "o2")
+
+
+def test_shards_upload_once_per_content_and_a_rewrite_of_the_same_images_is_already_there(folders, tmp_path, s3):
+    from medimg import s3_data
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(folders, a, shard_mb=0.004)
+    write(folders, b, shard_mb=0.004)  # written again, e.g. on another laptop: the same bytes
+    uris, uploaded = s3_data.upload_channels(s3, str(a), "s3://bkt/data", "chest-shards", log=lambda m: None)
+    assert uploaded and set(uris) == {"train", "val", "test"}
+    logged = []
+    assert s3_data.upload_channels(s3, str(b), "s3://bkt/data", "chest-shards", log=logged.append) == (uris, False)
+    assert "already in S3" in logged[-1]
+    stored = [o["Key"] for o in s3.list_objects_v2(Bucket="bkt", Prefix="data/")["Contents"]]
+    assert sum(k.endswith(".tar") for k in stored) == sum(len(shards.shard_files(os.path.join(a, ch)))
+                                                          for ch in ("train", "val", "test"))
