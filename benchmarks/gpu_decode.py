@@ -18,6 +18,7 @@ import time
 import torch
 import torchvision
 from PIL import Image
+from torchvision.transforms.functional import resize
 
 
 def jpeg_files(folder, n):
@@ -35,7 +36,6 @@ def jpeg_files(folder, n):
 
 def gpu_rate(files, device, size=224):
     datas = [torchvision.io.read_file(f) for f in files]
-    resize = torchvision.transforms.v2.Resize((size, size), antialias=True)
     for _ in range(2):  # warm-up: nvJPEG handles, kernels
         torchvision.io.decode_jpeg(datas[:8], device=device)
     if device != "cpu":
@@ -43,7 +43,7 @@ def gpu_rate(files, device, size=224):
     t0 = time.perf_counter()
     for start in range(0, len(datas), 64):
         images = torchvision.io.decode_jpeg(datas[start:start + 64], device=device)
-        [resize(im) for im in images]
+        [resize(im, [size, size], antialias=True) for im in images]
     if device != "cpu":
         torch.cuda.synchronize()
     return len(datas) / (time.perf_counter() - t0)
