@@ -84,7 +84,7 @@ def check_hardware(args, dist_info, environ=None, gpus=None):
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     local = int(environ.get("LOCAL_WORLD_SIZE", "1")) if dist_info.enabled else 1
-    if gpus > local and getattr(args, "device", "auto") != "cpu":
+    if gpus > local and getattr(args, "device", "auto") != "cpu" and dist_info.local_rank == 0:  # once per host
         logger.warning("%d GPUs are visible on %s but %d training process(es) run there: %d GPU(s) sit idle; enable "
                        "torch_distributed (SDK v2) or Torchrun() (SDK v3), which start one process per GPU",
                        gpus, current, local, gpus - local)
