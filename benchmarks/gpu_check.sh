@@ -7,7 +7,7 @@
 #
 # Runs train.py (through benchmarks/probe.py, which only wraps timers around its functions) for a fixed number
 # of steps per epoch, 3 epochs (1: warm-up and compilation, 2: timed, 3: profiled), on
-#   smallcnn at 28 px (1 channel)   and   resnet50 at 224 px (3 channels),
+#   smallcnn at 28 px (1 channel)   and   resnet50 at 224 px (3 channels; also from shards at 224 px),
 # each with amp on/off and compile off/on, on synthetic PNG class folders the script writes first. Prints
 # images/s, GPU busy (union of CUDA kernel time / wall time, torch.profiler), nvidia-smi utilization sampled in
 # the background, and peak GPU memory (torch.cuda.max_memory_allocated / reserved).
@@ -43,9 +43,11 @@ fi
 N_SMALL=$((STEPS_SMALL * BS_SMALL))
 N_R50=$((STEPS_R50 * BS_R50))
 
-# name model size channels batch steps amp compile estimated-seconds; most informative first
+# name model size channels batch steps amp compile estimated-seconds [data folder, default data<size>]; most
+# informative first. The -shards run reads the same 224 px images as shards (prepare_data --shards, written once).
 CONFIGS=(
   "resnet50-${SIZE_R50}-amp resnet50 $SIZE_R50 3 $BS_R50 $STEPS_R50 true false 30"
+  "resnet50-${SIZE_R50}-amp-shards resnet50 $SIZE_R50 3 $BS_R50 $STEPS_R50 true false 30 shards$SIZE_R50"
   "resnet50-${SIZE_R50}-fp32 resnet50 $SIZE_R50 3 $BS_R50 $STEPS_R50 false false 30"
   "smallcnn-28-amp smallcnn 28 1 $BS_SMALL $STEPS_SMALL true false 20"
   "smallcnn-28-fp32 smallcnn 28 1 $BS_SMALL $STEPS_SMALL false false 20"
@@ -77,6 +79,9 @@ if [ "$MODE" != dry ]; then
 fi
 run "$PY" benchmarks/synth_data.py --out "$OUT/data28" --size 28 --channels 1 --train "$N_SMALL" --val 256
 run "$PY" benchmarks/synth_data.py --out "$OUT/data$SIZE_R50" --size "$SIZE_R50" --channels 3 --train "$N_R50" --val 256
+[ "$MODE" = dry ] || rm -rf "$OUT/shards$SIZE_R50"
+run "$PY" -m medimg.prepare_data --folder "$OUT/data$SIZE_R50" --shards --out "$OUT/shards$SIZE_R50" \
+  --image-size "$SIZE_R50"
 
 SMI_PID=
 if [ "$MODE" = gpu ]; then
@@ -89,7 +94,8 @@ fi
 
 SKIPPED=()
 for cfg in "${CONFIGS[@]}"; do
-  read -r name model size ch bs steps amp compile est <<<"$cfg"
+  read -r name model size ch bs steps amp compile est data <<<"$cfg"
+  data=${data:-data$size}
   elapsed=$(( $(date +%s) - START ))
   if [ "$MODE" != dry ] && [ $((elapsed + est)) -gt "$BUDGET_S" ]; then
     SKIPPED+=("$name (needs ~${est}s, ${elapsed}s of ${BUDGET_S}s used)")
@@ -97,7 +103,7 @@ for cfg in "${CONFIGS[@]}"; do
   fi
   work="$OUT/work/$name"
   echo "== $name (${elapsed}s elapsed)"
-  cmd=("$PY" benchmarks/probe.py --profile-epoch 3 -- --train "$OUT/data$size/train" --val "$OUT/data$size/val"
+  cmd=("$PY" benchmarks/probe.py --profile-epoch 3 -- --train "$OUT/$data/train" --val "$OUT/$data/val"
        --model "$model" --in-channels "$ch" --batch-size "$bs" --epochs 3 --max-steps-per-epoch "$steps"
        --patience 0 --amp "$amp" --compile "$compile" --device "$DEVICE"
        --model-dir "$work/model" --output-data-dir "$work/data" --output-dir "$work/output" --checkpoint-dir "")
@@ -112,6 +118,9 @@ for cfg in "${CONFIGS[@]}"; do
 done
 
 [ -n "$SMI_PID" ] && kill "$SMI_PID" 2>/dev/null
+# JPEG decoding on the GPU (nvJPEG through torchvision.io.decode_jpeg) against PIL on the CPU, at 224 px
+run "$PY" benchmarks/gpu_decode.py --folder "$OUT/data$SIZE_R50/train" --n $([ "$MODE" = cpu ] && echo 16 || echo 1024) \
+  --device "$DEVICE"
 echo
 if [ "$MODE" = dry ]; then
   echo "+ $PY benchmarks/gpu_report.py $OUT"

@@ -70,6 +70,7 @@ def targets(results):
                     "target": f"<= {TRAIN_TIME_LIMIT_S} s",
                     "measured": f"{slowest['wall_s']:.0f} s (load {fmt(load, '.1f')} before it)",
                     "met": slowest["wall_s"] <= TRAIN_TIME_LIMIT_S})
+    out += (results.get("datapath") or {}).get("targets", [])  # its own (benchmarks/sections/datapath.py)
     q = results.get("quality")
     if q:
         out.append({"name": f"default configuration reaches val AUC {TARGET_AUC}",

@@ -32,6 +32,10 @@ Sections (``--only``):
   weights channel to runs on a 300-image subset of the other (PneumoniaMNIST; RetinaMNIST), against training from
   scratch and against fine-tuning with one lr and the from-scratch budget, seeds 1-3, each judged on its own val
   split (benchmarks/sections/transfer.py).
+* ``datapath`` (not in the default set; ``--only datapath``): the data path at real resolution: train.py's time to
+  data ready on 3,000 full-size (512 px) PNGs and on their shards at 224 px, images/s per CPU second of the plain
+  ImageFolder loop (PNG, JPEG) and of train.py's path (folders, shards, streamed shards), a 100,000-image
+  streamed run's peak memory against its stated bound, and the A10G's consumption (benchmarks/sections/datapath.py).
 * ``dev`` (not in the default set; ``--only dev``): the quality of the defaults on the development settings of
   ../shared/data/ (PneumoniaMNIST with its train split subsampled to 300 and 1,000 images, stratified by class
   with a fixed subsample seed, and all 4,708; RetinaMNIST, 1,080 RGB images, 5 grades), each judged on its own
@@ -70,14 +74,16 @@ if __name__ == "__main__" and not __package__:
 
 from benchmarks import datasets, harness, report  # noqa: E402 (after the package is in place)
 from benchmarks.harness import CODE, ROOT, log  # noqa: E402
-from benchmarks.sections import ceiling, dev, ensemble, quality, scaling, sizes, throughput, transfer  # noqa: E402
+from benchmarks.sections import (ceiling, datapath, dev, ensemble, quality, scaling, sizes, throughput,  # noqa: E402
+                                 transfer)
 
 # The sections, in the order they run and print: name -> module (benchmarks/sections/__init__.py says what a
 # section module has). A new section is a module there and a line here.
 SECTIONS = {"ceiling": ceiling, "throughput": throughput, "scaling": scaling, "quality": quality, "dev": dev,
-            "sizes": sizes, "transfer": transfer, "ensemble": ensemble}
+            "sizes": sizes, "transfer": transfer, "ensemble": ensemble, "datapath": datapath}
 # dev takes 15-25 minutes more (--only dev), sizes 15-25 (--only sizes), transfer 30-60 (--only transfer), ensemble
-# 30-60 (--only ensemble --settings pneumonia-300,pneumonia-1000,retina)
+# 30-60 (--only ensemble --settings pneumonia-300,pneumonia-1000,retina), datapath 10-20 (--only datapath; about
+# 6 GB of data under --build)
 DEFAULT_SECTIONS = ("ceiling", "throughput", "scaling", "quality")
 CASES = ("smallcnn@28", "resnet18@64")  # model@image size; ResNet-18 is torchvision's (stride-2 stem, max-pool)
 
@@ -89,14 +95,14 @@ MODES = {
                  batch_size=128, subsample=None, fp32_variant=True,
                  dev_seeds=(1, 2, 3), dev_extra=(), dev_cap=None, dev_settings=None,
                  size_cases=sizes.CASES, size_cap_s=300, size_extra=(), flop_sizes=(28, 64, 128, 224),
-                 transfer_pairs=None),
+                 transfer_pairs=None, datapath_n=3000, datapath_source=512, plain_n=1000, stream_n=100_000),
     "quick": dict(repeats=1, train_epochs=2, steps={"smallcnn": 15, "resnet18": 5, "*": 3}, plain_warmup=3,
                   plain_workers=(0,), scaling_sizes=(5_000, 20_000), stream_size=5_000, scaling_steps=10,
                   matmul_sizes=(2048,), matmul_repeats=3, ttq_stop_at_target=True, ttq_extra=(),
                   batch_size=128, subsample=None, fp32_variant=False,
                   dev_seeds=(1,), dev_extra=(), dev_cap=None, dev_settings=None,
                   size_cases=sizes.CASES, size_cap_s=120, size_extra=(), flop_sizes=(28, 64, 128, 224),
-                  transfer_pairs=None),
+                  transfer_pairs=None, datapath_n=3000, datapath_source=512, plain_n=600, stream_n=20_000),
     # the test suite's: tiny everything, only checks that the machinery runs and reports
     "smoke": dict(repeats=1, train_epochs=2, steps={"*": 1}, plain_warmup=1,
                   plain_workers=(0,), scaling_sizes=(64, 128), stream_size=64, scaling_steps=1,
@@ -106,7 +112,8 @@ MODES = {
                   dev_seeds=(1,), dev_extra=("--epochs", "1"), dev_cap=(48, 40),
                   dev_settings=("pneumonia-300", "retina"),
                   size_cases=(("smallcnn", 28), ("smallcnn", 64)), size_cap_s=120, size_extra=("--epochs", "1"),
-                  flop_sizes=(28, 64), transfer_pairs=(("pneumonia-all", "pneumonia-300"),)),
+                  flop_sizes=(28, 64), transfer_pairs=(("pneumonia-all", "pneumonia-300"),),
+                  datapath_n=40, datapath_source=64, plain_n=20, stream_n=300),
 }
 
 

@@ -32,7 +32,8 @@ def skipped_images(data, dist_info):
         if split is None:
             continue
         found = dict(split.skipped)
-        if data.streamed and dist_info.enabled:
+        own_part = name == "train" and getattr(data, "train_part", None) is not None  # each host its own images
+        if (data.streamed or own_part) and dist_info.enabled:
             for part in distributed.gather_objects(found, dist_info):
                 found.update(part)
         out[name] = found

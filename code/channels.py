@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import layout
+import shards
 from errors import ConfigError, DataError
 
 logger = logging.getLogger("train")
@@ -84,7 +85,7 @@ def load_label_dict(path):
     return read_label_dict(path, layout.LABEL_DICT_FILE)
 
 
-def resolve_class_names(args, manifests=None):
+def resolve_class_names(args, manifests=None, shard_sets=None):
     """The class (finding) names of this run, and their source, by precedence: the ``label-dict`` hyperparameter (a
     path as given, else relative to code/), then the train channel's own label_dict.json (what prepare_data writes:
     the names travel with the data), then a train manifest's own names (its finding columns, or its sorted class
@@ -103,6 +104,10 @@ def resolve_class_names(args, manifests=None):
     elif "train" in channel_files:
         names = ClassNames(load_label_dict(channel_files["train"]),
                            f"the train channel's label_dict.json ({channel_files['train']})")
+    elif (shard_sets or {}).get("train") is not None:
+        held = shard_sets["train"]
+        names = ClassNames(held.meta["classes"], f"the shard headers of the train channel ({held.classes_from})",
+                           sorted_names=held.sorted_names)
     elif train is not None:
         found = train.findings if train.kind == "multi" else layout.class_spellings(train.labels)
         what = "finding columns" if train.kind == "multi" else "class names"
@@ -326,6 +331,8 @@ def check_no_image_in_two_splits(listings, threads=8):
 
 def file_digests(listing, threads=8):
     """The SHA-1 of each file of ``listing`` (None for an empty one), read once per listing, with threads."""
+    if getattr(listing, "_digests", None) is None and listing.paths and isinstance(listing.paths[0], shards.ShardRef):
+        listing._digests = [ref.digest for ref in listing.paths]  # kept in the shard headers: nothing to read
     if getattr(listing, "_digests", None) is None:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             listing._digests = list(pool.map(_digest, listing.paths))
@@ -358,6 +365,8 @@ def groups_keeping_copies_together(listing):
 
 def _digest(path):
     """SHA-1 of a file's bytes; None for an empty file."""
+    if isinstance(path, shards.ShardRef):  # the SHA-1 of the file the sample was made from, kept in its header
+        return path.digest
     if os.path.getsize(path) == 0:
         return None
     digest = hashlib.sha1()
@@ -389,12 +398,16 @@ def read_channels(args):
     roots.update({name: channel_path(getattr(args, name), name, None) if getattr(args, name) else None
                   for name in ("val", "test")})
     manifests = read_manifests(args)
-    task = decide_task(getattr(args, "task", "auto"), manifests)
-    classes = resolve_class_names(args, manifests)
+    shard_sets = read_shard_channels(roots)
+    task = decide_task(getattr(args, "task", "auto"), {**manifests, **{
+        name: _Kind("multi" if held.meta["task"] == "multilabel" else "single") for name, held in shard_sets.items()}})
+    classes = resolve_class_names(args, manifests, shard_sets)
     listings = {}
     for name, root in roots.items():
         if root is None:
             listings[name] = None
+        elif name in shard_sets:
+            listings[name] = list_shards(shard_sets[name], classes, name, task, args.max_bad_fraction)
         elif name in manifests:
             listings[name] = list_manifest(root, manifests[name], classes, name, task, args.max_bad_fraction)
         else:
@@ -407,6 +420,73 @@ def read_channels(args):
     check_settings_fit_the_task(args, task, classes)
     choose_positive_class(args, task, classes)
     return classes, task, listings
+
+
+class _Kind:
+    """What decide_task needs of a channel's labels: ``kind`` "multi" (findings) or "single"."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+
+# ==================================================================================================
+# Shards (code/shards.py: written once by prepare_data --shards)
+# ==================================================================================================
+def read_shard_channels(roots):
+    """``{split: shards.ShardChannel}`` for the channels that hold shards; DataError for one that cannot be read or
+    holds no readable shard."""
+    out = {}
+    for name, root in roots.items():
+        if root is None or not shards.holds_shards(root):
+            continue
+        try:
+            held = shards.ShardChannel(root)
+        except shards.ShardError as exc:
+            raise DataError(f"the {name} channel's shards: {exc}") from exc
+        for shard, why, count in held.damaged:
+            logger.warning("the %s channel's shard %s is damaged (%s): its %s count as unreadable images "
+                           "(max-bad-fraction); write and upload the shards again to get them back", name, shard, why,
+                           f"{count} images" if count else "images")
+        if held.meta is None:
+            raise DataError(f"the {name} channel {root} holds no readable shard ({len(held.files)} shard file(s), "
+                            f"index.json: {'yes' if shards.read_index(root) else 'no'}); write the shards again "
+                            "(python -m medimg.prepare_data --folder DIR --shards) and upload them")
+        out[name] = held
+    return out
+
+
+def list_shards(held, classes, channel, task, max_bad_fraction):
+    """A Listing of a shard channel (``paths`` are shards.ShardRef), its targets in this run's class order (names
+    compared as class folders are); ``shape`` (channels, size) of its pixels; images that are in no shard
+    (index.json's ``skipped``, a damaged shard's) are counted as a manifest's missing images are."""
+    source = classes.describe() if isinstance(classes, ClassNames) else str(list(classes))
+    try:
+        lookup = layout.class_matcher(classes, source)
+    except layout.LayoutError as exc:
+        raise DataError(str(exc)) from exc
+    mapped = [lookup(name) for name in held.meta["classes"]]
+    if None in mapped or (task == "multilabel" and sorted(mapped) != list(range(len(classes)))):
+        raise DataError(f"the {channel} channel's shards name the {'findings' if task == 'multilabel' else 'classes'} "
+                        f"{held.meta['classes']} ({held.classes_from}), but this run's come from {source}; make them "
+                        "the same, or write the shards again with that label dict")
+    if task == "multilabel":
+        order = [mapped.index(k) for k in range(len(classes))]
+        targets = [tuple(t[k] for k in order) for t in held.targets]
+    else:
+        targets = [mapped[t] for t in held.targets]
+    patients = held.patients if any(p is not None for p in held.patients) else None
+    listing = Listing(held.refs, targets, patients, held.names, skipped=held.skipped)
+    listing.shape, listing.shard_count = (held.meta["channels"], held.meta["image_size"]), len(held.files)
+    listing.lost = held.lost + len(held.skipped)
+    total = len(listing) + listing.lost
+    if listing.lost and listing.lost / max(total, 1) > max_bad_fraction:
+        raise DataError(f"{listing.lost} of the {total} images of the {channel} channel are in no readable shard, "
+                        f"above max-bad-fraction={max_bad_fraction}; write and upload the shards again, or raise "
+                        "max-bad-fraction")
+    for shard, why, count in held.damaged:
+        if count:
+            listing.skipped[shard] = f"{count} images {shards.DAMAGED} ({why})"
+    return listing
 
 
 def choose_positive_class(args, task, classes):

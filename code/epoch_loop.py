@@ -7,6 +7,7 @@ generator) goes into the checkpoint, and ``resume_step``/``partial`` (set by che
 resumed epoch go on from exactly that step.
 """
 import dataclasses
+import math
 import time
 
 import torch
@@ -44,13 +45,19 @@ class EpochLoop:
         self.resume_step, self.partial = 0, None
 
     def indices(self, epoch):
-        """This rank's shuffled sample indices for ``epoch`` (DistributedSampler: a disjoint shard per rank)."""
+        """This rank's shuffled sample indices for ``epoch`` (DistributedSampler: a disjoint shard per rank); when
+        each host holds its own part of train (``data.train_part``), the ranks of a host split only that, and a
+        smaller part wraps around its own images to the largest part's count, so every rank takes the same steps."""
         t = self.trainer
-        sampler = torch.utils.data.DistributedSampler(range(len(t.data.train)), num_replicas=t.dist.world_size,
-                                                      rank=t.dist.rank, shuffle=True, seed=t.args.seed,
-                                                      drop_last=False)
+        part = getattr(t.data, "train_part", None)
+        replicas, rank = (part.replicas, part.rank) if part is not None else (t.dist.world_size, t.dist.rank)
+        sampler = torch.utils.data.DistributedSampler(range(len(t.data.train)), num_replicas=replicas, rank=rank,
+                                                      shuffle=True, seed=t.args.seed, drop_last=False)
         sampler.set_epoch(epoch)
-        return list(sampler)
+        indices = list(sampler)
+        if part is not None and indices:
+            indices = (indices * math.ceil(part.per_rank / len(indices)))[:part.per_rank]
+        return indices
 
     def run(self, epoch):
         """Train ``epoch`` (from ``resume_step`` after a resume inside it); returns EpochStats."""

@@ -22,6 +22,7 @@ GRAY_MODES = {"1", "L", "LA", "La", *WIDE_MODES}  # one channel by construction;
 # what train.py reads (layout.IMAGE_EXTENSIONS) and the endpoint accepts; nothing else is even tried (Pillow's EPS
 # plugin, for one, would start Ghostscript on untrusted bytes)
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
+AUTO_MAX_SIZE = 224  # image-size auto: the most common side, at most this (data.image_size; prepare_data --shards)
 COLOUR_SPREAD = 8        # a pixel is coloured when its channels differ by more than this (0..255): JPEG noise is less
 COLOUR_FRACTION = 0.001  # and an image is in colour when more than this fraction of its pixels is
 COLOUR_SAMPLE = 256      # the check looks at the image scaled down to at most this many pixels a side
@@ -31,6 +32,19 @@ ORIENTATION_TAG = 0x0112  # EXIF Orientation (TIFF tag 274): how the stored pixe
 ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                 4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
                 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+# why an image is skipped, as metrics.json's ``skipped`` says it (loaders.py, and prepare_data --shards' records)
+SKIP_REASONS = ("cannot decode", "above max-image-pixels", "no such page", "no finite pixel")
+# the words of a BadImageError's message (below) that say its reason; anything else: "cannot decode"
+_REASON_WORDS = (("there is no page", "no such page"), ("NaN or infinite", "no finite pixel"))
+
+
+def bad_image_reason(exc):
+    """The reason (SKIP_REASONS) for a BadImageError raised here."""
+    if isinstance(exc, ImageTooLargeError):
+        return "above max-image-pixels"
+    return next((r for words, r in _REASON_WORDS if words in str(exc)), "cannot decode")
 
 
 class Notes(NamedTuple):

@@ -3,29 +3,28 @@
 (``StreamSplit``). Both yield ``(uint8 NCHW images, targets, indices)`` batches on the training device.
 """
 import logging
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 import images
+import shards
 from errors import BadImageError, DataError, ImageTooLargeError
 from images import Notes
 
 logger = logging.getLogger("train")
 
 # why an image was skipped, as metrics.json's ``skipped`` says it; a bad image's target is -(1 + the index here)
-SKIP_REASONS = ("cannot decode", "above max-image-pixels", "no such page", "no finite pixel")
-# the words of a BadImageError's message (code/images.py) that say its reason; anything else: "cannot decode"
-_REASON_WORDS = (("there is no page", "no such page"), ("NaN or infinite", "no finite pixel"))
+SKIP_REASONS = images.SKIP_REASONS + (shards.DAMAGED,)
 
 
-def skip_code(exc):
-    """The target a bad image gets for a BadImageError: -(1 + its reason's index in SKIP_REASONS), so that the
-    reason crosses DataLoader workers with the batch."""
-    if isinstance(exc, ImageTooLargeError):
-        return -1 - SKIP_REASONS.index("above max-image-pixels")
-    reason = next((r for words, r in _REASON_WORDS if words in str(exc)), "cannot decode")
-    return -1 - SKIP_REASONS.index(reason)
+def skip_code(exc_or_reason):
+    """The target a bad image gets for a BadImageError (or a reason of SKIP_REASONS): -(1 + its reason's index in
+    SKIP_REASONS), so that the reason crosses DataLoader workers with the batch."""
+    reason = exc_or_reason if isinstance(exc_or_reason, str) else images.bad_image_reason(exc_or_reason)
+    return -1 - SKIP_REASONS.index(reason if reason in SKIP_REASONS else "cannot decode")
 
 
 def skip_reason(target):
@@ -63,6 +62,68 @@ class ImageFileDataset(torch.utils.data.Dataset):
             logger.warning("skipping %s: %s%s", self.paths[i], exc, hint)
             return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
                     torch.full_like(self.labels[i], skip_code(exc)), torch.zeros(len(Notes._fields), dtype=torch.int64))
+
+
+class ShardDataset(ImageFileDataset):
+    """ImageFileDataset's items read from shards (code/shards.py): ``paths`` are shards.ShardRef, the pixels are
+    already at the training size and channels, so an item is a copy of bytes. A sample the client could not decode
+    (or whose shard is damaged: said once when the channel was listed) is a bad image with its reason; one whose
+    bytes fail their CRC-32 is named in a warning."""
+
+    def item(self, i):
+        ref = self.paths[i]
+        try:
+            if ref.skip:
+                raise BadImageError(ref.skip)
+            arr = shards.read_pixels(ref)
+        except (BadImageError, shards.ShardError) as exc:
+            return self._bad(i, exc)
+        return (torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), self.labels[i],
+                torch.tensor((1, 0, arr.shape[0] * arr.shape[1]), dtype=torch.int64))
+
+    def by_shard(self):
+        """The sample indices grouped by shard file, in order."""
+        parts = {}
+        for i, ref in enumerate(self.paths):
+            parts.setdefault(ref.shard, []).append(i)
+        return list(parts.values())
+
+    def copy_into(self, indices, images, labels, held):
+        """``item`` for ``indices`` (all of one shard), reading the shard once: pixels into ``images``. The loop
+        copies with numpy only: a torch operation per image hands work to its intra-op threads, which costs
+        milliseconds per image on a busy machine."""
+        try:
+            data = shards.read_shard(self.paths[indices[0]].shard)
+        except OSError:
+            data = None
+        pixels, bad = images.numpy(), []
+        for i in indices:
+            ref = self.paths[i]
+            try:
+                if data is None or ref.skip:
+                    raise BadImageError(ref.skip or shards.DAMAGED)
+                np.copyto(pixels[i], shards.pixels_in(ref, data).transpose(2, 0, 1))
+            except (BadImageError, shards.ShardError) as exc:
+                bad.append((i, exc))
+        index = torch.as_tensor(indices)
+        labels[index] = self.labels[index]
+        held[index] = torch.tensor((1, 0, self.size * self.size))
+        for i, exc in bad:
+            images[i], labels[i], held[i] = self._bad(i, exc)
+
+    def _bad(self, i, exc):
+        ref = self.paths[i]
+        if ref.skip != shards.DAMAGED:  # a damaged shard was named once, when the channel was listed
+            logger.warning("skipping %s: %s%s", self.names[i], exc, " (found by prepare_data)" if ref.skip else "")
+        return (torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
+                torch.full_like(self.labels[i], skip_code(ref.skip if ref.skip else shards.DAMAGED)),
+                torch.zeros(len(Notes._fields), dtype=torch.int64))
+
+
+def dataset(listing_paths, targets, channels, size, max_pixels, names=None, page=0):
+    """The dataset of a listing: ShardDataset when its paths are shard samples, else ImageFileDataset."""
+    kind = ShardDataset if listing_paths and isinstance(listing_paths[0], shards.ShardRef) else ImageFileDataset
+    return kind(listing_paths, targets, channels, size, max_pixels, names=names, page=page)
 
 
 class PixelNotes:
@@ -122,13 +183,21 @@ def decode_all(dataset, workers, notes=None):
             images[i], labels[i], held[i] = dataset.item(i)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(work, range(0, n, 256)))
+        if isinstance(dataset, ShardDataset):  # one sequential read per shard, its images copied out of it
+            list(pool.map(lambda part: dataset.copy_into(part, images, labels, held), dataset.by_shard()))
+        else:
+            list(pool.map(work, range(0, n, 256)))
     good = readable(labels)
+    if bool(good.all()):  # no copy of the whole split when every image was read
+        kept_images, kept_labels = images, labels
+    else:
+        kept_images, kept_labels = images[good].contiguous(), labels[good]
     if notes is not None:
+        rows = held.tolist()
         for i in torch.nonzero(good).flatten().tolist():
-            notes.add(dataset.names[i], held[i])
+            notes.add(dataset.names[i], rows[i])
     bad = {dataset.paths[i]: skip_reason(labels[i]) for i in torch.nonzero(~good).flatten().tolist()}
-    return images[good].contiguous(), labels[good], bad
+    return kept_images, kept_labels, bad
 
 
 def check_bad_fraction(bad, total, limit, channel):
@@ -192,12 +261,15 @@ class StreamSplit:
     def __len__(self):
         return len(self.dataset)
 
-    def batches(self, indices, batch_size, device, fill=False):
-        loader = torch.utils.data.DataLoader(
+    def loader(self, indices, batch_size):
+        """``(x, y, idx, notes)`` batches of ``indices`` in that order (DataLoader workers decode the files)."""
+        return torch.utils.data.DataLoader(
             _Indexed(self.dataset), batch_size=batch_size, sampler=list(indices), num_workers=self.workers,
             pin_memory=self.pin_memory, persistent_workers=False, prefetch_factor=4 if self.workers else None)
+
+    def batches(self, indices, batch_size, device, fill=False):
         notes = self.notes if self.notes is not None and not self.notes.said else None
-        for x, y, idx, held in loader:
+        for x, y, idx, held in self.loader(indices, batch_size):
             ok = readable(y)
             if notes is not None:
                 for i in torch.nonzero(ok).flatten().tolist():
@@ -237,3 +309,85 @@ class _Indexed(torch.utils.data.Dataset):
     def __getitem__(self, i):
         x, y, notes = self.dataset.item(i)
         return x, y, i, notes
+
+
+class ShardStreamSplit(StreamSplit):
+    """A split of shards too large for memory, read shard by shard every epoch (sequential reads: what FastFile
+    streams from S3 well): the requested images are grouped by shard, the shards shuffled (seeded by the epoch's
+    order) and dealt to the DataLoader workers, each of which passes its images through a shuffle buffer of
+    ``buffer`` images and sends them in chunks; batches are then cut to ``batch_size`` here, so a rank yields
+    exactly ``ceil(len(indices) / batch_size)`` batches, as StreamSplit does (the ``fill`` rule holds). Memory:
+    ``bound_bytes()``, said in the ``data:`` line."""
+
+    CHUNK = 32  # images a worker sends at once
+
+    def __init__(self, dataset, workers, pin_memory, groups=None, notes=None, buffer=1024):
+        super().__init__(dataset, workers, pin_memory, groups, notes)
+        self.buffer = buffer
+
+    def bound_bytes(self):
+        """At most this many bytes of pixels held: every worker's buffer and prefetched chunks, and a batch."""
+        image = self.dataset.channels * self.dataset.size ** 2
+        workers = max(1, self.workers)
+        return image * (workers * (self.buffer + 4 * self.CHUNK) + 2 * self.CHUNK)
+
+    def loader(self, indices, batch_size):
+        indices = list(indices)
+        seed = zlib.crc32(torch.as_tensor(indices[:64], dtype=torch.int64).numpy().tobytes())
+        stream = _ShardStream(self.dataset, indices, self.buffer, self.CHUNK, seed)
+        chunks = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.workers,
+                                             pin_memory=self.pin_memory, prefetch_factor=4 if self.workers else None)
+        parts, held = [], 0
+        for chunk in chunks:
+            parts.append(chunk)
+            held += len(chunk[1])
+            while held >= batch_size:
+                batch, parts, held = _cut(parts, batch_size)
+                yield batch
+        if held:
+            yield _cut(parts, held)[0]
+
+
+def _cut(parts, n):
+    """The first ``n`` images of a list of (x, y, idx, notes) chunks as one batch, and the rest."""
+    joined = [torch.cat(column) for column in zip(*parts)]
+    rest = [c[n:] for c in joined]
+    return tuple(c[:n] for c in joined), ([tuple(rest)] if len(rest[1]) else []), len(rest[1])
+
+
+class _ShardStream(torch.utils.data.IterableDataset):
+    """The images ``indices`` of a ShardDataset, shard by shard (shards in a seeded order, dealt round-robin to the
+    workers), in increasing offset within a shard, through a shuffle buffer, as chunks of (x, y, idx, notes)."""
+
+    def __init__(self, dataset, indices, buffer, chunk, seed):
+        self.dataset, self.buffer, self.chunk, self.seed = dataset, max(1, buffer), chunk, seed
+        by_shard = {}
+        for i in indices:
+            by_shard.setdefault(dataset.paths[i].shard, []).append(i)
+        order = torch.randperm(len(by_shard), generator=torch.Generator().manual_seed(seed)).tolist()
+        names = sorted(by_shard)
+        self.shards = [sorted(by_shard[names[k]], key=lambda i: dataset.paths[i].offset) for k in order]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        gen = torch.Generator().manual_seed(self.seed + worker)
+        buffer, out = [], []
+        for shard in self.shards[worker::workers]:
+            for i in shard:
+                x, y, notes = self.dataset.item(i)
+                buffer.append((x, y, i, notes))
+                if len(buffer) >= self.buffer:
+                    out.append(buffer.pop(int(torch.randint(len(buffer), (), generator=gen))))
+                    if len(out) == self.chunk:
+                        yield _stack(out)
+                        out = []
+        order = torch.randperm(len(buffer), generator=gen).tolist()
+        out += [buffer[k] for k in order]
+        for start in range(0, len(out), self.chunk):
+            yield _stack(out[start:start + self.chunk])
+
+
+def _stack(samples):
+    xs, ys, idx, notes = zip(*samples)
+    return torch.stack(xs), torch.stack(ys), torch.as_tensor(idx, dtype=torch.int64), torch.stack(notes)

@@ -88,11 +88,13 @@ def strided_convs_on_one_pixel(model, in_channels, size):
     return names
 
 
-def cpu_safe_autocast(amp_dtype, device, model, in_channels, size):
-    """fp32 (None) in place of bf16 on the CPU for a model with strided convolutions on 1-pixel maps at this image
-    size (``strided_convs_on_one_pixel``: oneDNN's NaN gradients), said in one line; else ``amp_dtype``."""
+def cpu_safe_autocast(amp_dtype, device, name, in_channels, size):
+    """fp32 (None) in place of bf16 on the CPU for the architecture ``name`` when its strided convolutions see
+    1-pixel maps at this image size (``strided_convs_on_one_pixel``, on a freshly built copy: oneDNN's NaN
+    gradients), said in one line; else ``amp_dtype``."""
     if device.type != "cpu" or amp_dtype != torch.bfloat16:
         return amp_dtype
+    model = create_model(name, 2, in_channels, False, **architecture_options(name, size))
     names = strided_convs_on_one_pixel(model, in_channels, size)
     if names:
         logging.getLogger("train").warning(

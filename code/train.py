@@ -21,7 +21,6 @@ checkpoints in ``<checkpoint-dir>`` when there is one.
 """
 import dataclasses
 import logging
-import math
 import os
 import shutil
 import sys
@@ -37,6 +36,7 @@ import distributed
 import ensemble
 import epoch_log
 import evaluation
+import hosts
 import initialisation
 import layout
 import model_config
@@ -162,6 +162,7 @@ def evaluate_and_save(fitted, model, data, predict, args, writer, dist_info, ens
                "positive_class_from": getattr(data.classes, "positive_from", None),
                "plan": fitted.plan.to_dict(), "steps": fitted.state.global_step, "epochs_run": fitted.state.epoch,
                "initialised_from": writer.config.get("initialised_from"),
+               "train_images_by_host": data.train_images_by_host,
                "decisions": dataclasses.asdict(decisions)}
     if ensemble_rule:  # why one model (ensemble.decide's line)
         metrics["ensemble"] = {"members": 1, "rule": ensemble_rule}
@@ -224,7 +225,8 @@ def run(args, callbacks=()):
     logger.info("device=%s amp=%s world_size=%d torch=%s", device, amp_dtype, dist_info.world_size, torch.__version__)
 
     started = time.perf_counter()
-    data = data_lib.load_data(args, device)
+    hosts.check_hardware(args, dist_info)
+    data = data_lib.load_data(args, device, dist_info)
     classes = data.classes
     for callback in callbacks:
         callback.on_data_loaded(data, time.perf_counter() - started)
@@ -237,6 +239,7 @@ def run(args, callbacks=()):
                                   task=data.task, page=args.page, positive=(classes.positive, classes.positive_from),
                                   initialised_from=initialised_from)
 
+    amp_dtype = model_def.cpu_safe_autocast(amp_dtype, device, args.model, data.channels, data.size)
     decision = ensemble.decide(args, data, dist_info, device)  # one model, or K members (ensemble_plan's rule)
     if decision.members > 1:
         kit = types.SimpleNamespace(build=lambda a, d: build_model(a, d, len(classes), device, dist_info),
@@ -247,8 +250,7 @@ def run(args, callbacks=()):
         if members:
             return ensemble.evaluate_and_save(members, pool, decision, data, args, kit)
     model, wrapped, initialised_from = build_model(args, data, len(classes), device, dist_info)
-    amp_dtype = model_def.cpu_safe_autocast(amp_dtype, device, model, data.channels, data.size)
-    plan = schedule.make_plan(args, math.ceil(len(data.train) / dist_info.world_size), dist_info.world_size)
+    plan = schedule.make_plan(args, data.per_rank, dist_info.world_size)  # a host's part: the largest (hosts.py)
     writer = ModelWriter(args.model_dir, make_config(initialised_from))
     predict = evaluation.SplitPredictor(args, data, plan, device, dist_info)
     trainer = Trainer(args, data, model, wrapped, plan=plan, predict=predict, device=device, amp_dtype=amp_dtype,

@@ -19,9 +19,10 @@ import sys
 
 CODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "code")
 CONTRACTS = ("layout", "epoch_log", "splits")
-NUMPY_ONLY = ("metrics",)  # the metric definitions (NumPy only): loaded on demand, for the benchmarks' harness
+NUMPY_ONLY = ("metrics", "shards")  # the metric definitions (NumPy only): loaded on demand, for the benchmarks' harness
 # loaded on demand with the code/ modules they import, in import order (tests/unit/repository/test_architecture.py checks the list)
 WITH_CODE_IMPORTS = {"images": ("utils", "errors"), "model_def": (),
+                     "channels": ("utils", "errors", "layout", "shards"),
                      "weights_channel": ("utils", "errors", "model_def")}
 LOADABLE = CONTRACTS + NUMPY_ONLY + tuple(WITH_CODE_IMPORTS)
 _ABSENT = object()

@@ -23,14 +23,15 @@ def encode_hyperparameters(hps):
     return {str(k): json.dumps(v) for k, v in hps.items()}
 
 
-def stage_base_dir(base, data, channels, hps, hosts, host):
-    """Lay out one host's /opt/ml: config files (values JSON-encoded), channels (links to DATA/<channel>), code (a
-    fresh copy of code/ in ``<base>/code``: the toolkit copies code only into an empty folder), output."""
-    opt_ml.write_config(base, encode_hyperparameters(hps), channels, hosts, host)
+def stage_base_dir(base, data, channels, hps, hosts, host, access=None, sources=None):
+    """Lay out one host's /opt/ml: config files (values JSON-encoded; ``access``: opt_ml.write_config's), channels
+    (links to ``sources[channel]``, default DATA/<channel>), code (a fresh copy of code/ in ``<base>/code``: the
+    toolkit copies code only into an empty folder), output."""
+    opt_ml.write_config(base, encode_hyperparameters(hps), channels, hosts, host, access)
     shutil.rmtree(os.path.join(base, "input", "data"), ignore_errors=True)
     os.makedirs(os.path.join(base, "input", "data"))
     for ch in channels:
-        opt_ml.link_channel(base, ch, os.path.join(data, ch))
+        opt_ml.link_channel(base, ch, (sources or {}).get(ch) or os.path.join(data, ch))
     code = os.path.join(base, "code")
     shutil.rmtree(code, ignore_errors=True)
     shutil.copytree(CODE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -56,7 +57,7 @@ def script_processes(toolkit_pids):
     return [p for t in toolkit_pids for p in descendants(t)]
 
 
-def stage_job(work, data, channels, hps, nproc, nodes):
+def stage_job(work, data, channels, hps, nproc, nodes, access=None):
     """The toolkit on WORK (and WORK/nodes/<host> for the other hosts): every host's /opt/ml staged, and
     ``([(host, argv, env, cwd)], script_processes)``. SystemExit with one line when the toolkit is not installed."""
     if importlib.util.find_spec("sagemaker_training") is None:
@@ -70,7 +71,8 @@ def stage_job(work, data, channels, hps, nproc, nodes):
     hosts, commands = opt_ml.host_names(nodes), []
     for i, host in enumerate(hosts):
         base = opt_ml.host_base(work, hosts, i)
-        code = stage_base_dir(base, data, channels, dict(hps), hosts, host)
+        sources = opt_ml.channel_sources(work, data, channels, access or {}, hosts, i)
+        code = stage_base_dir(base, data, channels, dict(hps), hosts, host, access, sources)
         opt_ml.write_json(os.path.join(base, "input", "config", "hyperparameters.json"),
                           encode_hyperparameters(dict(hps, sagemaker_submit_directory=code)))
         commands.append((host, [sys.executable, "-c", TOOLKIT_COMMAND], toolkit_env(base, work, nproc * nodes), base))

@@ -65,7 +65,7 @@ def redirect_drivers(drivers, base, master_addr=None):
     return sorted(changed)
 
 
-def stage_v3_base(base, channel_sources, hyperparameters, hosts, host, code_ignore=()):
+def stage_v3_base(base, channel_sources, hyperparameters, hosts, host, code_ignore=(), access=None):
     """Lay out one host's /opt/ml at ``base`` for SDK v3's drivers. ``channel_sources``: ``{channel: folder or
     None}`` in the job's order (data channels, then ``code`` and ``sm_drivers``); a data channel is linked, ``code``
     (without ``code_ignore`` patterns) and ``sm_drivers`` are copied, None means already in place (downloaded).
@@ -84,7 +84,7 @@ def stage_v3_base(base, channel_sources, hyperparameters, hosts, host, code_igno
             shutil.copytree(source, target, ignore=shutil.ignore_patterns(*code_ignore) if name == "code" else None)
         else:
             opt_ml.link_channel(base, name, source)
-    opt_ml.write_config(base, dict(hyperparameters), list(channel_sources), hosts, host)
+    opt_ml.write_config(base, dict(hyperparameters), list(channel_sources), hosts, host, access)
     opt_ml.prepare_output(base)
     drivers = os.path.join(data_dir, "sm_drivers")
     redirect_drivers(drivers, base, master_addr=hosts[0] if len(hosts) > 1 else None)
@@ -147,7 +147,7 @@ def script_processes(container_pids):
     return [p for d in drivers for p in descendants(d)]
 
 
-def stage_job(work, data, channels, hps, nproc, nodes):
+def stage_job(work, data, channels, hps, nproc, nodes, access=None):
     """SDK v3's container command on WORK (and WORK/nodes/<host> for the other hosts), through its own drivers:
     every host's /opt/ml staged, and ``([(host, argv, env, cwd)], script_processes)``. v3 sets no
     SM_CHECKPOINT_DIR, so the run gets ``checkpoint-dir=WORK/checkpoints`` unless ``hps`` gives one."""
@@ -163,9 +163,10 @@ def stage_job(work, data, channels, hps, nproc, nodes):
         for i, host in enumerate(hosts):
             base = opt_ml.host_base(work, hosts, i)
             shutil.rmtree(os.path.join(base, "input", "data"), ignore_errors=True)
-            sources = {ch: (drivers if ch == "sm_drivers" else CODE_DIR if ch == "code" else os.path.join(data, ch))
+            parts = opt_ml.channel_sources(work, data, [ch for ch in order if ch in channels], access or {}, hosts, i)
+            sources = {ch: (drivers if ch == "sm_drivers" else CODE_DIR if ch == "code" else parts[ch])
                        for ch in order}
-            stage_v3_base(base, sources, job_hps, hosts, host, code_ignore=ignore)
+            stage_v3_base(base, sources, job_hps, hosts, host, code_ignore=ignore, access=access)
             commands.append((host, v3_command(entrypoint, arguments, base),
                              v3_env(sys.executable, nproc * nodes, opt_ml.JOB_NAME), base))
     finally:

@@ -32,6 +32,12 @@ SAGEMAKER_BASE_DIR), so the staged copy is redirected: every ``/opt/ml`` in the 
 the run gets ``checkpoint-dir=WORK/checkpoints`` as its last hyperparameter instead (unless --hp gives one), a
 hyperparameter train.py reads under any launcher. The exit code is the script's own (v3 keeps it).
 
+``--input-mode File|FastFile`` and ``--train-distribution FullyReplicated|ShardedByS3Key`` are recorded in each
+host's inputdataconfig.json as the platform writes them (train.py reads them through SM_INPUT_DATA_CONFIG); with
+``--nodes N`` and ShardedByS3Key each host's train channel is its part of the files, sorted by key and dealt round
+robin (medimg.opt_ml.host_part), staged as links under WORK/sharded/<host>/. FastFile's files are the same local
+files here.
+
 The exit code is the job's. WORK/checkpoints survives re-runs, so a second run resumes, as a spot job does.
 SIGTERM/SIGINT to this script are passed on to train.py (and torchrun and its workers), which finish the step,
 checkpoint and exit. The real container does not do that: the toolkit does not pass SageMaker's SIGTERM on to the
@@ -90,6 +96,12 @@ def parse_args(argv=None):
     p.add_argument("--launcher", choices=tuple(LAUNCHERS), default="v2",
                    help="v2: the sagemaker-training toolkit (SDK v2's Estimator); v3: SDK v3 ModelTrainer's drivers "
                         "from the installed SDK (needs sagemaker>=3 in this interpreter)")
+    p.add_argument("--input-mode", choices=opt_ml.INPUT_MODES, default="File",
+                   help="the data channels' TrainingInputMode in inputdataconfig.json (FastFile reads the same local "
+                        "files here)")
+    p.add_argument("--train-distribution", choices=opt_ml.DISTRIBUTIONS, default="FullyReplicated",
+                   help="the train channel's S3DistributionType; ShardedByS3Key with --nodes N gives each host its "
+                        "part of the train channel's files (sorted by key, dealt round robin: medimg.opt_ml.host_part)")
     return p.parse_args(argv)
 
 
@@ -126,7 +138,8 @@ def main(argv=None):
     os.makedirs(os.path.join(work, "checkpoints"), exist_ok=True)
     os.makedirs(os.path.join(work, "logs"), exist_ok=True)
     launcher = LAUNCHERS[args.launcher]
-    commands, script_processes = launcher.stage_job(work, data, channels, hps, args.nproc, args.nodes)
+    access = opt_ml.channel_access(channels, args.input_mode, args.train_distribution)
+    commands, script_processes = launcher.stage_job(work, data, channels, hps, args.nproc, args.nodes, access)
     procs, threads = processes.run_hosts(commands, work, args.nodes)
     processes.forward_signals(lambda: script_processes([p.pid for p in procs]))
     codes = [p.wait() for p in procs]

@@ -40,13 +40,16 @@ def data_channels(data):
         os.path.isdir(os.path.join(data, e)) or layout.channel_role(e) in layout.CHANNEL_ROLES))
 
 
-def write_config(base, hyperparameters, channels, hosts, host):
+def write_config(base, hyperparameters, channels, hosts, host, access=None):
     """The platform's three files in ``<base>/input/config``: hyperparameters.json (``hyperparameters`` as given:
-    the request's string map), inputdataconfig.json (``channels`` in order) and resourceconfig.json."""
+    the request's string map), inputdataconfig.json (``channels`` in order, each with its ``access``: ``{channel:
+    (TrainingInputMode, S3DistributionType)}``, File and FullyReplicated by default) and resourceconfig.json."""
     config = os.path.join(base, "input", "config")
+    access = access or {}
     write_json(os.path.join(config, "hyperparameters.json"), hyperparameters)
     write_json(os.path.join(config, "inputdataconfig.json"), {
-        ch: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        ch: {"TrainingInputMode": access.get(ch, ("File",))[0],
+             "S3DistributionType": access.get(ch, (None, "FullyReplicated"))[1], "RecordWrapperType": "None"}
         for ch in channels})
     write_json(os.path.join(config, "resourceconfig.json"), {
         "current_host": host, "current_instance_type": "local", "current_group_name": "homogeneousCluster",
@@ -74,3 +77,59 @@ def prepare_output(base):
         if os.path.exists(os.path.join(output, stale)):
             os.unlink(os.path.join(output, stale))
     os.makedirs(os.path.join(base, "model"), exist_ok=True)
+
+
+# ==================================================================================================
+# Input modes and S3 distribution
+# ==================================================================================================
+INPUT_MODES = ("File", "FastFile")  # FastFile's files are the same local files here
+DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
+
+
+def channel_access(channels, input_mode="File", train_distribution="FullyReplicated"):
+    """``{channel: (TrainingInputMode, S3DistributionType)}`` of the data channels: ``input_mode`` for each, the
+    train channel (or its alias) ``train_distribution``, every other FullyReplicated."""
+    return {ch: (input_mode, train_distribution if layout.channel_role(ch) == "train" else "FullyReplicated")
+            for ch in channels if layout.channel_role(ch) in layout.CHANNEL_ROLES}
+
+
+def object_keys(folder):
+    """The files under ``folder`` as S3 keys relative to it (``/``-separated), sorted as S3 lists them (by the
+    UTF-8 bytes of the key)."""
+    keys = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        for name in filenames:
+            keys.append(os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/"))
+    return sorted(keys, key=lambda k: k.encode("utf-8"))
+
+
+def host_part(folder, index, count):
+    """The keys host ``index`` of ``count`` gets of a ShardedByS3Key channel, as emulated here: the objects sorted
+    by key and dealt round robin (host k: the k-th, k+n-th, ... object), so each host gets ``len // n`` or one more,
+    "approximately 1/n of the number of S3 objects" (CreateTrainingJob's S3DataSource; AWS does not publish its
+    exact assignment, and train.py relies only on each host reading what it was given)."""
+    return object_keys(folder)[index::count]
+
+
+def stage_part(folder, target, index, count):
+    """``target`` as a folder of links to host ``index``'s part of ``folder`` (host_part); returns ``target``."""
+    shutil.rmtree(target, ignore_errors=True)
+    os.makedirs(target)
+    for key in host_part(folder, index, count):
+        path = os.path.join(target, *key.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(os.path.abspath(os.path.join(folder, *key.split("/"))), path)
+    return target
+
+
+def channel_sources(work, data, channels, access, hosts, index):
+    """``{channel: local folder}`` that host ``index`` of ``hosts`` gets: DATA/<channel>, or for a ShardedByS3Key
+    channel with several hosts that host's part, staged under WORK/sharded/<host>/<channel>."""
+    out = {}
+    for ch in channels:
+        source = os.path.join(data, ch)
+        if len(hosts) > 1 and access.get(ch, ("File", "FullyReplicated"))[1] == "ShardedByS3Key" and \
+                os.path.isdir(source):
+            source = stage_part(source, os.path.join(work, "sharded", hosts[index], ch), index, len(hosts))
+        out[ch] = source
+    return out

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Turn a MedMNIST-style .npz (or a DICOM tree, medimg.dicom) into channels for train.py.
+"""Turn a MedMNIST-style .npz (or a DICOM tree, medimg.dicom) into channels for train.py, or channels into shards.
 
     python scripts/prepare_data.py --npz pneumoniamnist.npz --out data/pneumonia
+    python scripts/prepare_data.py --folder data/pneumonia --shards --out data/pneumonia-shards   # decoded once
     python scripts/prepare_data.py --npz chestmnist.npz --label-dict findings.json --out data/chest   # multi-label
     python scripts/prepare_data.py --dataset pneumoniamnist --size 64 --out data/pneumonia64   # needs internet
     python scripts/prepare_data.py --npz x.npz --out data/x --hold-out-test 0.15   # when the source has no test
@@ -13,6 +14,10 @@ Writes one channel folder per split in the source (train, val, test), each with 
   names made portable (``layout.folder_name``: "normal, benign" -> "normal_benign"), the names stay names;
 * multi-label data (labels (N, K) of 0/1, K findings, as ChestMNIST's): a manifest channel,
   ``OUT/<split>/images/<n>.png`` and ``OUT/<split>/labels.csv`` with one 0/1 column per finding.
+
+With ``--shards`` the channels are written as shards instead (medimg.shard_data, code/shards.py: a few large tar
+files of pixels at the training size): from ``--folder DIR`` (channels as train.py reads them), or from what
+--npz/--dataset/--dicom would write, through a temporary folder (``--image-size``, ``--shard-size-mb``).
 
 Names come from ``--label-dict`` or, with ``--dataset``, from MedMNIST's INFO; otherwise from the default
 ``code/label_dict.json``. ``--hold-out-test F`` holds a test split out of train when the source has none
@@ -266,6 +271,13 @@ def parse_args(argv=None):
     src.add_argument("--npz", help="a MedMNIST-style .npz with {train,val,test}_{images,labels}")
     src.add_argument("--dataset", help="a MedMNIST flag (pneumoniamnist, chestmnist, ...); downloads it")
     src.add_argument("--dicom", help="a folder of DICOM files (with --labels): see medimg.dicom")
+    src.add_argument("--folder", help="with --shards: a folder of channels as train.py reads them (train/, val/, test/: "
+                                      "class folders or labels.csv, label_dict.json)")
+    p.add_argument("--shards", action="store_true", help="write the channels as shards (a few large tar files of "
+                                                         "pixels at the training size: medimg.shard_data)")
+    p.add_argument("--image-size", type=int, help="with --shards: the side the pixels are resized to (default: "
+                                                  "train.py's image-size auto: the most common side, at most 224)")
+    p.add_argument("--shard-size-mb", type=float, help="with --shards: about this many MB per shard (default 128)")
     p.add_argument("--labels", help="with --dicom: a CSV of file (relative to the folder), label or finding "
                                     "columns, optional split")
     p.add_argument("--window", metavar="CENTER,WIDTH", help="with --dicom: CENTER,WIDTH in the modality's units "
@@ -299,6 +311,48 @@ def _window_with_its_value(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.shards or args.folder:
+        return main_shards(args)
+    return write_images(args)
+
+
+def main_shards(args):
+    """``--shards``: the channels of ``--folder`` (or those --npz/--dataset/--dicom write, in a temporary folder
+    removed after) as shards in ``--out``; OUT as it was on an error."""
+    from medimg import shard_data
+
+    if not args.shards:
+        print("prepare_data: error: --folder is read only to write shards: add --shards", file=sys.stderr)
+        return 2
+    if os.path.exists(args.out) and os.listdir(args.out):
+        print(f"prepare_data: error: {args.out} is not empty; give a new folder (nothing was written)", file=sys.stderr)
+        return 2
+    source = args.folder
+    temporary = None if source else os.path.abspath(args.out.rstrip(os.sep)) + ".images.partial"
+    try:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+            code = write_images(argparse.Namespace(**{**vars(args), "out": temporary}))
+            if code:
+                return code
+            source = temporary
+        shard_data.write_shards(source, args.out, image_size=args.image_size, shard_mb=args.shard_size_mb,
+                                label_dict=args.label_dict if args.folder else None)
+    except (ValueError, OSError) as exc:
+        shutil.rmtree(args.out, ignore_errors=True)
+        print(f"prepare_data: error: {exc}", file=sys.stderr)
+        return 2
+    except BaseException:
+        shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return 0
+
+
+def write_images(args):
+    """--npz, --dataset, --dicom: write the channels as image files in ``args.out``."""
     try:
         if args.dicom:
             from medimg import dicom

@@ -303,7 +303,11 @@ def test_gpu_check_script_parses_and_plans_every_configuration():
     out = subprocess.run(["bash", script, "--dry-run"], capture_output=True, text=True, timeout=30, cwd=ROOT,
                          env=dict(os.environ, OUT="build/gpu-check-dry")).stdout
     runs = [line for line in out.splitlines() if "benchmarks/probe.py" in line]
-    assert len(runs) == 8
+    assert len(runs) == 9
+    shards = [r for r in runs if "/shards224/train" in r]  # the same images as shards (prepare_data --shards)
+    assert len(shards) == 1 and "--model resnet50 " in shards[0] and "--amp true" in shards[0]
+    assert "medimg.prepare_data --folder build/gpu-check-dry/data224 --shards" in out
+    assert "benchmarks/gpu_decode.py" in out and "--device cuda" in out.split("gpu_decode.py")[1].splitlines()[0]
     for model, size in (("smallcnn", "28"), ("resnet50", "224")):
         mine = [r for r in runs if f"--model {model} " in r and f"/data{size}/train" in r]
         flags = sorted((r.split("--amp ")[1].split()[0], r.split("--compile ")[1].split()[0]) for r in mine)

@@ -110,10 +110,11 @@ def test_strided_convolutions_on_one_pixel_maps_are_found_at_the_image_size():
 
 
 def test_cpu_training_of_such_a_model_leaves_bf16_for_fp32_and_says_so(caplog):
-    resnet, cpu = model_def.create_model("resnet18", 2, 1, False), torch.device("cpu")
+    cpu = torch.device("cpu")
     with caplog.at_level("WARNING"):
-        assert model_def.cpu_safe_autocast(torch.bfloat16, cpu, resnet, 1, 16) is None
+        assert model_def.cpu_safe_autocast(torch.bfloat16, cpu, "resnet18", 1, 16) is None
     assert "amp off: at 16 px, layer4.0.conv1" in caplog.text and "training in fp32" in caplog.text
-    assert model_def.cpu_safe_autocast(torch.bfloat16, cpu, resnet, 1, 64) == torch.bfloat16
-    assert model_def.cpu_safe_autocast(None, cpu, resnet, 1, 16) is None
-    assert model_def.cpu_safe_autocast(torch.float16, torch.device("cuda"), resnet, 1, 16) == torch.float16
+    assert model_def.cpu_safe_autocast(torch.bfloat16, cpu, "resnet18", 1, 64) == torch.bfloat16
+    assert model_def.cpu_safe_autocast(torch.bfloat16, cpu, "smallcnn", 1, 16) == torch.bfloat16
+    assert model_def.cpu_safe_autocast(None, cpu, "resnet18", 1, 16) is None
+    assert model_def.cpu_safe_autocast(torch.float16, torch.device("cuda"), "resnet18", 1, 16) == torch.float16
