@@ -24,7 +24,7 @@ slow = pytest.mark.slow  # trains: left out of make test-fast, run by make test 
 def test_the_torch_this_runs_on(record_property):
     """make test-torch26 sets MEDIMG_EXPECT_TORCH=2.6.0 after installing requirements.txt into that environment:
     the torch a Studio image (or the container) has must still be the one that runs."""
-    record_property("torch", torch.__version__)
+    record_property("torch", str(torch.__version__))
     expected = os.environ.get("MEDIMG_EXPECT_TORCH")
     assert torch.__version__.split("+")[0] == expected if expected else torch.__version__.startswith("2.")
 
