@@ -95,7 +95,10 @@ def cpu_safe_autocast(amp_dtype, device, name, in_channels, size):
     if device.type != "cpu" or amp_dtype != torch.bfloat16:
         return amp_dtype
     model = create_model(name, 2, in_channels, False, **architecture_options(name, size))
-    names = strided_convs_on_one_pixel(model, in_channels, size)
+    try:
+        names = strided_convs_on_one_pixel(model, in_channels, size)
+    except RuntimeError:  # the model cannot take this size at all: check_input_size refuses it in one line
+        return amp_dtype
     if names:
         logging.getLogger("train").warning(
             "amp off: at %d px, %s of %s see 1-pixel maps, whose bf16 gradients on the CPU can be NaN (oneDNN); "
