@@ -38,6 +38,9 @@ host's inputdataconfig.json as the platform writes them (train.py reads them thr
 robin (medimg.opt_ml.host_part), staged as links under WORK/sharded/<host>/. FastFile's files are the same local
 files here.
 
+A distributed job (--nproc or --nodes above 1) holds torchrun's fixed port for its life (``master_port``): a
+second one on the same machine waits for it instead of joining its rendezvous.
+
 The exit code is the job's. WORK/checkpoints survives re-runs, so a second run resumes, as a spot job does.
 SIGTERM/SIGINT to this script are passed on to train.py (and torchrun and its workers), which finish the step,
 checkpoint and exit. The real container does not do that: the toolkit does not pass SageMaker's SIGTERM on to the
@@ -49,9 +52,12 @@ output folders), medimg.launch_v2 (the toolkit), medimg.launch_v3 (SDK v3's driv
 process per host, the process tree, signals).
 """
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import sys
+import tempfile
 
 from medimg import launch_v2, launch_v3, opt_ml, processes
 
@@ -105,6 +111,25 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@contextlib.contextmanager
+def master_port(distributed):
+    """Hold this machine's torchrun port for a distributed job's life. Both launchers fix it (opt_ml.MASTER_PORT),
+    as every SageMaker host runs one job; two local distributed jobs at once would meet at one rendezvous and hang,
+    so a second one waits here, saying so, until the first ends (the lock goes with the process, even when killed)."""
+    if not distributed:
+        yield
+        return
+    path = os.path.join(tempfile.gettempdir(), f"medimg-local-train-port-{opt_ml.MASTER_PORT}.lock")
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"local_train: waiting for another local distributed job to end: torchrun's port "
+                  f"{opt_ml.MASTER_PORT} is fixed by the launchers ({path})", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def report(work, code):
     print()
     print(f"local_train: job {'succeeded' if code == 0 else f'FAILED (exit {code})'}")
@@ -139,12 +164,13 @@ def main(argv=None):
     os.makedirs(os.path.join(work, "logs"), exist_ok=True)
     launcher = LAUNCHERS[args.launcher]
     access = opt_ml.channel_access(channels, args.input_mode, args.train_distribution)
-    commands, script_processes = launcher.stage_job(work, data, channels, hps, args.nproc, args.nodes, access)
-    procs, threads = processes.run_hosts(commands, work, args.nodes)
-    processes.forward_signals(lambda: script_processes([p.pid for p in procs]))
-    codes = [p.wait() for p in procs]
-    for t in threads:
-        t.join()
+    with master_port(args.nproc * args.nodes > 1):
+        commands, script_processes = launcher.stage_job(work, data, channels, hps, args.nproc, args.nodes, access)
+        procs, threads = processes.run_hosts(commands, work, args.nodes)
+        processes.forward_signals(lambda: script_processes([p.pid for p in procs]))
+        codes = [p.wait() for p in procs]
+        for t in threads:
+            t.join()
     code = next((c for c in codes if c), 0)
     report(work, code)
     return code

@@ -56,3 +56,35 @@ def test_one_host_or_a_replicated_channel_gets_the_whole_folder(tmp_path):
         access = opt_ml.channel_access(["train"], "File", dist)
         sources = opt_ml.channel_sources(str(tmp_path / "w"), str(tmp_path / "data"), ["train"], access, hosts, 0)
         assert sources == {"train": str(tmp_path / "data" / "train")}
+
+
+def test_a_second_local_distributed_job_waits_for_the_first_and_says_why(tmp_path, monkeypatch, capsys):
+    """Both launchers fix torchrun's port, so two local distributed jobs at once would share a rendezvous and hang:
+    the second waits, with one line naming the port, until the first ends; single-process jobs never wait."""
+    import fcntl
+    import tempfile
+    import threading
+
+    from medimg import local_train
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    with local_train.master_port(False):
+        assert os.listdir(tmp_path) == []  # no lock taken
+    lock = tmp_path / f"medimg-local-train-port-{opt_ml.MASTER_PORT}.lock"
+    first = open(lock, "a")
+    fcntl.flock(first, fcntl.LOCK_EX)  # another job holds the port
+    entered = threading.Event()
+
+    def second():
+        with local_train.master_port(True):
+            entered.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not entered.wait(0.5), "the second job ran while the first held the port"
+    assert f"port {opt_ml.MASTER_PORT}" in capsys.readouterr().err
+    first.close()  # the first job ends
+    assert entered.wait(10)
+    thread.join()
+    with local_train.master_port(True):  # and it gave the port back
+        pass
