@@ -10,13 +10,17 @@ import shutil
 
 from benchmarks.harness import ROOT
 
-# The dev settings (section ``dev``): npz in --dev-data, train split cut to ``n_train`` (None: all), class names.
+# The dev settings (section ``dev``): npz in --dev-data, train split cut to ``n_train`` (None: all), class names,
+# and ``size``: both splits upsampled (bilinear) to this side, for a setting of that size's cost (not its detail).
 DEV_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")  # the README's ../shared/data/
 DEV_SETTINGS = {
     "pneumonia-300": dict(npz="pneumoniamnist_trainval.npz", n_train=300, classes=("normal", "pneumonia")),
     "pneumonia-1000": dict(npz="pneumoniamnist_trainval.npz", n_train=1000, classes=("normal", "pneumonia")),
     "pneumonia-all": dict(npz="pneumoniamnist_trainval.npz", n_train=None, classes=("normal", "pneumonia")),
     "retina": dict(npz="retinamnist_trainval.npz", n_train=None, classes=("0", "1", "2", "3", "4")),
+    # a breast-ultrasound-sized set at 64 px (546 train images): what the ensemble's time rule does at that size
+    "pneumonia-546-64px": dict(npz="pneumoniamnist_trainval.npz", n_train=546, classes=("normal", "pneumonia"),
+                               size=64),
 }
 DEV_SUBSAMPLE_SEED = 1234  # fixed: every run seed and every checkout trains on the same subsample
 
@@ -149,7 +153,7 @@ def dev_data(build, npz_folder, name, cap=None, settings=None):
     caps = [v for v in (setting["n_train"], cap_train) if v]
     n_train = min(caps) if caps else None
     spec = {"npz": os.path.abspath(npz), "n_train": n_train, "n_val": cap_val, "subsample_seed": DEV_SUBSAMPLE_SEED,
-            "classes": list(setting["classes"])}
+            "classes": list(setting["classes"]), "size": setting.get("size")}
     folder = os.path.join(build, "dev-data", name + (f"-smoke{cap_train}x{cap_val}" if cap else ""))
     spec_path = os.path.join(folder, "dev-spec.json")
     if _done(folder) and os.path.isfile(spec_path):
@@ -162,11 +166,11 @@ def dev_data(build, npz_folder, name, cap=None, settings=None):
     for split, n in (("train", n_train), ("val", cap_val)):
         images, labels = data[f"{split}_images"], data[f"{split}_labels"].reshape(-1)
         idx = stratified_subsample(labels, n, DEV_SUBSAMPLE_SEED)
-        splits[split] = (images[idx], labels[idx])
+        splits[split] = (_resize(images[idx], setting["size"]) if setting.get("size") else images[idx], labels[idx])
         info[f"n_{split}"] = int(len(idx))
         info[f"{split}_of"] = int(len(labels))
         info[f"{split}_per_class"] = np.bincount(labels[idx], minlength=len(setting["classes"])).tolist()
-    info["image_shape"] = list(data["train_images"].shape[1:])
+    info["image_shape"] = list(splits["train"][0].shape[1:])
     info["classes"] = list(setting["classes"])
     if os.path.isdir(folder):
         shutil.rmtree(folder)

@@ -161,6 +161,23 @@ def test_dev_subsample_is_stratified_and_seeded():
     assert len(few) == 10 and {98, 99} <= set(few)
 
 
+def test_a_dev_setting_with_a_size_is_written_at_that_size(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tiny.npz", train_images=rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
+             train_labels=np.array([0, 1] * 10), val_images=rng.integers(0, 255, (6, 28, 28), dtype=np.uint8),
+             val_labels=np.array([0, 1] * 3))
+    settings = {"tiny-64": dict(npz="tiny.npz", n_train=10, classes=("a", "b"), size=64),
+                "tiny": dict(npz="tiny.npz", n_train=10, classes=("a", "b"))}
+    for name, side in (("tiny-64", 64), ("tiny", 28)):
+        folder, info = datasets.dev_data(str(tmp_path / "build"), str(tmp_path), name, settings=settings)
+        assert info["image_shape"] == [side, side] and info["n_train"] == 10 and info["n_val"] == 6
+        first = os.path.join(folder, "train", "a", sorted(os.listdir(os.path.join(folder, "train", "a")))[0])
+        assert Image.open(first).size == (side, side)
+
+
 def test_dev_steps_and_spread():
     hp = {"batch_size": 128, "max_steps_per_epoch": 0}
     metrics = {"history": [{}] * 40, "config": {"hyperparameters": hp}}
