@@ -16,9 +16,10 @@ out-of-fold predictions instead of on a val split of 5-10% of the images.
   ``min(folds, pool // 100, rarest class // 20)``, and under ``MIN_MEMBERS`` (3) the run trains one model;
 * the members fit the time budget (``in_time``): ``max-train-minutes`` when set, else ``BUDGET_MINUTES`` (5
   minutes of training, so that a default run of up to 5,000 images at 28-64 px ends within 6 minutes on 2 CPU
-  cores; on a GPU the same rule with its own measured speed). The first member's first epoch (training and
-  validation) is timed; a member is taken to cost that times its plan's epochs (an upper bound: early stopping
-  usually ends it sooner); K shrinks to what fits, and under 3 the run falls back to one model;
+  cores; on a GPU the same rule with its own measured speed). The first member's second epoch (training and
+  validation; the first carries one-off warm-up costs) is timed; a member is taken to cost that times its plan's
+  epochs (an upper bound: early stopping usually ends it sooner); K shrinks to what fits, and under 3 the run
+  falls back to one model;
 * the images are cached in memory (streamed images are not split into folds).
 
 ``ensemble=on`` trains ``folds`` members whatever the counts (every class needs at least ``folds`` images) and the
@@ -36,7 +37,7 @@ BUDGET_MINUTES = 5.0
 @dataclasses.dataclass
 class Decision:
     """``members``: 1 (one model) or K (a K-fold ensemble); ``why``: the rule that decided, in words; ``timed``:
-    whether the time rule still has to check it after the first member's first epoch (auto only)."""
+    whether the time rule still has to check it after the first member's timed epoch (auto only)."""
 
     members: int
     why: str
@@ -80,7 +81,7 @@ def budget_minutes(max_train_minutes):
 
 
 def in_time(decision, member_seconds, budget_seconds):
-    """``decision`` after the first member's first epoch: ``member_seconds`` is what one member is expected to
+    """``decision`` after the first member's timed epoch: ``member_seconds`` is what one member is expected to
     take, ``budget_seconds`` what the members may take together. Returns the same decision when its members fit,
     fewer members (not below MIN_MEMBERS) when that fits, else one model; the ``why`` says so."""
     fits = int(budget_seconds // max(member_seconds, 1e-9))

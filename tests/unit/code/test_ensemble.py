@@ -131,16 +131,21 @@ class FakeTrainer:
         self.ensemble_members = members
 
 
-def test_the_time_check_replans_after_the_first_epoch(tmp_path, monkeypatch):
+def test_the_time_check_replans_after_the_second_epoch(tmp_path, monkeypatch):
+    """The second epoch is timed: the first carries one-off warm-up costs (here a slow 40 s first epoch that,
+    taken as the measure, would have decided one model for members that fit)."""
     args = args_with(max_train_minutes=0, checkpoint_dir=str(tmp_path))
     first = ensemble_plan.decide("auto", 5, pool=1000, smallest_class=300)
-    clock = iter([100.0, 104.0])  # an epoch (training and validation) of 4 s; 30 epochs: 120 s a member
+    clock = iter([100.0, 104.0])  # the second epoch (training and validation) of 4 s; 30 epochs: 120 s a member
     monkeypatch.setattr(ensemble.time, "perf_counter", lambda: next(clock))
     check = ensemble.TimeCheck(args, first, distributed.DistInfo(), torch.device("cpu"))
     trainer = FakeTrainer(epochs=30, members=5)
     check.on_train_epoch_start(trainer, 1)
+    check.on_evaluate(trainer, 1, {})  # not yet: no decision, no clock read
+    assert check.decision.timed and not (tmp_path / ensemble.DECISION_FILE).exists()
+    check.on_train_epoch_start(trainer, 2)
     with pytest.raises(ensemble.Replan) as raised:
-        check.on_evaluate(trainer, 1, {})
+        check.on_evaluate(trainer, 2, {})
     assert raised.value.decision.members == 1 and "one model" in raised.value.decision.why
     saved = json.loads((tmp_path / ensemble.DECISION_FILE).read_text())
     assert saved["members"] == 1  # a resumed run trains what this one decided
@@ -154,8 +159,23 @@ def test_the_time_check_keeps_members_that_fit(tmp_path, monkeypatch):
     check = ensemble.TimeCheck(args, first, distributed.DistInfo(), torch.device("cpu"))
     trainer = FakeTrainer(epochs=30, members=5)
     check.on_train_epoch_start(trainer, 1)
-    check.on_evaluate(trainer, 1, {})  # 5 x 30 s fit in 5 min: no Replan
+    check.on_evaluate(trainer, 1, {})
+    check.on_train_epoch_start(trainer, 2)
+    check.on_evaluate(trainer, 2, {})  # 5 x 30 s fit in 5 min: no Replan
     assert check.decision.members == 5 and not check.decision.timed
+
+
+def test_a_one_epoch_plan_is_timed_on_its_only_epoch(tmp_path, monkeypatch):
+    args = args_with(max_train_minutes=0, checkpoint_dir=str(tmp_path))
+    first = ensemble_plan.decide("auto", 5, pool=1000, smallest_class=300)
+    clock = iter([0.0, 200.0])  # 200 s a member: not even 3 fit in 5 min
+    monkeypatch.setattr(ensemble.time, "perf_counter", lambda: next(clock))
+    check = ensemble.TimeCheck(args, first, distributed.DistInfo(), torch.device("cpu"))
+    trainer = FakeTrainer(epochs=1, members=5)
+    check.on_train_epoch_start(trainer, 1)
+    with pytest.raises(ensemble.Replan) as raised:
+        check.on_evaluate(trainer, 1, {})
+    assert raised.value.decision.members == 1
 
 
 # ---------------------------------------------------------------- the pool
