@@ -21,6 +21,12 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 
+# Under pytest-xdist (make test: -n 2), the workers' jobs share the cores: each process's torch gets its share of
+# threads (unless OMP_NUM_THREADS is set already), as medimg.processes gives each local host its share. Threads of
+# several jobs that wait for each other on an oversubscribed machine burn CPU spinning.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 from data_factories import (CLASSES, FINDINGS, make_dataset, make_finding_image, make_image,  # noqa: E402,F401
                             make_multilabel_dataset)
 from local_runs import CODE, FAST_HPS, ROOT, SCRIPTS, read_failure, run_local_train  # noqa: E402,F401
