@@ -224,7 +224,7 @@ class TimeCheck(Callback):
     """The time rule (ensemble_plan.in_time) after the first member's second epoch (its training and validation;
     the first when the plan has one): raises Replan when the members do not fit; saves the decision either way.
     The first epoch is not the measure: it carries one-off costs (kernel selection and warm-up, lazy imports) that
-    made it 1.0-2.6 times the next on 2 CPU cores at 64 px, so that one setting's decision changed with the seed."""
+    made it 1.1-2.0 times the next on 2 CPU cores at 64 px, so that one setting's decision changed with the seed."""
 
     def __init__(self, args, decision, dist_info, device):
         self.args, self.decision, self.dist, self.device = args, decision, dist_info, device
