@@ -80,8 +80,8 @@ demo: $(STAMP) $(DEMO_DATA)/train
 
 # make test runs the test files on TEST_WORKERS processes (pytest-xdist; each file stays on one worker, so its
 # module fixtures are built once; each worker's torch gets its share of the cores, tests/conftest.py). Three on two
-# cores: the system tier waits on processes, ports and servers, and a third worker fills those waits (10:08 against
-# 10:42 with two, on 2 idle cores). make test TEST_WORKERS=0 runs them in this process, one after another.
+# cores: the system tier waits on processes, ports and servers, and a third worker fills those waits (8:55 for the
+# whole suite on 2 idle cores). make test TEST_WORKERS=0 runs them in this process, one after another.
 TEST_WORKERS ?= 3
 test: $(STAMP) $(STAMP3)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile

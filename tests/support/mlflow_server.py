@@ -1,6 +1,8 @@
 """A real MLflow tracking server on 127.0.0.1 for the tests: ``mlflow server`` (this environment's, .venv) with a
 sqlite backend and artifacts proxied to a local folder (``--artifacts-destination``: clients upload over HTTP, as
-they do to a SageMaker managed MLflow server), one worker, telemetry off. Tests assert through ``MlflowClient``.
+they do to a SageMaker managed MLflow server), one worker, telemetry off, and no job execution (MLflow 3's server
+otherwise starts seven huey consumer processes for its GenAI jobs and periodic tasks, about 21 s of CPU per
+server that tracking never uses). Tests assert through ``MlflowClient``.
 
     with MlflowServer(tmp_path / "mlflow") as server:
         server.uri          # http://127.0.0.1:<port>
@@ -15,7 +17,7 @@ import sys
 import time
 import urllib.request
 
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def free_port():
